@@ -1,0 +1,142 @@
+"""The async HTTP client main and stream use to reach base.
+
+Reads retry on connection errors (they are idempotent); writes never retry. A base that does not
+answer is DependencyUnavailable("base"); an error base answers is passed on with its status and
+message, so a Cassandra outage behind base reaches the caller as a 503 naming both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from kubescaler.domain.errors import DependencyUnavailable, KubescalerError
+from kubescaler.domain.models import (
+    Binding,
+    Bulk,
+    BulkIds,
+    Counts,
+    Profile,
+    ProfilePage,
+    UserPage,
+)
+from kubescaler.settings import BaseClientSettings
+
+T = TypeVar("T")
+
+
+class UpstreamError(KubescalerError):
+    """An error answer from base, passed on with base's status and message."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.status = status
+
+
+class BaseClient:
+    def __init__(self, settings: BaseClientSettings, admin_token: str = "") -> None:
+        self.settings = settings
+        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._http = httpx.AsyncClient(
+            base_url=settings.url,
+            timeout=httpx.Timeout(settings.timeout_s),
+            headers=headers,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        attempts = 1 + (self.settings.retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                response = await self._http.request(
+                    method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+                )
+            except (httpx.TransportError, OSError) as exc:
+                if attempt + 1 < attempts and isinstance(exc, httpx.ConnectError):
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
+                raise DependencyUnavailable(
+                    "base", f"{type(exc).__name__} calling {method} {path}: {exc}"
+                ) from exc
+            if response.status_code >= 400:
+                raise _error_from(response)
+            return response
+        raise AssertionError("unreachable")
+
+    async def _get(self, path: str, into: type[T], **params: Any) -> T:
+        response = await self._request("GET", path, idempotent=True, params=params)
+        return msgspec.json.decode(response.content, type=into)
+
+    async def ping(self) -> None:
+        await self._request("GET", "/healthz", idempotent=False, timeout=1.0)
+
+    async def users(self, limit: int, page: str | None) -> UserPage:
+        return await self._get("/users", UserPage, limit=limit, **_page(page))
+
+    async def profiles(self, limit: int, page: str | None) -> ProfilePage:
+        return await self._get("/profiles", ProfilePage, limit=limit, **_page(page))
+
+    async def profiles_of_user(self, user_id: uuid.UUID) -> list[Profile]:
+        return await self._get(f"/users/{user_id}/profiles", list[Profile])
+
+    async def binding(self, user_id: uuid.UUID, profile_id: uuid.UUID) -> Binding:
+        return await self._get(f"/users/{user_id}/profiles/{profile_id}", Binding)
+
+    async def bulk_insert(self, bulk: Bulk, timeout: float) -> Counts:
+        response = await self._request(
+            "POST",
+            "/bulk",
+            idempotent=False,
+            timeout=timeout,
+            content=msgspec.json.encode(bulk),
+            headers={"content-type": "application/json"},
+        )
+        return msgspec.json.decode(response.content, type=Counts)
+
+    async def bulk_delete(self, ids: BulkIds, timeout: float) -> None:
+        await self._request(
+            "POST",
+            "/bulk/delete",
+            idempotent=False,
+            timeout=timeout,
+            content=msgspec.json.encode(ids),
+            headers={"content-type": "application/json"},
+        )
+
+    async def drop_all(self, timeout: float) -> None:
+        await self._request("DELETE", "/data", idempotent=False, timeout=timeout)
+
+
+def _page(page: str | None) -> dict[str, str]:
+    return {"page": page} if page else {}
+
+
+def _error_from(response: httpx.Response) -> KubescalerError:
+    try:
+        body = response.json()
+        message = str(body.get("error") or body.get("detail") or body)
+    except ValueError:
+        body, message = {}, response.text[:200]
+    if response.status_code >= 500:
+        dependency = body.get("dependency") if isinstance(body, dict) else None
+        detail = f"base answered {response.status_code}: {message}"
+        error = DependencyUnavailable("base", detail)
+        if dependency:
+            error.extra["cause"] = dependency
+        return error
+    return UpstreamError(response.status_code, message)

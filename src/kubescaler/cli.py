@@ -1,0 +1,141 @@
+"""`kubescaler`: one subcommand per process of the system, plus the local runner and tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from kubescaler import settings as settings_module
+from kubescaler.settings import Settings
+
+DESCRIPTION = """\
+kubescaler: exclusive, autoscaled Server-Sent-Event streams guarded by an event-driven Redlock.
+Every process reads its settings from KUBESCALER_* environment variables (`kubescaler config`
+lists them); the flags below override a few of them."""
+
+
+def _serve(name: str, factory: Callable[[Settings], object], port: int, settings: Settings) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        factory(settings),  # type: ignore[arg-type]
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _cmd_base(args: argparse.Namespace, settings: Settings) -> int:
+    from kubescaler.entrypoints.base_app import create_app
+
+    return _serve("base", create_app, args.port or settings.base_port, settings)
+
+
+def _cmd_main(args: argparse.Namespace, settings: Settings) -> int:
+    from kubescaler.entrypoints.main_app import create_app
+
+    return _serve("main", create_app, args.port or settings.main_port, settings)
+
+
+def _cmd_lock_keeper(_: argparse.Namespace, settings: Settings) -> int:
+    from kubescaler.entrypoints import lock_keeper
+
+    lock_keeper.run(settings)
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from kubescaler.devstack import stack
+
+    return stack.run(settings, streams=args.streams)
+
+
+def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
+    rows = settings_module.reference()
+    if args.markdown:
+        print("| variable | default | meaning |\n| --- | --- | --- |")
+        for name, default, description in rows:
+            print(f"| `{name}` | `{default}` | {description} |" if default else
+                  f"| `{name}` | (empty) | {description} |")
+        return 0
+    width = max(len(name) for name, _, _ in rows)
+    for name, default, description in rows:
+        print(f"{name:<{width}}  {description} (default: {default or '(empty)'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubescaler", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, help_: str, func: Callable[[argparse.Namespace, Settings], int]
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    for name, func, port_var in [
+        ("base", _cmd_base, "KUBESCALER_BASE_PORT"),
+        ("main", _cmd_main, "KUBESCALER_MAIN_PORT"),
+    ]:
+        what = {
+            "base": "Serve the base service: users and profiles over REST, backed by Cassandra.",
+            "main": "Serve the main service: users, profiles, suggested, test data, /login.",
+        }[name]
+        add(name, what, func).add_argument(
+            "--port", type=int, help=f"listen port (default ${port_var})"
+        )
+
+    add(
+        "lock-keeper",
+        "Run a lock-keeper worker: applies lock commands from the Redis Stream through Redlock.",
+        _cmd_lock_keeper,
+    )
+    add(
+        "replay",
+        "Read the lock event log: timelines, state at a time, JSON lines, --verify. "
+        "`kubescaler replay --help` for its options.",
+        lambda _a, _s: 0,
+    ).add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    up = add(
+        "up",
+        "Bring the whole local system up (Redis, Cassandra, every service, the nginx entry point) "
+        "and print its URLs; Ctrl-C stops it. Data persists under .local/.",
+        _cmd_up,
+    )
+    up.add_argument("--streams", type=int, default=2, help="stream instances (default 2)")
+    add(
+        "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config
+    ).add_argument("--markdown", action="store_true", help="as the README's table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["replay"]:  # the replay tool owns its own options and --help
+        from kubescaler.entrypoints import replay
+
+        return replay.run(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_module.load()
+    except settings_module.SettingsError as exc:
+        print(f"kubescaler: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The local system: backing services and kubescaler's own processes on 127.0.0.1."""

@@ -1,0 +1,64 @@
+"""Debian's redis-server as a local process, its data kept in a folder of the checkout."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import redis
+
+from kubescaler.devstack.proc import Proc, StartError
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StartError(
+            "redis-server not found: run `./dev setup` (it installs Debian's redis-server)"
+        )
+    return found
+
+
+class RedisServer(Proc):
+    """One independent redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``."""
+
+    def __init__(self, port: int, data_dir: Path, persist: bool = True) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        argv = [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "60 1" if persist else "",
+            "--appendonly",
+            "yes" if persist else "no",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        super().__init__(f"redis:{port}", argv, data_dir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ping(self) -> bool:
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def start_ready(self, timeout: float = 15.0) -> None:
+        self.start()
+        self.wait_until(self.ping, timeout)

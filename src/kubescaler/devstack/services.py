@@ -1,0 +1,48 @@
+"""kubescaler's own processes (`kubescaler base`, `main`, ...) as local children."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from kubescaler.devstack.proc import Proc
+
+
+class Service(Proc):
+    """``kubescaler <command>`` listening on 127.0.0.1:port, ready when /readyz says so."""
+
+    def __init__(
+        self,
+        command: str,
+        port: int,
+        env: Mapping[str, str],
+        log_dir: Path,
+        name: str | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = port
+        self.command = command
+        argv = [sys.executable, "-m", "kubescaler.cli", command, *args]
+        super().__init__(
+            name or f"{command}:{port}",
+            argv,
+            log_dir / f"{name or command}-{port}.log",
+            env=dict(env),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200
+
+    def alive(self) -> bool:
+        return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+
+    def start_ready(self, timeout: float = 60.0, *, need_ready: bool = True) -> None:
+        self.start()
+        self.wait_until(self.ready if need_ready else self.alive, timeout)

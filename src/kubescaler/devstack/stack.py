@@ -1,0 +1,136 @@
+"""`kubescaler up`: the whole system on 127.0.0.1, started in dependency order.
+
+Redis and Cassandra keep their data under ``.local/`` (git-ignored), so it survives a restart.
+Every process is awaited on its readiness before the next one that needs it starts, as the
+Kubernetes manifests do with probes; Ctrl-C (or SIGTERM) stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kubescaler.devstack.cassandra import CassandraNode
+from kubescaler.devstack.nginx import Nginx
+from kubescaler.devstack.proc import Proc, StartError, port_open
+from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.services import Service
+from kubescaler.settings import Settings
+
+
+def _port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
+
+
+class Stack:
+    """Every process of the local system, in start order."""
+
+    def __init__(self, settings: Settings, state: Path, streams: int = 2) -> None:
+        self.settings = settings
+        self.state = state
+        logs = state / "logs"
+        s = settings
+        self.redis = [
+            RedisServer(port, state / f"redis-{port}")
+            for port in sorted(
+                {_port(s.redis.url, 6379), *(_port(u, 6379) for u in s.redis.redlock_urls)}
+            )
+        ]
+        self.cassandra = CassandraNode(
+            state / "cassandra", native_port=s.cassandra.port, lib_dir=state / "cassandra" / "lib"
+        )
+        base_url = f"http://127.0.0.1:{s.base_port}"
+        env = {"KUBESCALER_BASE_URL": base_url}
+        self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
+        self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
+        self.streams = [
+            Service(
+                "stream", s.stream_port + i, {**env, "KUBESCALER_INSTANCE": f"stream-{i}"}, logs,
+                name=f"stream-{i}", args=("--port", str(s.stream_port + i)),
+            )
+            for i in range(streams)
+        ]
+        self.gateway = Nginx(
+            state / "nginx", s.gateway_port, f"127.0.0.1:{s.main_port}",
+            [f"127.0.0.1:{svc.port}" for svc in self.streams] or [f"127.0.0.1:{s.stream_port}"],
+        )
+        self.started: list[Proc] = []
+
+    def _start(self, proc: Proc, ready: object) -> None:
+        print(f"  starting {proc.name} ...", flush=True)
+        proc.start()
+        self.started.append(proc)
+        proc.wait_until(ready, timeout=240)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        """Start everything, or stop what was started and raise StartError."""
+        for port in [self.settings.gateway_port, self.settings.base_port, self.settings.main_port]:
+            if port_open(port):
+                raise StartError(f"port {port} is in use: is the local system already up?")
+        try:
+            for server in self.redis:
+                self._start(server, server.ping)
+            self._start(self.cassandra, self.cassandra.ready)
+            self._start(self.base, self.base.ready)
+            self._start(self.main, self.main.ready)
+            for svc in self.streams:
+                self._start(svc, svc.ready)
+            self._start(self.gateway, self.gateway.ready)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        while self.started:
+            proc = self.started.pop()
+            proc.stop(timeout=60)
+
+    def urls(self) -> dict[str, str]:
+        g = f"http://127.0.0.1:{self.settings.gateway_port}"
+        return {
+            "entry point": g,
+            "users": f"{g}/main/users",
+            "profiles": f"{g}/main/profiles",
+            "suggested": f"{g}/main/suggested",
+            "live profiles": f"{g}/main/login/{{user_id}}",
+            "web client": f"{g}/index/{{user_id}}/{{profile_id}}",
+            "create test data": f"curl -X POST {g}/main/testdata?users=100&profiles=20",
+            "base": self.base.url,
+            "main": self.main.url,
+            "logs": str(self.state / "logs"),
+        }
+
+
+def run(settings: Settings, streams: int, state: Path | None = None) -> int:
+    """Bring the system up, print its URLs, and keep it up until Ctrl-C or SIGTERM."""
+    state = state or Path(os.environ.get("KUBESCALER_LOCAL_STATE", ".local")).resolve()
+    stack = Stack(settings, state, streams)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"kubescaler: bringing the local system up (state in {state})", flush=True)
+    try:
+        stack.start()
+    except StartError as exc:
+        print(f"kubescaler: could not start: {exc}", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    width = max(map(len, stack.urls()))
+    print("\nkubescaler is up:")
+    for name, url in stack.urls().items():
+        print(f"  {name:<{width}}  {url}")
+    print("\nCtrl-C stops it.", flush=True)
+    try:
+        while not stop.wait(1.0):
+            for proc in stack.started:
+                if not proc.running:
+                    print(f"kubescaler: {proc.name} exited; see {proc.log}", flush=True)
+                    stop.set()
+    except KeyboardInterrupt:
+        pass
+    print("\nkubescaler: stopping ...", flush=True)
+    stack.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""Plain structs and pure logic: no I/O below this line."""

@@ -1,0 +1,105 @@
+"""Users and profiles: the data half of kubescaler, as msgspec structs shared by every service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every API body: unknown fields are an error, not silently dropped."""
+
+
+class User(Model):
+    id: uuid.UUID
+    name: str
+
+
+class Profile(Model):
+    id: uuid.UUID
+    users: list[uuid.UUID]
+
+
+class UserIn(Model):
+    """Body of create and update. ``id`` is optional on create (a new one is made)."""
+
+    name: Name
+    id: uuid.UUID | None = None
+
+
+class ProfileIn(Model):
+    users: list[uuid.UUID] = msgspec.field(default_factory=list)
+    id: uuid.UUID | None = None
+
+
+class Binding(Model):
+    user_id: uuid.UUID
+    profile_id: uuid.UUID
+    bound: bool
+
+
+class SuggestedUser(Model):
+    """A user bound to two or more profiles: the pairs worth opening streams for."""
+
+    id: uuid.UUID
+    profiles: list[uuid.UUID]
+
+
+class TestDataRequest(Model):
+    users: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
+    profiles: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 20
+    users_per_profile: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    shared_users: Annotated[
+        int, msgspec.Meta(ge=0, le=100_000, description="users bound to several profiles")
+    ] = 10
+    profiles_per_shared_user: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3
+
+
+class TestDataSummary(Model):
+    users: int
+    profiles: int
+    suggested: int
+    seconds: float
+
+
+def parse_uuid(value: str, what: str) -> uuid.UUID:
+    """A path or query UUID, or InvalidInput naming which one is malformed."""
+    from kubescaler.domain.errors import InvalidInput
+
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(f"{what} is not a valid UUID: {value!r}") from None
+
+
+class UserPage(Model):
+    """One page of users; ``next`` is the token of the following page, null on the last."""
+
+    items: list[User]
+    next: str | None
+
+
+class ProfilePage(Model):
+    items: list[Profile]
+    next: str | None
+
+
+class Bulk(Model):
+    """Rows written or deleted in one request (test data)."""
+
+    users: list[User] = msgspec.field(default_factory=list)
+    profiles: list[Profile] = msgspec.field(default_factory=list)
+
+
+class BulkIds(Model):
+    users: list[uuid.UUID] = msgspec.field(default_factory=list)
+    profiles: list[uuid.UUID] = msgspec.field(default_factory=list)
+
+
+class Counts(Model):
+    users: int
+    profiles: int

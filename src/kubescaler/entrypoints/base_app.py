@@ -1,0 +1,222 @@
+"""The base service: users and profiles over REST, the only process that talks to Cassandra."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar import Litestar, delete, get, post, put
+from litestar.params import Parameter
+
+from kubescaler.adapters.cassandra import CassandraRepository
+from kubescaler.domain.errors import Conflict, InvalidInput
+from kubescaler.domain.models import (
+    Binding,
+    Bulk,
+    BulkIds,
+    Counts,
+    Profile,
+    ProfileIn,
+    ProfilePage,
+    User,
+    UserIn,
+    UserPage,
+    parse_uuid,
+)
+from kubescaler.entrypoints.web import admin_guard, create_service_app
+from kubescaler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Repo = CassandraRepository
+Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
+PageToken = Annotated[str | None, Parameter(query="page", description="token from `next`")]
+ADMIN = [admin_guard]
+
+
+async def _check_users(repo: Repo, users: list[uuid.UUID]) -> None:
+    missing = sorted(map(str, set(users) - await repo.users_exist(users)))
+    if missing:
+        raise InvalidInput(
+            "profile names unknown users: " + ", ".join(missing), unknown_users=missing
+        )
+
+
+def _same_id(path_id: uuid.UUID, body_id: uuid.UUID | None) -> None:
+    if body_id is not None and body_id != path_id:
+        raise InvalidInput(f"body id {body_id} differs from the path id {path_id}")
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+@get("/users")
+async def list_users(repo: Repo, limit: Limit = 500, page: PageToken = None) -> UserPage:
+    items, nxt = await repo.list_users(limit, page)
+    return UserPage(items=items, next=nxt)
+
+
+@post("/users", guards=ADMIN)
+async def create_user(repo: Repo, data: UserIn) -> User:
+    user = User(id=data.id or uuid.uuid4(), name=data.name)
+    if not await repo.create_user(user):
+        raise Conflict(f"user {user.id} already exists", id=str(user.id))
+    return user
+
+
+@get("/users/{user_id:str}")
+async def get_user(repo: Repo, user_id: str) -> User:
+    return await repo.get_user(parse_uuid(user_id, "user id"))
+
+
+@put("/users/{user_id:str}", guards=ADMIN)
+async def update_user(repo: Repo, user_id: str, data: UserIn) -> User:
+    ident = parse_uuid(user_id, "user id")
+    _same_id(ident, data.id)
+    user = User(id=ident, name=data.name)
+    await repo.update_user(user)
+    return user
+
+
+@delete("/users/{user_id:str}", guards=ADMIN)
+async def delete_user(repo: Repo, user_id: str) -> None:
+    """Delete the user and unbind it from its profiles, in one logged batch."""
+    await repo.delete_user(parse_uuid(user_id, "user id"))
+
+
+@get("/users/{user_id:str}/profiles")
+async def profiles_of_user(repo: Repo, user_id: str) -> list[Profile]:
+    """Every profile the user is bound to: one query through the SAI index."""
+    ident = parse_uuid(user_id, "user id")
+    profiles = [p async for p in repo.profiles_of_user(ident)]
+    if not profiles:
+        await repo.get_user(ident)  # 404 for an unknown user, [] for one without profiles
+    return profiles
+
+
+@get("/users/{user_id:str}/profiles/{profile_id:str}")
+async def binding(repo: Repo, user_id: str, profile_id: str) -> Binding:
+    """Whether the user is bound to the profile; 404 when either is unknown."""
+    uid, pid = parse_uuid(user_id, "user id"), parse_uuid(profile_id, "profile id")
+    return Binding(user_id=uid, profile_id=pid, bound=await repo.is_bound(uid, pid))
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+
+@get("/profiles")
+async def list_profiles(repo: Repo, limit: Limit = 500, page: PageToken = None) -> ProfilePage:
+    items, nxt = await repo.list_profiles(limit, page)
+    return ProfilePage(items=items, next=nxt)
+
+
+@post("/profiles", guards=ADMIN)
+async def create_profile(repo: Repo, data: ProfileIn) -> Profile:
+    profile = Profile(id=data.id or uuid.uuid4(), users=sorted(set(data.users)))
+    await _check_users(repo, profile.users)
+    if not await repo.create_profile(profile):
+        raise Conflict(f"profile {profile.id} already exists", id=str(profile.id))
+    return profile
+
+
+@get("/profiles/{profile_id:str}")
+async def get_profile(repo: Repo, profile_id: str) -> Profile:
+    return await repo.get_profile(parse_uuid(profile_id, "profile id"))
+
+
+@put("/profiles/{profile_id:str}", guards=ADMIN)
+async def update_profile(repo: Repo, profile_id: str, data: ProfileIn) -> Profile:
+    ident = parse_uuid(profile_id, "profile id")
+    _same_id(ident, data.id)
+    profile = Profile(id=ident, users=sorted(set(data.users)))
+    await _check_users(repo, profile.users)
+    await repo.update_profile(profile)
+    return profile
+
+
+@delete("/profiles/{profile_id:str}", guards=ADMIN)
+async def delete_profile(repo: Repo, profile_id: str) -> None:
+    await repo.delete_profile(parse_uuid(profile_id, "profile id"))
+
+
+# -- bulk (test data) ------------------------------------------------------------------------
+
+
+@post("/bulk", guards=ADMIN)
+async def bulk_insert(repo: Repo, data: Bulk) -> Counts:
+    """Insert fresh users and profiles without per-row checks (main's test data)."""
+    await repo.insert_many(data.users, data.profiles)
+    return Counts(users=len(data.users), profiles=len(data.profiles))
+
+
+@post("/bulk/delete", guards=ADMIN, status_code=200)
+async def bulk_delete(repo: Repo, data: BulkIds) -> Counts:
+    """Delete the named rows (main undoing a test-data run that failed part-way)."""
+    await repo.delete_many(data.users, data.profiles)
+    return Counts(users=len(data.users), profiles=len(data.profiles))
+
+
+@delete("/data", guards=ADMIN)
+async def drop_all(repo: Repo) -> None:
+    """Drop every user and every profile."""
+    await repo.drop_all()
+
+
+HANDLERS = [
+    list_users,
+    create_user,
+    get_user,
+    update_user,
+    delete_user,
+    profiles_of_user,
+    binding,
+    list_profiles,
+    create_profile,
+    get_profile,
+    update_profile,
+    delete_profile,
+    bulk_insert,
+    bulk_delete,
+    drop_all,
+]
+
+
+def create_app(settings: Settings) -> Litestar:
+    repo = CassandraRepository(settings.cassandra)
+
+    @contextlib.asynccontextmanager
+    async def cassandra_session(_: Litestar) -> AsyncIterator[None]:
+        """Connect in the background, retrying: base starts (not ready) before Cassandra does."""
+        task = asyncio.create_task(_connect_forever(repo))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await repo.close()
+
+    return create_service_app(
+        "base",
+        settings,
+        handlers=HANDLERS,
+        checks={"cassandra": repo.ping},
+        dependencies={"repo": repo},
+        lifespan=[cassandra_session],
+    )
+
+
+async def _connect_forever(repo: Repo) -> None:
+    delay = 0.5
+    while not repo.connected:
+        try:
+            await repo.connect()
+            log.info("connected to cassandra %s", repo.settings.hosts)
+        except Exception as exc:  # keep trying; /readyz reports it meanwhile
+            log.warning("cassandra not reachable yet: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,124 @@
+"""The main service: users, profiles, suggested users, test data, and who is live (/login)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Response, delete, get, post
+from litestar.params import Parameter
+
+from kubescaler.adapters.base_client import BaseClient
+from kubescaler.domain.models import (
+    Profile,
+    SuggestedUser,
+    TestDataRequest,
+    TestDataSummary,
+    User,
+    parse_uuid,
+)
+from kubescaler.entrypoints.web import admin_guard, create_service_app
+from kubescaler.services import live, testdata
+from kubescaler.settings import Settings
+
+Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
+PageToken = Annotated[str | None, Parameter(query="page", description="X-Next-Page of the last")]
+NEXT_PAGE = "X-Next-Page"
+T = TypeVar("T")
+
+
+def _paged(items: list[T], nxt: str | None) -> Response[list[T]]:
+    return Response(items, headers={NEXT_PAGE: nxt} if nxt else {})
+
+
+@get("/users")
+async def users(
+    base: BaseClient, limit: Limit = 1000, page: PageToken = None
+) -> Response[list[User]]:
+    """A page of users; the header X-Next-Page, when present, fetches the next one."""
+    got = await base.users(limit, page)
+    return _paged(got.items, got.next)
+
+
+@get("/profiles")
+async def profiles(
+    base: BaseClient, limit: Limit = 1000, page: PageToken = None
+) -> Response[list[Profile]]:
+    """A page of profiles with their user ids; X-Next-Page as for /users."""
+    got = await base.profiles(limit, page)
+    return _paged(got.items, got.next)
+
+
+@get("/suggested")
+async def suggested(base: BaseClient) -> list[SuggestedUser]:
+    """Users bound to two or more profiles, computed from the data (same on every replica)."""
+    return await live.suggested(base)
+
+
+@get("/login/{user_id:str}")
+async def login(
+    base: BaseClient, redis: aioredis.Redis, settings: Settings, user_id: str
+) -> list[str]:
+    """The user's profiles that are live now: base's profiles filtered by the lock state."""
+    ids = await live.launched(base, redis, settings.lock, parse_uuid(user_id, "user id"))
+    return [str(i) for i in ids]
+
+
+@post("/testdata", guards=[admin_guard], status_code=201)
+async def create_testdata(
+    base: BaseClient,
+    users: Annotated[int, Parameter(ge=0, le=100_000)] = 100,
+    profiles: Annotated[int, Parameter(ge=0, le=10_000)] = 20,
+    users_per_profile: Annotated[int, Parameter(ge=1, le=1000)] = 3,
+    shared_users: Annotated[int, Parameter(ge=0, le=100_000)] = 10,
+    profiles_per_shared_user: Annotated[int, Parameter(ge=2, le=100)] = 3,
+) -> TestDataSummary:
+    """Random users and profiles; ``shared_users`` of them are bound to several profiles."""
+    req = TestDataRequest(
+        users=users,
+        profiles=profiles,
+        users_per_profile=users_per_profile,
+        shared_users=shared_users,
+        profiles_per_shared_user=profiles_per_shared_user,
+    )
+    return await testdata.create(base, req)
+
+
+@delete("/testdata", guards=[admin_guard])
+async def drop_testdata(base: BaseClient) -> None:
+    """Drop every user and profile."""
+    await testdata.drop(base)
+
+
+HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
+
+
+def create_app(settings: Settings) -> Litestar:
+    base = BaseClient(settings.base, settings.admin_token)
+    redis = aioredis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.timeout_s,
+        socket_connect_timeout=settings.redis.timeout_s,
+    )
+
+    @contextlib.asynccontextmanager
+    async def clients(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await base.close()
+            await redis.aclose()
+
+    async def redis_ping() -> None:
+        await redis.ping()
+
+    return create_service_app(
+        "main",
+        settings,
+        handlers=HANDLERS,
+        checks={"base": base.ping, "redis": redis_ping},
+        dependencies={"base": base, "redis": redis, "settings": settings},
+        lifespan=[clients],
+    )

@@ -1,0 +1,146 @@
+"""What every Litestar service shares: error mapping, health, metrics, the admin guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ControllerRouterHandler, LifespanHook
+
+from kubescaler.domain.errors import KubescalerError
+from kubescaler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: A readiness check: raises (anything) when its dependency is not usable.
+Check = Callable[[], Awaitable[object]]
+
+
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "error": message, **extra}
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: KubescalerError) -> Response[Any]:
+    if exc.status >= 500:
+        log.warning("%s", exc.message)
+    return Response(error_body(exc.status, exc.message, **exc.extra), status_code=exc.status)
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    parts = [str(d.get("message", d)) if isinstance(d, dict) else str(d) for d in details]
+    message = "; ".join(parts) or exc.detail
+    return Response(
+        error_body(400, f"invalid request: {message}", path=request.url.path), status_code=400
+    )
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return Response(
+        error_body(exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return Response(
+        error_body(500, f"internal error: {type(exc).__name__}"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+EXCEPTION_HANDLERS: Mapping[Any, Any] = {
+    KubescalerError: _domain_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    HTTP_500_INTERNAL_SERVER_ERROR: _unexpected,
+}
+
+
+def health_handlers(checks: Mapping[str, Check], timeout: float = 2.0) -> list[Any]:
+    """``/healthz`` (the process answers) and ``/readyz`` (every dependency answers)."""
+
+    @get("/healthz", media_type=MediaType.JSON, include_in_schema=False, sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", media_type=MediaType.JSON, include_in_schema=False)
+    async def readyz() -> Response[dict[str, Any]]:
+        async def run(check: Check) -> str:
+            try:
+                await asyncio.wait_for(check(), timeout)
+            except Exception as exc:  # any failure of a dependency is "not ready", with why
+                return f"failing: {type(exc).__name__}: {exc}"[:300]
+            return "ok"
+
+        names = list(checks)
+        results = await asyncio.gather(*(run(checks[n]) for n in names))
+        status = dict(zip(names, results, strict=True))
+        failing = [n for n, r in status.items() if r != "ok"]
+        code = 503 if failing else 200
+        return Response(
+            {
+                "status": "ready" if not failing else "not ready",
+                "checks": status,
+                "failing": failing,
+            },
+            status_code=code,
+        )
+
+    return [healthz, readyz]
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Mutating endpoints require the admin token when one is configured."""
+    token = connection.app.state.settings.admin_token
+    if token and connection.headers.get("authorization", "") != f"Bearer {token}":
+        raise NotAuthorizedException(
+            "this endpoint needs the admin token: Authorization: Bearer <KUBESCALER_ADMIN_TOKEN>"
+        )
+
+
+def _constant(value: Any) -> Provide:
+    def provide() -> Any:
+        return value
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def create_service_app(
+    name: str,
+    settings: Settings,
+    *,
+    handlers: Sequence[ControllerRouterHandler],
+    checks: Mapping[str, Check],
+    dependencies: Mapping[str, Any] | None = None,
+    lifespan: Sequence[Any] = (),
+    on_startup: Sequence[LifespanHook] = (),
+) -> Litestar:
+    """A Litestar app with the house conventions: errors, health, metrics, body limit."""
+    prometheus = PrometheusConfig(
+        app_name=name,
+        prefix="kubescaler_http",
+        group_path=True,
+        exclude=["/metrics", "/healthz", "/readyz"],
+    )
+    return Litestar(
+        route_handlers=[*handlers, *health_handlers(checks), PrometheusController],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        middleware=[prometheus.middleware],
+        lifespan=list(lifespan),
+        on_startup=list(on_startup),
+        request_max_body_size=settings.max_body_bytes,
+        dependencies={key: _constant(value) for key, value in (dependencies or {}).items()},
+        state=State({"settings": settings}),
+        debug=False,
+    )

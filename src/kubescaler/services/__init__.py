@@ -1,0 +1,1 @@
+"""Use cases: each one function that does the work an entrypoint asks for."""

@@ -1,0 +1,204 @@
+"""Every setting kubescaler reads, in one place.
+
+Settings come from environment variables prefixed ``KUBESCALER_``. A top-level field ``x`` is
+read from ``KUBESCALER_X``; a field ``y`` of the section ``s`` from ``KUBESCALER_S_Y``. Lists are
+comma-separated. Defaults work for the local system (`./dev up`).
+
+Nothing else in the package reads the environment: entrypoints call :func:`load` once and pass
+the result down, so tests build apps with settings of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+PREFIX = "KUBESCALER_"
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
+    url: Annotated[
+        str, _doc("Redis for the event streams, the lock event log and the launched state.")
+    ] = "redis://127.0.0.1:6379/0"
+    lock_urls: Annotated[
+        list[str],
+        _doc("Independent Redis masters for Redlock (comma-separated); empty means the one `url`."),
+    ] = msgspec.field(default_factory=list)
+    timeout_s: Annotated[float, _doc("Socket timeout for every Redis call, in seconds.")] = 2.0
+
+    @property
+    def redlock_urls(self) -> list[str]:
+        return self.lock_urls or [self.url]
+
+
+class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
+    hosts: Annotated[list[str], _doc("Cassandra contact points (comma-separated).")] = (
+        msgspec.field(default_factory=lambda: ["127.0.0.1"])
+    )
+    port: Annotated[int, _doc("Cassandra native transport port.")] = 9042
+    keyspace: Annotated[str, _doc("Keyspace holding the user and profile tables.")] = "kubescaler"
+    replication_factor: Annotated[
+        int, _doc("SimpleStrategy replication factor used when base creates the keyspace.")
+    ] = 1
+    request_timeout_s: Annotated[float, _doc("Timeout of one CQL request, in seconds.")] = 5.0
+    page_size: Annotated[int, _doc("Rows fetched per page when base scans a table.")] = 1000
+    page_token_key: Annotated[
+        str, _doc("Key that signs page tokens; set the same secret on every base replica.")
+    ] = "kubescaler-local"
+
+
+class BaseClientSettings(msgspec.Struct, frozen=True, kw_only=True):
+    url: Annotated[str, _doc("Where main and stream reach the base service.")] = (
+        "http://127.0.0.1:8081"
+    )
+    timeout_s: Annotated[float, _doc("Timeout of one request to base, in seconds.")] = 3.0
+    retries: Annotated[
+        int, _doc("Extra attempts for idempotent reads to base after a connection error.")
+    ] = 2
+
+
+class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
+    ttl_ms: Annotated[int, _doc("Lock and launched-marker lifetime without a refresh, in ms.")] = (
+        60_000
+    )
+    refresh_interval_ms: Annotated[int, _doc("How often a holder refreshes its lock, in ms.")] = (
+        20_000
+    )
+    clock_drift_factor: Annotated[float, _doc("Redlock clock drift factor (share of the TTL).")] = (
+        0.01
+    )
+    command_stream: Annotated[str, _doc("Redis Stream carrying lock commands.")] = (
+        "kubescaler:lock:commands"
+    )
+    command_group: Annotated[str, _doc("Consumer group of the lock-keeper workers.")] = (
+        "lock-keeper"
+    )
+    command_maxlen: Annotated[int, _doc("Approximate cap on the command stream's length.")] = (
+        100_000
+    )
+    log_stream: Annotated[str, _doc("Append-only lock event log (a Redis Stream).")] = (
+        "kubescaler:lock:log"
+    )
+    log_maxlen: Annotated[
+        int, _doc("Approximate cap on the event log's length; 0 keeps every record.")
+    ] = 1_000_000
+    request_timeout_ms: Annotated[
+        int, _doc("How long a requester waits for a lock outcome before answering 503, in ms.")
+    ] = 3_000
+    claim_idle_ms: Annotated[
+        int, _doc("A pending command idle this long is claimed from a dead worker, in ms.")
+    ] = 5_000
+    master_timeout_ms: Annotated[
+        int, _doc("Redlock: longest wait for one master before it counts as down, in ms.")
+    ] = 250
+    applied_ttl_ms: Annotated[
+        int, _doc("How long an applied command's outcome is kept to answer a redelivery, in ms.")
+    ] = 600_000
+    keeper_port: Annotated[
+        int, _doc("Port of the lock-keeper's health and /metrics HTTP endpoint.")
+    ] = 8085
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: Annotated[str, _doc("Address every HTTP service binds to.")] = "127.0.0.1"
+    gateway_port: Annotated[
+        int, _doc("Port of the local entry point (nginx) for all public paths.")
+    ] = 8080
+    base_port: Annotated[int, _doc("Port of the base service.")] = 8081
+    main_port: Annotated[int, _doc("Port of the main service.")] = 8082
+    stream_port: Annotated[
+        int, _doc("Port of the first stream instance; more count up from it.")
+    ] = 8090
+    instance: Annotated[
+        str, _doc("Name of this process in streams, logs and metrics; empty = host:port.")
+    ] = ""
+    admin_token: Annotated[
+        str, _doc("When set, mutating endpoints require `Authorization: Bearer <token>`.")
+    ] = ""
+    max_body_bytes: Annotated[int, _doc("Largest request body accepted (413 above it).")] = (
+        1_048_576
+    )
+    log_level: Annotated[str, _doc("Log level of every process.")] = "info"
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    cassandra: CassandraSettings = msgspec.field(default_factory=CassandraSettings)
+    base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)
+    lock: LockSettings = msgspec.field(default_factory=LockSettings)
+
+
+class SettingsError(ValueError):
+    """A KUBESCALER_ variable holds a value of the wrong shape."""
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "redis": RedisSettings,
+    "cassandra": CassandraSettings,
+    "base": BaseClientSettings,
+    "lock": LockSettings,
+}
+
+
+def _fields(struct: type[msgspec.Struct]) -> Iterator[msgspec.structs.FieldInfo]:
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    yield from info.fields  # type: ignore[misc]
+
+
+def env_name(section: str | None, field: str) -> str:
+    return PREFIX + (f"{section}_{field}" if section else field).upper()
+
+
+def _raw(
+    env: Mapping[str, str], section: str | None, struct: type[msgspec.Struct]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in _fields(struct):
+        if section is None and f.name in _SECTIONS:
+            continue
+        name = env_name(section, f.name)
+        if name not in env:
+            continue
+        value: Any = env[name]
+        kind = f.type.type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
+        if isinstance(kind, msgspec.inspect.ListType):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        out[f.name] = value
+    return out
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    raw = _raw(env, None, Settings)
+    for section, struct in _SECTIONS.items():
+        raw[section] = _raw(env, section, struct)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"bad KUBESCALER_ setting: {exc}") from exc
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for `kubescaler config` and the docs."""
+    rows: list[tuple[str, str, str]] = []
+    defaults = Settings()
+    sections: list[tuple[str | None, type[msgspec.Struct]]] = [(None, Settings)]
+    for section, struct in [*sections, *_SECTIONS.items()]:
+        obj: Any = defaults if section is None else getattr(defaults, section)
+        for f in _fields(struct):
+            if section is None and f.name in _SECTIONS:
+                continue
+            meta = f.type
+            description = ""
+            if isinstance(meta, msgspec.inspect.Metadata):
+                description = (meta.extra_json_schema or {}).get("description", "")
+            default = getattr(obj, f.name)
+            shown = ",".join(default) if isinstance(default, list) else str(default)
+            rows.append((env_name(section, f.name), shown, description))
+    return rows

@@ -1,0 +1,102 @@
+"""Real backing services for the whole test session, started once and waited on readiness."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubescaler.devstack.cassandra import CassandraNode
+from kubescaler.devstack.proc import free_port
+from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.services import Service
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_STATE = ROOT / ".local" / "test"
+
+
+@pytest.fixture(scope="session")
+def test_state() -> Path:
+    TEST_STATE.mkdir(parents=True, exist_ok=True)
+    return TEST_STATE
+
+
+def _redis(test_state: Path, label: str) -> RedisServer:
+    port = free_port()
+    data = test_state / f"redis-{label}-{port}"
+    shutil.rmtree(data, ignore_errors=True)
+    server = RedisServer(port, data, persist=False)
+    server.start_ready()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(test_state: Path) -> Iterator[RedisServer]:
+    """One real redis-server for streams, the event log and launched state."""
+    server = _redis(test_state, "main")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_masters(test_state: Path) -> Iterator[list[RedisServer]]:
+    """Three independent real redis-servers, the Redlock masters. Tests that stop one restart it."""
+    servers = [_redis(test_state, f"master{i}") for i in range(3)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+CASSANDRA_LIB = ROOT / ".local" / "cassandra" / "lib"
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(test_state: Path) -> Iterator[CassandraNode]:
+    """One real Cassandra 5.0 node (Maven Central jars, OpenJDK 17) with a fresh data folder."""
+    home = test_state / "cassandra"
+    shutil.rmtree(home / "data", ignore_errors=True)
+    node = CassandraNode(home, native_port=free_port(), storage_port=free_port(),
+                         lib_dir=CASSANDRA_LIB)
+    node.start_ready(timeout=240)
+    yield node
+    node.stop()
+
+
+def service_env(redis: RedisServer, cassandra: CassandraNode, **extra: str) -> dict[str, str]:
+    """Environment for kubescaler processes pointed at the test servers."""
+    return {
+        "KUBESCALER_REDIS_URL": redis.url,
+        "KUBESCALER_CASSANDRA_PORT": str(cassandra.native_port),
+        "KUBESCALER_CASSANDRA_KEYSPACE": "kubescaler_test",
+        "KUBESCALER_LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def base_service(
+    redis_server: RedisServer, cassandra_node: CassandraNode, test_state: Path
+) -> Iterator[Service]:
+    """`kubescaler base` as a real process on the test Cassandra."""
+    port = free_port()
+    svc = Service("base", port, service_env(redis_server, cassandra_node), test_state / "logs",
+                  args=("--port", str(port)))
+    svc.start_ready()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def main_service(
+    redis_server: RedisServer, cassandra_node: CassandraNode, base_service: Service,
+    test_state: Path,
+) -> Iterator[Service]:
+    """`kubescaler main` as a real process, talking to base_service over HTTP."""
+    port = free_port()
+    env = service_env(redis_server, cassandra_node, KUBESCALER_BASE_URL=base_service.url)
+    svc = Service("main", port, env, test_state / "logs", args=("--port", str(port)))
+    svc.start_ready()
+    yield svc
+    svc.stop()

@@ -1,0 +1,51 @@
+"""Settings: environment parsing, errors, and the documented reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubescaler import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_environment_overrides_defaults() -> None:
+    """KUBESCALER_* variables reach the right fields, lists split on commas."""
+    s = settings.load({
+        "KUBESCALER_BASE_PORT": "9001",
+        "KUBESCALER_REDIS_LOCK_URLS": "redis://a:1, redis://b:2,redis://c:3",
+        "KUBESCALER_LOCK_TTL_MS": "1500",
+        "KUBESCALER_CASSANDRA_HOSTS": "c1,c2",
+        "UNRELATED": "x",
+    })
+    assert s.base_port == 9001
+    assert s.redis.redlock_urls == ["redis://a:1", "redis://b:2", "redis://c:3"]
+    assert s.lock.ttl_ms == 1500
+    assert s.cassandra.hosts == ["c1", "c2"]
+    assert settings.load({}).redis.redlock_urls == [settings.load({}).redis.url]
+
+
+def test_bad_values_name_the_variable() -> None:
+    with pytest.raises(settings.SettingsError, match="base_port"):
+        settings.load({"KUBESCALER_BASE_PORT": "eighty"})
+
+
+def test_every_setting_has_a_unique_name_and_a_description() -> None:
+    rows = settings.reference()
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names))
+    assert all(description for _, _, description in rows)
+
+
+def test_readme_configuration_table_is_current(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's configuration table is exactly what `kubescaler config --markdown` prints."""
+    from kubescaler.cli import main
+
+    assert main(["config", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- config:start -->", "<!-- config:end -->"
+    current = readme[readme.index(start) + len(start) : readme.index(end)].strip()
+    assert current == table, "run `uv run kubescaler config --markdown` and paste it into README"
