@@ -145,8 +145,9 @@ def find_java() -> str:
     """Debian's OpenJDK 17, else a ``java`` on PATH that is 17 or 11 (Cassandra 5.0's only JDKs)."""
     if DEBIAN_JAVA_17.is_file():
         return str(DEBIAN_JAVA_17)
-    for candidate in sorted(Path("/usr/lib/jvm").glob("java-17-openjdk-*/bin/java")):
-        return str(candidate)
+    other_arch = next(iter(sorted(Path("/usr/lib/jvm").glob("java-17-openjdk-*/bin/java"))), None)
+    if other_arch is not None:
+        return str(other_arch)
     on_path = shutil.which("java")
     if on_path is not None and java_major(on_path) in SUPPORTED_JAVA:
         return on_path
@@ -195,7 +196,7 @@ class CassandraNode(Proc):
         return self.home / "data"
 
     def config_yaml(self) -> str:
-        data = self.data_dir
+        data = self.data_dir.resolve()
         return f"""# Written by kubescaler.devstack.cassandra on every start: edits are lost.
 cluster_name: kubescaler-local
 num_tokens: 1
@@ -211,13 +212,13 @@ rpc_address: {self.host}
 storage_port: {self.storage_port}
 start_native_transport: true
 native_transport_port: {self.native_port}
-data_file_directories: [{data / "data"}]
-commitlog_directory: {data / "commitlog"}
-saved_caches_directory: {data / "saved_caches"}
-hints_directory: {data / "hints"}
-cdc_raw_directory: {data / "cdc_raw"}
+data_file_directories: ["{data / "data"}"]
+commitlog_directory: "{data / "commitlog"}"
+saved_caches_directory: "{data / "saved_caches"}"
+hints_directory: "{data / "hints"}"
+cdc_raw_directory: "{data / "cdc_raw"}"
 commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+commitlog_sync_period: 1000ms
 commitlog_segment_size: 8MiB
 auto_snapshot: false
 hinted_handoff_enabled: false
@@ -243,7 +244,7 @@ file_cache_size: 64MiB
             java,
             f"-Xms{initial}m", f"-Xmx{self.heap}", "-Xss256k",
             "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
-            "-XX:+PerfDisableSharedMem",
+            "-XX:+PerfDisableSharedMem", "-XX:+ExitOnOutOfMemoryError",
             f"-javaagent:{jamm[-1]}",
             "-Djava.net.preferIPv4Stack=true",
             "-Djdk.attach.allowAttachSelf=true",
@@ -256,6 +257,7 @@ file_cache_size: 64MiB
             "-Dcassandra-foreground=yes",
             f"-Dcassandra.storagedir={home / 'data'}",
             f"-Dcassandra.logdir={home / 'logs'}",
+            f"-Dcassandra.triggers_dir={home / 'triggers'}",
             # One local node: nothing to gossip with, so do not wait for the ring to settle.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.ring_delay_ms=0",
@@ -264,7 +266,7 @@ file_cache_size: 64MiB
         ]
 
     def write_config(self) -> None:
-        for sub in ("data", "logs"):
+        for sub in ("data", "logs", "triggers"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.config_yaml())
         (self.home / "logback.xml").write_text(_LOGBACK)

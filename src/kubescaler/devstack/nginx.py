@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import shutil
 import signal
 from collections.abc import Sequence
@@ -17,6 +18,13 @@ from pathlib import Path
 from kubescaler.devstack.proc import Proc, StartError
 
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+_MAX_OPEN_FILES = 8192  # a proxied stream holds two connections: client and upstream
+
+
+def _open_files() -> int:
+    """As many open files as the worker may raise its limit to, up to _MAX_OPEN_FILES."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return _MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _MAX_OPEN_FILES)
 
 
 def nginx_binary() -> str:
@@ -75,15 +83,17 @@ class Nginx(Proc):
                             for up in self.stream_upstreams)
         # Workers run as the master's user; as root nginx would otherwise switch to "nobody".
         user = "user root;\n" if os.geteuid() == 0 else ""
+        files = _open_files()
         return f"""# Written by kubescaler.devstack.nginx on every start and reload: edits are lost.
 {user}daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile {files};
 pid {home / 'nginx.pid'};
 error_log stderr warn;
 
 events {{
-    worker_connections 4096;
+    worker_connections {files // 2};
 }}
 
 http {{
