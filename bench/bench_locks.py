@@ -1,0 +1,146 @@
+"""Lock round trips: the event path (client -> stream -> lock-keeper -> reply) vs direct Redlock.
+
+Starts its own redis-servers (one for streams and state, three Redlock masters) on free ports
+and lock-keeper worker processes (`lock_keeper.run`), measures, prints a table, stops
+everything. Not a test: numbers depend on the machine.
+
+    uv run python bench/bench_locks.py [--n 1000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from kubescaler.adapters.lockclient import LockClient
+from kubescaler.adapters.redlock import Redlock, master_client
+from kubescaler.devstack.proc import Proc, free_port
+from kubescaler.devstack.redis import RedisServer
+from kubescaler.settings import LockSettings, RedisSettings, Settings
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def keeper(settings: Settings, name: str, port: int, log: Path) -> Proc:
+    env = {
+        "KUBESCALER_REDIS_URL": settings.redis.url,
+        "KUBESCALER_REDIS_LOCK_URLS": ",".join(settings.redis.lock_urls),
+        "KUBESCALER_LOCK_KEEPER_PORT": str(port), "KUBESCALER_INSTANCE": name,
+        "KUBESCALER_LOG_LEVEL": "warning",
+    }
+    code = "from kubescaler.entrypoints.lock_keeper import run; " \
+           "from kubescaler.settings import load; run(load())"
+    proc = Proc(name, [sys.executable, "-c", code], log, env=env)
+    proc.start()
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+            return bool(r.status == 200)
+
+    proc.wait_until(ready, 20)
+    return proc
+
+
+async def direct(redlock: Redlock, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        key, start = f"bench:{uuid.uuid4()}", time.perf_counter()
+        assert (await redlock.acquire(key, "bench")).ok
+        times.append(time.perf_counter() - start)
+        await redlock.release(key, "bench")
+    return times
+
+
+async def event_path(locks: LockClient, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await locks.acquire(uuid.uuid4(), uuid.uuid4(), "bench")
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await locks.acquire(uuid.uuid4(), uuid.uuid4(), "bench")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+async def measure(settings: Settings, n: int, concurrency: int, workdir: Path) -> None:
+    masters = [master_client(u, 0.25) for u in settings.redis.lock_urls]
+    redlock = Redlock(masters, 60_000, 0.01, 250)
+    rows: list[tuple[str, str]] = []
+    workers = [keeper(settings, "bench-w0", free_port(), workdir / "w0.log")]
+    try:
+        async with LockClient(settings, name="bench") as locks:
+            await event_path(locks, 50)  # warm up connections and scripts
+            await direct(redlock, 50)
+            d, e = await direct(redlock, n), await event_path(locks, n)
+            rows += [
+                ("direct Redlock acquire, 3 masters: p50 / p99 ms",
+                 f"{pct(d, 0.5):.2f} / {pct(d, 0.99):.2f}"),
+                ("event path acquire round trip: p50 / p99 ms",
+                 f"{pct(e, 0.5):.2f} / {pct(e, 0.99):.2f}"),
+                ("event path overhead over direct, p50 ms",
+                 f"{statistics.median(e) * 1000 - statistics.median(d) * 1000:.2f}"),
+            ]
+            rate1 = await throughput(locks, n * 2, concurrency)
+            rows.append((f"acquires/s, 1 worker (concurrency {concurrency})", f"{rate1:.0f}"))
+            workers.append(keeper(settings, "bench-w1", free_port(), workdir / "w1.log"))
+            rate2 = await throughput(locks, n * 2, concurrency)
+            rows.append((f"acquires/s, 2 workers (concurrency {concurrency})", f"{rate2:.0f}"))
+            rows.append(("acquires/s per worker with 2 workers", f"{rate2 / 2:.0f}"))
+    finally:
+        for worker in workers:
+            worker.stop()
+        await redlock.aclose()
+    width = max(len(k) for k, _ in rows)
+    print(f"{'measure':<{width}}  value")
+    print(f"{'-' * width}  -----")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print(f"\nn={n} sequential samples; {os.cpu_count()} CPUs; "
+          f"client, workers and 4 redis-servers share the machine")
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__)
+    args.add_argument("--n", type=int, default=1000, help="sequential samples per path")
+    args.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    opts = args.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-locks-"))
+    servers = [RedisServer(free_port(), workdir / f"redis{i}", persist=False) for i in range(4)]
+    try:
+        for server in servers:
+            server.start_ready()
+        settings = Settings(
+            redis=RedisSettings(url=servers[0].url, lock_urls=[s.url for s in servers[1:]]),
+            lock=LockSettings(),
+        )
+        asyncio.run(measure(settings, opts.n, opts.concurrency, workdir))
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Redlock over three real masters: quorum with one down, a clear refusal with two down."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from kubescaler.adapters.redlock import Redlock, master_client
+from kubescaler.devstack.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def stopped(servers: list[RedisServer]) -> Iterator[None]:
+    for server in servers:
+        server.stop()
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.start_ready()
+
+
+@pytest.fixture
+async def redlock(redis_masters: list[RedisServer]) -> AsyncIterator[Redlock]:
+    lock = Redlock([master_client(m.url, 0.25) for m in redis_masters], 5000, 0.01, 250)
+    yield lock
+    await lock.aclose()
+
+
+async def test_owner_only_extends_and_releases(redlock: Redlock) -> None:
+    """Extend and release succeed only for the token that holds the key."""
+    key = f"t:{uuid.uuid4()}"
+    assert (await redlock.acquire(key, "a")).ok
+    held = await redlock.acquire(key, "b")
+    assert held.status == "held"
+    assert held.holder == "a"
+    assert 0 < held.holder_ttl_ms <= 5000
+    assert (await redlock.extend(key, "b")).status == "held"
+    assert (await redlock.release(key, "b")).touched == 0
+    assert (await redlock.extend(key, "a")).ok
+    assert (await redlock.release(key, "a")).touched == 3
+    assert (await redlock.acquire(key, "b")).ok
+
+
+async def test_one_master_down_still_grants(
+    redlock: Redlock, redis_masters: list[RedisServer]
+) -> None:
+    """Two of three masters are a quorum."""
+    with stopped(redis_masters[:1]):
+        got = await redlock.acquire(f"t:{uuid.uuid4()}", "a")
+        assert got.ok
+        assert got.answered == 2
+
+
+async def test_a_hung_master_costs_one_timeout_not_a_hang(
+    redlock: Redlock, redis_masters: list[RedisServer]
+) -> None:
+    """A master that accepts but never answers (SIGSTOP) is skipped after the call timeout."""
+    redis_masters[0].signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        got = await redlock.acquire(f"t:{uuid.uuid4()}", "a")
+        elapsed = time.monotonic() - start
+    finally:
+        redis_masters[0].signal(signal.SIGCONT)
+    assert got.ok
+    assert elapsed < 1.0
+    assert await redlock.ping() == []
