@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubescaler.devstack.cassandra import CassandraNode
+from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.proc import free_port
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service
@@ -57,8 +58,9 @@ def cassandra_node(test_state: Path) -> Iterator[CassandraNode]:
     """One real Cassandra 5.0 node (Maven Central jars, OpenJDK 17) with a fresh data folder."""
     home = test_state / "cassandra"
     shutil.rmtree(home / "data", ignore_errors=True)
-    node = CassandraNode(home, native_port=free_port(), storage_port=free_port(),
-                         lib_dir=CASSANDRA_LIB)
+    node = CassandraNode(
+        home, native_port=free_port(), storage_port=free_port(), lib_dir=CASSANDRA_LIB
+    )
     node.start_ready(timeout=240)
     yield node
     node.stop()
@@ -81,8 +83,13 @@ def base_service(
 ) -> Iterator[Service]:
     """`kubescaler base` as a real process on the test Cassandra."""
     port = free_port()
-    svc = Service("base", port, service_env(redis_server, cassandra_node), test_state / "logs",
-                  args=("--port", str(port)))
+    svc = Service(
+        "base",
+        port,
+        service_env(redis_server, cassandra_node),
+        test_state / "logs",
+        args=("--port", str(port)),
+    )
     svc.start_ready()
     yield svc
     svc.stop()
@@ -90,7 +97,9 @@ def base_service(
 
 @pytest.fixture(scope="session")
 def main_service(
-    redis_server: RedisServer, cassandra_node: CassandraNode, base_service: Service,
+    redis_server: RedisServer,
+    cassandra_node: CassandraNode,
+    base_service: Service,
     test_state: Path,
 ) -> Iterator[Service]:
     """`kubescaler main` as a real process, talking to base_service over HTTP."""
@@ -100,3 +109,80 @@ def main_service(
     svc.start_ready()
     yield svc
     svc.stop()
+
+
+#: Short lock times so expiry is observable in tests; a slow rate so many streams fit 2 cores.
+STREAM_TEST_ENV = {
+    "KUBESCALER_LOCK_TTL_MS": "3000",
+    "KUBESCALER_LOCK_REFRESH_INTERVAL_MS": "1000",
+    "KUBESCALER_LOCK_REQUEST_TIMEOUT_MS": "2000",
+    "KUBESCALER_STREAM_EVENT_BYTES": "2048",
+    "KUBESCALER_STREAM_EVENTS_PER_S": "20",
+    "KUBESCALER_STREAM_GRACE_S": "5",
+}
+
+
+@pytest.fixture(scope="session")
+def stream_env(
+    redis_server: RedisServer,
+    redis_masters: list[RedisServer],
+    cassandra_node: CassandraNode,
+    base_service: Service,
+) -> dict[str, str]:
+    """Environment of the lock-keeper and stream processes: three Redlock masters."""
+    return service_env(
+        redis_server,
+        cassandra_node,
+        KUBESCALER_BASE_URL=base_service.url,
+        KUBESCALER_REDIS_LOCK_URLS=",".join(m.url for m in redis_masters),
+        **STREAM_TEST_ENV,
+    )
+
+
+@pytest.fixture(scope="session")
+def lock_keeper_service(stream_env: dict[str, str], test_state: Path) -> Iterator[Service]:
+    port = free_port()
+    svc = Service("lock-keeper", port, stream_env, test_state / "logs", args=("--port", str(port)))
+    svc.start_ready()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def stream_services(
+    stream_env: dict[str, str], lock_keeper_service: Service, test_state: Path
+) -> Iterator[list[Service]]:
+    """Two stream instances sharing the locks; tests that stop one start it again."""
+    services = []
+    for name in ("stream-a", "stream-b"):
+        port = free_port()
+        svc = Service(
+            "stream",
+            port,
+            {**stream_env, "KUBESCALER_INSTANCE": name},
+            test_state / "logs",
+            name=name,
+            args=("--port", str(port)),
+        )
+        svc.start_ready()
+        services.append(svc)
+    yield services
+    for svc in services:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    main_service: Service, stream_services: list[Service], test_state: Path
+) -> Iterator[Nginx]:
+    """The nginx entry point in front of main and both stream instances."""
+    nginx = Nginx(
+        test_state / "nginx",
+        free_port(),
+        f"127.0.0.1:{main_service.port}",
+        [f"127.0.0.1:{s.port}" for s in stream_services],
+    )
+    nginx.start()
+    nginx.wait_until(nginx.ready, 20)
+    yield nginx
+    nginx.stop()

@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import msgspec
+
 from kubescaler import settings as settings_module
 from kubescaler.settings import Settings
 
@@ -43,9 +45,19 @@ def _cmd_main(args: argparse.Namespace, settings: Settings) -> int:
     return _serve("main", create_app, args.port or settings.main_port, settings)
 
 
-def _cmd_lock_keeper(_: argparse.Namespace, settings: Settings) -> int:
+def _cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
+    from kubescaler.entrypoints import stream_app
+
+    stream_app.run(msgspec.structs.replace(settings, stream_port=args.port or settings.stream_port))
+    return 0
+
+
+def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints import lock_keeper
 
+    if args.port:
+        lock = msgspec.structs.replace(settings.lock, keeper_port=args.port)
+        settings = msgspec.structs.replace(settings, lock=lock)
     lock_keeper.run(settings)
     return 0
 
@@ -53,7 +65,7 @@ def _cmd_lock_keeper(_: argparse.Namespace, settings: Settings) -> int:
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.devstack import stack
 
-    return stack.run(settings, streams=args.streams)
+    return stack.run(settings, streams=args.streams, keepers=args.keepers)
 
 
 def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
@@ -61,8 +73,11 @@ def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
     if args.markdown:
         print("| variable | default | meaning |\n| --- | --- | --- |")
         for name, default, description in rows:
-            print(f"| `{name}` | `{default}` | {description} |" if default else
-                  f"| `{name}` | (empty) | {description} |")
+            print(
+                f"| `{name}` | `{default}` | {description} |"
+                if default
+                else f"| `{name}` | (empty) | {description} |"
+            )
         return 0
     width = max(len(name) for name, _, _ in rows)
     for name, default, description in rows:
@@ -81,14 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for name, func, port_var in [
-        ("base", _cmd_base, "KUBESCALER_BASE_PORT"),
-        ("main", _cmd_main, "KUBESCALER_MAIN_PORT"),
+    for name, func, port_var, what in [
+        (
+            "base",
+            _cmd_base,
+            "KUBESCALER_BASE_PORT",
+            "Serve the base service: users and profiles over REST, backed by Cassandra.",
+        ),
+        (
+            "main",
+            _cmd_main,
+            "KUBESCALER_MAIN_PORT",
+            "Serve the main service: users, profiles, suggested, test data, /login.",
+        ),
+        (
+            "stream",
+            _cmd_stream,
+            "KUBESCALER_STREAM_PORT",
+            "Serve the stream service: one exclusive SSE stream per (user, profile) pair; "
+            "SIGTERM drains (clients are told to reconnect elsewhere, their locks handed over).",
+        ),
     ]:
-        what = {
-            "base": "Serve the base service: users and profiles over REST, backed by Cassandra.",
-            "main": "Serve the main service: users, profiles, suggested, test data, /login.",
-        }[name]
         add(name, what, func).add_argument(
             "--port", type=int, help=f"listen port (default ${port_var})"
         )
@@ -97,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "lock-keeper",
         "Run a lock-keeper worker: applies lock commands from the Redis Stream through Redlock.",
         _cmd_lock_keeper,
+    ).add_argument(
+        "--port", type=int, help="health and metrics port (default $KUBESCALER_LOCK_KEEPER_PORT)"
     )
     add(
         "replay",
@@ -111,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_up,
     )
     up.add_argument("--streams", type=int, default=2, help="stream instances (default 2)")
+    up.add_argument("--keepers", type=int, default=1, help="lock-keeper workers (default 1)")
     add(
         "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config
     ).add_argument("--markdown", action="store_true", help="as the README's table")
@@ -133,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "cassandra"):  # per-request and driver chatter; errors still show
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     result: int = args.func(args, settings)
     return result
 

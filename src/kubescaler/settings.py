@@ -106,6 +106,26 @@ class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 8085
 
 
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    event_bytes: Annotated[int, _doc("Random payload per stream event, in bytes.")] = 65_536
+    events_per_s: Annotated[
+        float, _doc("Events per second per client; with event_bytes, about 2 MiB/s by default.")
+    ] = 32.0
+    queue_events: Annotated[
+        int, _doc("Events buffered per client; when full, new events are dropped and counted.")
+    ] = 4
+    release_on_disconnect: Annotated[
+        bool,
+        _doc("Free a pair at once on disconnect; false keeps it launched until its TTL (seed)."),
+    ] = False
+    drain_retry_ms: Annotated[
+        int, _doc("SSE `retry` sent to clients told to reconnect when an instance drains.")
+    ] = 500
+    grace_s: Annotated[
+        float, _doc("Most seconds a stopping stream process waits for its clients to go.")
+    ] = 20.0
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[str, _doc("Address every HTTP service binds to.")] = "127.0.0.1"
     gateway_port: Annotated[
@@ -130,6 +150,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cassandra: CassandraSettings = msgspec.field(default_factory=CassandraSettings)
     base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)
     lock: LockSettings = msgspec.field(default_factory=LockSettings)
+    stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
 
 
 class SettingsError(ValueError):
@@ -141,6 +162,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "cassandra": CassandraSettings,
     "base": BaseClientSettings,
     "lock": LockSettings,
+    "stream": StreamSettings,
 }
 
 

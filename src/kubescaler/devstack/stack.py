@@ -28,7 +28,7 @@ def _port(url: str, default: int) -> int:
 class Stack:
     """Every process of the local system, in start order."""
 
-    def __init__(self, settings: Settings, state: Path, streams: int = 2) -> None:
+    def __init__(self, settings: Settings, state: Path, streams: int = 2, keepers: int = 1) -> None:
         self.settings = settings
         self.state = state
         logs = state / "logs"
@@ -46,16 +46,34 @@ class Stack:
         env = {"KUBESCALER_BASE_URL": base_url}
         self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
         self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
+        keeper_port = s.lock.keeper_port
+        self.keepers = [
+            Service(
+                "lock-keeper",
+                keeper_port + i,
+                {"KUBESCALER_INSTANCE": f"lock-keeper-{i}"},
+                logs,
+                name=f"lock-keeper-{i}",
+                args=("--port", str(keeper_port + i)),
+            )
+            for i in range(keepers)
+        ]
         self.streams = [
             Service(
-                "stream", s.stream_port + i, {**env, "KUBESCALER_INSTANCE": f"stream-{i}"}, logs,
-                name=f"stream-{i}", args=("--port", str(s.stream_port + i)),
+                "stream",
+                s.stream_port + i,
+                {**env, "KUBESCALER_INSTANCE": f"stream-{i}"},
+                logs,
+                name=f"stream-{i}",
+                args=("--port", str(s.stream_port + i)),
             )
             for i in range(streams)
         ]
         self.gateway = Nginx(
-            state / "nginx", s.gateway_port, f"127.0.0.1:{s.main_port}",
-            [f"127.0.0.1:{svc.port}" for svc in self.streams] or [f"127.0.0.1:{s.stream_port}"],
+            state / "nginx",
+            s.gateway_port,
+            f"127.0.0.1:{s.main_port}",
+            [f"127.0.0.1:{svc.port}" for svc in self.streams],
         )
         self.started: list[Proc] = []
 
@@ -67,7 +85,8 @@ class Stack:
 
     def start(self) -> None:
         """Start everything, or stop what was started and raise StartError."""
-        for port in [self.settings.gateway_port, self.settings.base_port, self.settings.main_port]:
+        ports = [self.settings.gateway_port, self.base.port, self.main.port]
+        for port in ports + [p.port for p in self.keepers + self.streams]:
             if port_open(port):
                 raise StartError(f"port {port} is in use: is the local system already up?")
         try:
@@ -76,6 +95,8 @@ class Stack:
             self._start(self.cassandra, self.cassandra.ready)
             self._start(self.base, self.base.ready)
             self._start(self.main, self.main.ready)
+            for keeper in self.keepers:
+                self._start(keeper, keeper.ready)
             for svc in self.streams:
                 self._start(svc, svc.ready)
             self._start(self.gateway, self.gateway.ready)
@@ -86,6 +107,7 @@ class Stack:
     def stop(self) -> None:
         while self.started:
             proc = self.started.pop()
+            print(f"  stopping {proc.name}", flush=True)
             proc.stop(timeout=60)
 
     def urls(self) -> dict[str, str]:
@@ -100,14 +122,16 @@ class Stack:
             "create test data": f"curl -X POST {g}/main/testdata?users=100&profiles=20",
             "base": self.base.url,
             "main": self.main.url,
+            "streams": " ".join(svc.url for svc in self.streams),
+            "lock-keepers": " ".join(k.url for k in self.keepers),
             "logs": str(self.state / "logs"),
         }
 
 
-def run(settings: Settings, streams: int, state: Path | None = None) -> int:
+def run(settings: Settings, streams: int, keepers: int = 1, state: Path | None = None) -> int:
     """Bring the system up, print its URLs, and keep it up until Ctrl-C or SIGTERM."""
     state = state or Path(os.environ.get("KUBESCALER_LOCAL_STATE", ".local")).resolve()
-    stack = Stack(settings, state, streams)
+    stack = Stack(settings, state, streams, keepers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"kubescaler: bringing the local system up (state in {state})", flush=True)
@@ -131,6 +155,8 @@ def run(settings: Settings, streams: int, state: Path | None = None) -> int:
                     stop.set()
     except KeyboardInterrupt:
         pass
-    print("\nkubescaler: stopping ...", flush=True)
+    print("\nkubescaler: stopping (each process gets up to a minute) ...", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan children
     stack.stop()
+    print("kubescaler: stopped.", flush=True)
     return 0

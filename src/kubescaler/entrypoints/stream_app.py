@@ -1,0 +1,129 @@
+"""The stream service: one exclusive Server-Sent-Events stream per (user, profile) pair."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Annotated, Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import Cookie
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from kubescaler.adapters.base_client import BaseClient
+from kubescaler.adapters.lockclient import LockClient
+from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler.domain.models import parse_uuid
+from kubescaler.domain.stream import session_id
+from kubescaler.entrypoints.web import create_service_app
+from kubescaler.services.streaming import StreamHub
+from kubescaler.settings import Settings
+
+SESSION_COOKIE = "kubescaler_session"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@get("/stream/{user_id:str}/{profile_id:str}")
+async def stream(
+    hub: StreamHub,
+    request: Request[Any, Any, Any],
+    user_id: str,
+    profile_id: str,
+    session: Annotated[str | None, Parameter(description="the client's session id")] = None,
+) -> Stream:
+    """The pair's stream. The owner is ``?session=``, else the session cookie, else a new one.
+
+    400 malformed ids, 403 not bound, 404 unknown, 409 held by another session (with its
+    expiry), 503 when base, Redis or the lock-keeper do not answer or this instance drains.
+    """
+    uid, pid = parse_uuid(user_id, "user id"), parse_uuid(profile_id, "profile id")
+    owner = session_id(session) or session_id(request.cookies.get(SESSION_COOKIE))
+    cookies = []
+    if owner is None:
+        owner = uuid.uuid4().hex
+        cookies.append(Cookie(key=SESSION_COOKIE, value=owner, path="/", samesite="lax"))
+    opened = await hub.open(uid, pid, owner)
+    return Stream(
+        opened.events(), media_type="text/event-stream", headers=SSE_HEADERS, cookies=cookies
+    )
+
+
+@get("/index/{user_id:str}/{profile_id:str}", media_type=MediaType.HTML, sync_to_thread=False)
+def index(user_id: str, profile_id: str) -> Response[str]:
+    """The web client for one pair."""
+    parse_uuid(user_id, "user id")
+    parse_uuid(profile_id, "profile id")
+    page = resources.files("kubescaler.entrypoints").joinpath("static/index.html").read_text()
+    return Response(page, media_type=MediaType.HTML)
+
+
+def create_app(settings: Settings) -> Litestar:
+    base = BaseClient(settings.base, settings.admin_token)
+    locks = LockClient(settings, name=settings.instance)
+    hub = StreamHub(settings, base, locks)
+
+    @contextlib.asynccontextmanager
+    async def clients(_: Litestar) -> AsyncIterator[None]:
+        await locks.start()
+        try:
+            yield
+        finally:
+            hub.drain()
+            await hub.wait_background()
+            await locks.stop()
+            await base.close()
+
+    async def not_draining() -> None:
+        if hub.draining:
+            raise DependencyUnavailable("stream", "draining")
+
+    async def redis_ping() -> None:
+        if not await locks.broker.ping(timeout=settings.redis.timeout_s):
+            raise DependencyUnavailable("redis", "no answer to PING")
+
+    app = create_service_app(
+        "stream",
+        settings,
+        handlers=[stream, index],
+        checks={"base": base.ping, "redis": redis_ping, "draining": not_draining},
+        dependencies={"hub": hub},
+        lifespan=[clients],
+    )
+    app.state.hub = hub
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Serve streams until SIGTERM/SIGINT; the first signal drains before uvicorn shuts down."""
+    import asyncio
+
+    import uvicorn
+
+    app = create_app(settings)
+    hub: StreamHub = app.state.hub
+
+    class DrainingServer(uvicorn.Server):
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def startup(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().startup(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.loop is not None and not hub.draining:
+                self.loop.call_soon_threadsafe(hub.drain)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.stream_port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.stream.grace_s),
+    )
+    DrainingServer(config).run()

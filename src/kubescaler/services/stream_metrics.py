@@ -1,0 +1,26 @@
+"""The stream service's Prometheus metrics. One process per pod, so the gauge is exact.
+
+``kubescaler_stream_connections`` is the autoscaling metric: the manifests use this name as is.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CONNECTIONS_METRIC = "kubescaler_stream_connections"
+
+CONNECTIONS = Gauge(CONNECTIONS_METRIC, "Live stream connections on this instance.")
+BYTES = Counter("kubescaler_stream_sent_bytes", "Stream bytes handed to the server for sending.")
+EVENTS = Counter("kubescaler_stream_sent_events", "Stream events handed to the server.")
+DROPPED = Counter(
+    "kubescaler_stream_dropped_events", "Events skipped because a client could not keep up."
+)
+REFUSED = Counter(
+    "kubescaler_stream_refused", "Streams refused before they started, by reason.", ["reason"]
+)
+LOCK_OUTCOMES = Counter(
+    "kubescaler_stream_lock_outcomes", "Lock outcomes seen by streams.", ["action", "result"]
+)
+REFRESH_FAILURES = Counter(
+    "kubescaler_stream_refresh_failures", "Lock refreshes that got no answer."
+)
