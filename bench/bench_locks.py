@@ -37,11 +37,14 @@ def keeper(settings: Settings, name: str, port: int, log: Path) -> Proc:
     env = {
         "KUBESCALER_REDIS_URL": settings.redis.url,
         "KUBESCALER_REDIS_LOCK_URLS": ",".join(settings.redis.lock_urls),
-        "KUBESCALER_LOCK_KEEPER_PORT": str(port), "KUBESCALER_INSTANCE": name,
+        "KUBESCALER_LOCK_KEEPER_PORT": str(port),
+        "KUBESCALER_INSTANCE": name,
         "KUBESCALER_LOG_LEVEL": "warning",
     }
-    code = "from kubescaler.entrypoints.lock_keeper import run; " \
-           "from kubescaler.settings import load; run(load())"
+    code = (
+        "from kubescaler.entrypoints.lock_keeper import run; "
+        "from kubescaler.settings import load; run(load())"
+    )
     proc = Proc(name, [sys.executable, "-c", code], log, env=env)
     proc.start()
 
@@ -95,12 +98,18 @@ async def measure(settings: Settings, n: int, concurrency: int, workdir: Path) -
             await direct(redlock, 50)
             d, e = await direct(redlock, n), await event_path(locks, n)
             rows += [
-                ("direct Redlock acquire, 3 masters: p50 / p99 ms",
-                 f"{pct(d, 0.5):.2f} / {pct(d, 0.99):.2f}"),
-                ("event path acquire round trip: p50 / p99 ms",
-                 f"{pct(e, 0.5):.2f} / {pct(e, 0.99):.2f}"),
-                ("event path overhead over direct, p50 ms",
-                 f"{statistics.median(e) * 1000 - statistics.median(d) * 1000:.2f}"),
+                (
+                    "direct Redlock acquire, 3 masters: p50 / p99 ms",
+                    f"{pct(d, 0.5):.2f} / {pct(d, 0.99):.2f}",
+                ),
+                (
+                    "event path acquire round trip: p50 / p99 ms",
+                    f"{pct(e, 0.5):.2f} / {pct(e, 0.99):.2f}",
+                ),
+                (
+                    "event path overhead over direct, p50 ms",
+                    f"{statistics.median(e) * 1000 - statistics.median(d) * 1000:.2f}",
+                ),
             ]
             rate1 = await throughput(locks, n * 2, concurrency)
             rows.append((f"acquires/s, 1 worker (concurrency {concurrency})", f"{rate1:.0f}"))
@@ -117,8 +126,10 @@ async def measure(settings: Settings, n: int, concurrency: int, workdir: Path) -
     print(f"{'-' * width}  -----")
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    print(f"\nn={n} sequential samples; {os.cpu_count()} CPUs; "
-          f"client, workers and 4 redis-servers share the machine")
+    print(
+        f"\nn={n} sequential samples; {os.cpu_count()} CPUs; "
+        f"client, workers and 4 redis-servers share the machine"
+    )
 
 
 def main() -> None:

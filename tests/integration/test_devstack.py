@@ -25,14 +25,20 @@ pytestmark = pytest.mark.integration
 
 # --- Cassandra -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def node(test_state: Path) -> Iterator[CassandraNode]:
     """A node of this module's own (the persistence test restarts it), on free ports."""
     native, storage = free_port(), free_port()
     home = test_state / "cassandra-devstack"  # kept after the run for its logs
     shutil.rmtree(home, ignore_errors=True)
-    node = CassandraNode(home, native_port=native, storage_port=storage, heap="512m",
-                         lib_dir=test_state.parent / "cassandra" / "lib")
+    node = CassandraNode(
+        home,
+        native_port=native,
+        storage_port=storage,
+        heap="512m",
+        lib_dir=test_state.parent / "cassandra" / "lib",
+    )
     node.start_ready()
     yield node
     node.stop()
@@ -42,8 +48,10 @@ def node(test_state: Path) -> Iterator[CassandraNode]:
 def session(node: CassandraNode) -> Iterator[Session]:
     cluster = node.cluster()
     session = cluster.connect()
-    session.execute("CREATE KEYSPACE IF NOT EXISTS devstack WITH replication = "
-                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    session.execute(
+        "CREATE KEYSPACE IF NOT EXISTS devstack WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
     session.set_keyspace("devstack")
     yield session
     cluster.shutdown()
@@ -74,8 +82,9 @@ def test_node_listens_only_on_its_cql_and_storage_ports(node: CassandraNode) -> 
 def test_sai_index_on_set_values_answers_contains(session: Session) -> None:
     """`values(users)` indexed with SAI makes "all profiles of a user" one indexed query."""
     session.execute("CREATE TABLE IF NOT EXISTS profile (id uuid PRIMARY KEY, users set<uuid>)")
-    session.execute("CREATE INDEX IF NOT EXISTS profile_users ON profile (values(users)) "
-                    "USING 'sai'")
+    session.execute(
+        "CREATE INDEX IF NOT EXISTS profile_users ON profile (values(users)) USING 'sai'"
+    )
     shared, other = uuid.uuid4(), uuid.uuid4()
     with_shared = {uuid.uuid4() for _ in range(3)}
     insert = session.prepare("INSERT INTO profile (id, users) VALUES (?, ?)")
@@ -83,8 +92,9 @@ def test_sai_index_on_set_values_answers_contains(session: Session) -> None:
         session.execute(insert, (profile, {shared, uuid.uuid4()}))
     session.execute(insert, (uuid.uuid4(), {other}))
 
-    rows = session.execute(session.prepare("SELECT id FROM profile WHERE users CONTAINS ?"),
-                           (shared,))
+    rows = session.execute(
+        session.prepare("SELECT id FROM profile WHERE users CONTAINS ?"), (shared,)
+    )
 
     assert {row.id for row in rows} == with_shared
 
@@ -103,8 +113,9 @@ def test_rows_survive_a_stop_and_start(node: CassandraNode, session: Session) ->
 
     cluster = node.cluster()
     try:
-        row = cluster.connect("devstack").execute("SELECT name FROM kept WHERE id = %s",
-                                                  (key,)).one()
+        row = (
+            cluster.connect("devstack").execute("SELECT name FROM kept WHERE id = %s", (key,)).one()
+        )
     finally:
         cluster.shutdown()
     assert row is not None
@@ -112,6 +123,7 @@ def test_rows_survive_a_stop_and_start(node: CassandraNode, session: Session) ->
 
 
 # --- nginx -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Upstream:
@@ -186,8 +198,12 @@ def nginx(test_state: Path, upstreams: dict[str, Upstream]) -> Iterator[Nginx]:
     port = free_port()
     home = test_state / "nginx-devstack"  # kept after the run for its logs
     shutil.rmtree(home, ignore_errors=True)
-    proxy = Nginx(home, port, upstreams["main"].address,
-                  [upstreams["stream-a"].address, upstreams["stream-b"].address])
+    proxy = Nginx(
+        home,
+        port,
+        upstreams["main"].address,
+        [upstreams["stream-a"].address, upstreams["stream-b"].address],
+    )
     proxy.start_ready()
     yield proxy
     proxy.stop()
@@ -201,8 +217,9 @@ def test_healthz_is_answered_by_nginx_itself(nginx: Nginx, upstreams: dict[str, 
     assert sum(len(up.seen) for up in upstreams.values()) == before
 
 
-def test_main_prefix_is_stripped_on_the_way_to_main(nginx: Nginx,
-                                                    upstreams: dict[str, Upstream]) -> None:
+def test_main_prefix_is_stripped_on_the_way_to_main(
+    nginx: Nginx, upstreams: dict[str, Upstream]
+) -> None:
     """/main/users?limit=3 reaches main as /users?limit=3, with the forwarding headers."""
     response = httpx.get(f"{nginx.url}/main/users?limit=3")
     assert response.text == "main /users?limit=3"
@@ -214,7 +231,8 @@ def test_main_prefix_is_stripped_on_the_way_to_main(nginx: Nginx,
 
 
 def test_other_paths_reach_every_stream_upstream_unchanged(
-        nginx: Nginx, upstreams: dict[str, Upstream]) -> None:
+    nginx: Nginx, upstreams: dict[str, Upstream]
+) -> None:
     """/index/u/p goes, path unchanged, to the stream services, spread over all of them."""
     answers = {httpx.get(f"{nginx.url}/index/u{i}/p").text for i in range(8)}
     assert {answer.split()[0] for answer in answers} == {"stream-a", "stream-b"}
@@ -222,8 +240,9 @@ def test_other_paths_reach_every_stream_upstream_unchanged(
     assert not any(path.startswith("/index") for path, _ in upstreams["main"].seen)
 
 
-def test_event_stream_is_passed_through_unbuffered(nginx: Nginx,
-                                                   upstreams: dict[str, Upstream]) -> None:
+def test_event_stream_is_passed_through_unbuffered(
+    nginx: Nginx, upstreams: dict[str, Upstream]
+) -> None:
     """The first event reaches the client while the upstream is still writing the stream."""
     for up in upstreams.values():
         up.release.clear()
@@ -240,7 +259,11 @@ def test_event_stream_is_passed_through_unbuffered(nginx: Nginx,
 def test_reload_applies_new_stream_upstreams(nginx: Nginx, upstreams: dict[str, Upstream]) -> None:
     """reload() rewrites the config and new requests follow it (runs last: it narrows routing)."""
     nginx.reload(stream_upstreams=[upstreams["stream-b"].address])
-    nginx.wait_until(lambda: all(httpx.get(f"{nginx.url}/probe{i}").text.startswith("stream-b")
-                                 for i in range(4)), timeout=10)
+    nginx.wait_until(
+        lambda: all(
+            httpx.get(f"{nginx.url}/probe{i}").text.startswith("stream-b") for i in range(4)
+        ),
+        timeout=10,
+    )
     answers = {httpx.get(f"{nginx.url}/after-reload/{i}").text.split()[0] for i in range(6)}
     assert answers == {"stream-b"}

@@ -28,8 +28,10 @@ async def test_health_ready_and_metrics(
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         instance=f"app-{tag}",
-        redis=RedisSettings(url=redis_server.url,
-                            lock_urls=[m.url for m in redis_masters] + ["redis://127.0.0.1:1/0"]),
+        redis=RedisSettings(
+            url=redis_server.url,
+            lock_urls=[m.url for m in redis_masters] + ["redis://127.0.0.1:1/0"],
+        ),
         lock=LockSettings(command_stream=f"a:{tag}:cmd", log_stream=f"a:{tag}:log"),
     )
     async with AsyncTestClient(create_app(settings)) as http, LockClient(settings) as locks:
@@ -39,8 +41,9 @@ async def test_health_ready_and_metrics(
         assert ready.json()["checks"]["redlock"] == "ok"
         await locks.acquire(uuid.uuid4(), uuid.uuid4(), "a")
         text = (await http.get("/metrics")).text
-        assert 'kubescaler_lock_commands_total{action="acquire",path="fresh",result="granted"}' \
-            in text
+        assert (
+            'kubescaler_lock_commands_total{action="acquire",path="fresh",result="granted"}' in text
+        )
         assert "kubescaler_lock_apply_seconds_bucket" in text
         assert "kubescaler_lock_commands_pending 0.0" in text
 
@@ -62,8 +65,10 @@ def test_keeper_process_serves_and_stops_on_sigterm(
         "KUBESCALER_LOCK_KEEPER_PORT": str(port),
         "KUBESCALER_LOCK_COMMAND_STREAM": f"p:{uuid.uuid4().hex[:8]}:cmd",
     }
-    code = ("from kubescaler.entrypoints.lock_keeper import run; "
-            "from kubescaler.settings import load; run(load())")
+    code = (
+        "from kubescaler.entrypoints.lock_keeper import run; "
+        "from kubescaler.settings import load; run(load())"
+    )
     log = test_state / f"keeper-{port}.log"
     proc = Proc("lock-keeper", [sys.executable, "-c", code], log, env=env)
     proc.start()

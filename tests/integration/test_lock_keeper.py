@@ -78,7 +78,14 @@ async def test_acquire_refresh_release_round_trip(
         assert (await locks.acquire(user, profile, "bob")).result == "granted"
     records = await history(redis, settings)
     assert [r.result for r in records] == [
-        "granted", "denied", "granted", "refreshed", "lost", "released", "granted"]
+        "granted",
+        "denied",
+        "granted",
+        "refreshed",
+        "lost",
+        "released",
+        "granted",
+    ]
     assert verify(records) == []
 
 
@@ -167,8 +174,9 @@ async def test_command_past_its_deadline_is_expired_not_applied(
     """A command nobody took before its deadline is answered "expired" and never applied."""
     settings = make_settings(redis_server, redis_masters)
     user, profile = uuid.uuid4(), uuid.uuid4()
-    await redis.xgroup_create(settings.lock.command_stream, settings.lock.command_group,
-                              id="$", mkstream=True)
+    await redis.xgroup_create(
+        settings.lock.command_stream, settings.lock.command_group, id="$", mkstream=True
+    )
     async with LockClient(settings) as locks:
         with pytest.raises(DependencyUnavailable) as caught:
             await locks.send("acquire", user, profile, "late", timeout_ms=200)
@@ -193,26 +201,32 @@ async def test_commands_of_a_dead_worker_are_applied_once_by_another(
     redis_server: RedisServer, redis_masters: list[RedisServer], redis: Redis
 ) -> None:
     """A worker that read commands and died: another claims and applies each exactly once."""
-    settings = make_settings(redis_server, redis_masters, claim_idle_ms=400,
-                             request_timeout_ms=20_000)
+    settings = make_settings(
+        redis_server, redis_masters, claim_idle_ms=400, request_timeout_ms=20_000
+    )
     lock = settings.lock
     await redis.xgroup_create(lock.command_stream, lock.command_group, id="$", mkstream=True)
     pairs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(20)]
     async with LockClient(settings) as locks:
-        sends = [asyncio.create_task(locks.send("acquire", u, p, f"o{i}"))
-                 for i, (u, p) in enumerate(pairs)]
+        sends = [
+            asyncio.create_task(locks.send("acquire", u, p, f"o{i}"))
+            for i, (u, p) in enumerate(pairs)
+        ]
         await wait_for(lambda: redis.xlen(lock.command_stream), lambda n: n == 20)
         # The doomed worker: reads every command into its pending list, never acks.
-        read = await redis.xreadgroup(lock.command_group, "doomed",
-                                      {lock.command_stream: ">"}, count=100)
+        read = await redis.xreadgroup(
+            lock.command_group, "doomed", {lock.command_stream: ">"}, count=100
+        )
         assert len(read[0][1]) == 20
         async with keepers(settings, 2):
             outcomes = await asyncio.gather(*sends)
             # Redeliver every command once more (same request ids): nothing changes.
             for _, fields in read[0][1]:
                 await redis.xadd(lock.command_stream, fields)
-            await wait_for(lambda: redis.xpending(lock.command_stream, lock.command_group),
-                           lambda info: info["pending"] == 0)
+            await wait_for(
+                lambda: redis.xpending(lock.command_stream, lock.command_group),
+                lambda info: info["pending"] == 0,
+            )
     assert [o.result for o in outcomes] == ["granted"] * 20
     records = await history(redis, settings)
     assert sorted(r.request_id for r in records) == sorted(o.request_id for o in outcomes)

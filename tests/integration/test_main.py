@@ -40,8 +40,16 @@ def _all(client: httpx.Client, path: str) -> list[dict[str, object]]:
 
 def test_testdata_create_list_suggested_drop(main: httpx.Client) -> None:
     """Test data lands in base; suggested lists exactly the users with 2+ profiles; drop clears."""
-    r = main.post("/testdata", params={"users": 40, "profiles": 10, "shared_users": 6,
-                                       "users_per_profile": 2, "profiles_per_shared_user": 3})
+    r = main.post(
+        "/testdata",
+        params={
+            "users": 40,
+            "profiles": 10,
+            "shared_users": 6,
+            "users_per_profile": 2,
+            "profiles_per_shared_user": 3,
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["users"] == 40
     users, profiles = _all(main, "/users"), _all(main, "/profiles")
@@ -59,20 +67,28 @@ def test_testdata_create_list_suggested_drop(main: httpx.Client) -> None:
     assert main.get("/suggested").json() == []
 
 
-def test_login_lists_only_launched_profiles(
-    main: httpx.Client, redis_server: RedisServer
-) -> None:
+def test_login_lists_only_launched_profiles(main: httpx.Client, redis_server: RedisServer) -> None:
     """/login filters the user's profiles by the live lock state in Redis; expired ones drop."""
-    main.post("/testdata", params={"users": 5, "profiles": 4, "shared_users": 1,
-                                   "users_per_profile": 1, "profiles_per_shared_user": 4})
+    main.post(
+        "/testdata",
+        params={
+            "users": 5,
+            "profiles": 4,
+            "shared_users": 1,
+            "users_per_profile": 1,
+            "profiles_per_shared_user": 4,
+        },
+    )
     user = main.get("/suggested").json()[0]
     profiles = user["profiles"]
     assert main.get(f"/login/{user['id']}").json() == []
     now = int(time.time() * 1000)
     stranger = str(uuid.uuid4())  # launched but not the user's: must not be listed
     r = redis.Redis.from_url(redis_server.url)
-    r.zadd(user_key(uuid.UUID(user["id"])),
-           {profiles[0]: now + 60_000, profiles[1]: now - 1, stranger: now + 60_000})
+    r.zadd(
+        user_key(uuid.UUID(user["id"])),
+        {profiles[0]: now + 60_000, profiles[1]: now - 1, stranger: now + 60_000},
+    )
     r.close()
     assert main.get(f"/login/{user['id']}").json() == [profiles[0]]
 
@@ -99,10 +115,15 @@ def test_admin_token_guards_mutations(
     from kubescaler.devstack.proc import free_port
 
     port = free_port()
-    env = {"KUBESCALER_REDIS_URL": redis_server.url, "KUBESCALER_BASE_URL": base_service.url,
-           "KUBESCALER_ADMIN_TOKEN": "s3cret", "KUBESCALER_LOG_LEVEL": "warning"}
-    svc = Service("main", port, env, base_service.log.parent, name="main-admin",
-                  args=("--port", str(port)))
+    env = {
+        "KUBESCALER_REDIS_URL": redis_server.url,
+        "KUBESCALER_BASE_URL": base_service.url,
+        "KUBESCALER_ADMIN_TOKEN": "s3cret",
+        "KUBESCALER_LOG_LEVEL": "warning",
+    }
+    svc = Service(
+        "main", port, env, base_service.log.parent, name="main-admin", args=("--port", str(port))
+    )
     svc.start_ready()
     try:
         assert httpx.post(f"{svc.url}/testdata").status_code == 401

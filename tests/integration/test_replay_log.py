@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_replay_reads_and_verifies_the_live_log(
-    redis_server: RedisServer, redis_masters: list[RedisServer],
+    redis_server: RedisServer,
+    redis_masters: list[RedisServer],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """What the keeper logged replays as a timeline and verifies clean."""
@@ -43,7 +44,11 @@ async def test_replay_reads_and_verifies_the_live_log(
     timeline = capsys.readouterr().out
     assert timeline.splitlines()[0].startswith(f"pair {user}:{profile}")
     assert [ln.split()[1] for ln in timeline.splitlines()[1:]] == [
-        "granted", "refreshed", "released", "granted"]
+        "granted",
+        "refreshed",
+        "released",
+        "granted",
+    ]
     assert replay.run([*base, "--at", str(2**41)]) == 0  # far future: everything lapsed
     assert "0 pair(s) held" in capsys.readouterr().out
 
@@ -52,4 +57,3 @@ def test_replay_reports_an_unreachable_redis(capsys: pytest.CaptureFixture[str])
     """A down Redis is a clear error and exit status 2, not an empty history."""
     assert replay.run(["--redis-url", "redis://127.0.0.1:1/0", "--verify"]) == 2
     assert "cannot read the log" in capsys.readouterr().err
-

@@ -25,11 +25,21 @@ TTL = 1000
 
 
 def rec(result: Result, owner: str, at: int, token: int = 0, until: int = 0) -> LockRecord:
-    action = {"refreshed": "refresh", "released": "release", "lost": "refresh"}.get(result,
-                                                                                   "acquire")
-    return LockRecord(request_id=f"{owner}-{at}", action=action,  # type: ignore[arg-type]
-                      result=result, user_id=USER, profile_id=PROFILE, owner=owner, at_ms=at,
-                      fencing_token=token, expires_at_ms=until, worker="w")
+    action = {"refreshed": "refresh", "released": "release", "lost": "refresh"}.get(
+        result, "acquire"
+    )
+    return LockRecord(
+        request_id=f"{owner}-{at}",
+        action=action,  # type: ignore[arg-type]
+        result=result,
+        user_id=USER,
+        profile_id=PROFILE,
+        owner=owner,
+        at_ms=at,
+        fencing_token=token,
+        expires_at_ms=until,
+        worker="w",
+    )
 
 
 GOOD = [
@@ -45,8 +55,14 @@ GOOD = [
 
 def test_log_fields_are_plain_strings_and_read_back() -> None:
     """A record survives the XADD field encoding; unknown fields from newer versions are ignored."""
-    cmd = LockCommand(action="acquire", user_id=USER, profile_id=PROFILE, owner="a",
-                      request_id="r1", deadline_ms=5)
+    cmd = LockCommand(
+        action="acquire",
+        user_id=USER,
+        profile_id=PROFILE,
+        owner="a",
+        request_id="r1",
+        deadline_ms=5,
+    )
     out = outcome(cmd, "granted", 10, fencing_token=7, expires_at_ms=99)
     fields = record_fields(out, "w1")
     assert all(isinstance(v, str) for v in fields.values())
@@ -57,8 +73,16 @@ def test_log_fields_are_plain_strings_and_read_back() -> None:
 
 def test_old_record_missing_new_fields_gets_defaults() -> None:
     """Replay reads a minimal v1 record: missing optional fields take their defaults."""
-    fields = {"v": "1", "request_id": "r", "action": "release", "result": "released",
-              "user_id": str(USER), "profile_id": str(PROFILE), "owner": "a", "at_ms": "5"}
+    fields = {
+        "v": "1",
+        "request_id": "r",
+        "action": "release",
+        "result": "released",
+        "user_id": str(USER),
+        "profile_id": str(PROFILE),
+        "owner": "a",
+        "at_ms": "5",
+    }
     assert record_from_fields(fields).fencing_token == 0
 
 

@@ -13,13 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_environment_overrides_defaults() -> None:
     """KUBESCALER_* variables reach the right fields, lists split on commas."""
-    s = settings.load({
-        "KUBESCALER_BASE_PORT": "9001",
-        "KUBESCALER_REDIS_LOCK_URLS": "redis://a:1, redis://b:2,redis://c:3",
-        "KUBESCALER_LOCK_TTL_MS": "1500",
-        "KUBESCALER_CASSANDRA_HOSTS": "c1,c2",
-        "UNRELATED": "x",
-    })
+    s = settings.load(
+        {
+            "KUBESCALER_BASE_PORT": "9001",
+            "KUBESCALER_REDIS_LOCK_URLS": "redis://a:1, redis://b:2,redis://c:3",
+            "KUBESCALER_LOCK_TTL_MS": "1500",
+            "KUBESCALER_CASSANDRA_HOSTS": "c1,c2",
+            "UNRELATED": "x",
+        }
+    )
     assert s.base_port == 9001
     assert s.redis.redlock_urls == ["redis://a:1", "redis://b:2", "redis://c:3"]
     assert s.lock.ttl_ms == 1500

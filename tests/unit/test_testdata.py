@@ -21,8 +21,13 @@ def test_exactly_the_shared_users_sit_in_several_profiles(
     users: int, profiles: int, per: int, shared: int, k: int
 ) -> None:
     """Shared users are in k profiles each; every other user in at most one."""
-    req = TestDataRequest(users=users, profiles=profiles, users_per_profile=per,
-                          shared_users=shared, profiles_per_shared_user=k)
+    req = TestDataRequest(
+        users=users,
+        profiles=profiles,
+        users_per_profile=per,
+        shared_users=shared,
+        profiles_per_shared_user=k,
+    )
     bulk = generate(req, random.Random(7))
     assert len(bulk.users) == users
     assert len(bulk.profiles) == profiles
@@ -46,8 +51,9 @@ def test_suggested_lists_users_with_two_or_more_profiles_and_their_profiles() ->
     """Suggested is computed from the data alone, so every replica answers the same."""
     a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
     p1, p2, p3 = (uuid.UUID(int=i) for i in (11, 12, 13))
-    got = suggested([Profile(id=p1, users=[a, b]), Profile(id=p2, users=[a]),
-                     Profile(id=p3, users=[a, b, c])])
+    got = suggested(
+        [Profile(id=p1, users=[a, b]), Profile(id=p2, users=[a]), Profile(id=p3, users=[a, b, c])]
+    )
     assert [(s.id, s.profiles) for s in got] == [(a, [p1, p2, p3]), (b, [p1, p3])]
 
 

@@ -34,8 +34,9 @@ class LockClient:
         self.lock = settings.lock
         who = name or settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.reply_channel = f"kubescaler:lock:reply:{who}:{uuid.uuid4().hex[:8]}"
-        self.broker = RedisBroker(settings.redis.url, socket_timeout=settings.redis.timeout_s,
-                                  log_level=logging.DEBUG)
+        self.broker = RedisBroker(
+            settings.redis.url, socket_timeout=settings.redis.timeout_s, log_level=logging.DEBUG
+        )
         # Publishes borrow pool connections; bounding them keeps hundreds of concurrent
         # requests inside the pool (the replies all arrive on the one pub/sub connection).
         self._publishing = asyncio.Semaphore(PUBLISH_CONCURRENCY)
@@ -61,8 +62,15 @@ class LockClient:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    async def send(self, action: Action, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str,
-                   timeout_ms: int | None = None, request_id: str | None = None) -> LockOutcome:
+    async def send(
+        self,
+        action: Action,
+        user_id: uuid.UUID,
+        profile_id: uuid.UUID,
+        owner: str,
+        timeout_ms: int | None = None,
+        request_id: str | None = None,
+    ) -> LockOutcome:
         """Publish one command and return its outcome, whatever it is.
 
         No answer within ``timeout_ms`` (default ``lock.request_timeout_ms``; also the
@@ -70,8 +78,12 @@ class LockClient:
         """
         timeout = timeout_ms or self.lock.request_timeout_ms
         cmd = LockCommand(
-            action=action, user_id=user_id, profile_id=profile_id, owner=owner,
-            request_id=request_id or uuid.uuid4().hex, deadline_ms=now_ms() + timeout,
+            action=action,
+            user_id=user_id,
+            profile_id=profile_id,
+            owner=owner,
+            request_id=request_id or uuid.uuid4().hex,
+            deadline_ms=now_ms() + timeout,
             reply_to=self.reply_channel,
         )
         future: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
@@ -79,12 +91,16 @@ class LockClient:
         try:
             async with asyncio.timeout(timeout / 1000):
                 async with self._publishing:
-                    await self.broker.publish(_encode(cmd), stream=self.lock.command_stream,
-                                              maxlen=self.lock.command_maxlen)
+                    await self.broker.publish(
+                        _encode(cmd),
+                        stream=self.lock.command_stream,
+                        maxlen=self.lock.command_maxlen,
+                    )
                 return await future
         except TimeoutError as exc:
-            raise DependencyUnavailable("lock-keeper", f"no answer to {action} in {timeout} ms"
-                                        ) from exc
+            raise DependencyUnavailable(
+                "lock-keeper", f"no answer to {action} in {timeout} ms"
+            ) from exc
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", f"cannot publish lock command: {exc}") from exc
         finally:
@@ -98,8 +114,10 @@ class LockClient:
         """
         out = _told(await self.send("acquire", user_id, profile_id, owner))
         if out.result == "denied":
-            raise Conflict("the profile is already streaming for this user",
-                           holder_expires_at_ms=out.expires_at_ms)
+            raise Conflict(
+                "the profile is already streaming for this user",
+                holder_expires_at_ms=out.expires_at_ms,
+            )
         return out
 
     async def refresh(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:

@@ -69,8 +69,10 @@ class LockKeeper:
 
     def _unavailable(self, cmd: LockCommand, got: RedlockResult, why: str = "") -> LockOutcome:
         n = len(self.redlock.masters)
-        detail = why or (f"lock quorum unavailable: {got.answered}/{n} masters answered, "
-                         f"{self.redlock.quorum} needed ({got.error})")
+        detail = why or (
+            f"lock quorum unavailable: {got.answered}/{n} masters answered, "
+            f"{self.redlock.quorum} needed ({got.error})"
+        )
         return outcome(cmd, "quorum_unavailable", now_ms(), detail=detail)
 
     async def _acquire(self, cmd: LockCommand) -> LockOutcome:
@@ -78,8 +80,9 @@ class LockKeeper:
         got = await self.redlock.acquire(key, cmd.owner)
         if got.status == "held":
             at = now_ms()
-            return outcome(cmd, "denied", at, expires_at_ms=at + got.holder_ttl_ms,
-                           holder=got.holder)
+            return outcome(
+                cmd, "denied", at, expires_at_ms=at + got.holder_ttl_ms, holder=got.holder
+            )
         if not got.ok:
             return self._unavailable(cmd, got)
         try:
@@ -101,8 +104,13 @@ class LockKeeper:
         if not got.ok:
             return self._unavailable(cmd, got)
         token = await self.state.get(lockstate.fence_key(cmd.user_id, cmd.profile_id))
-        return outcome(cmd, "refreshed", now_ms(), fencing_token=int(token or 0),
-                       expires_at_ms=got.expires_at_ms)
+        return outcome(
+            cmd,
+            "refreshed",
+            now_ms(),
+            fencing_token=int(token or 0),
+            expires_at_ms=got.expires_at_ms,
+        )
 
     async def _release(self, cmd: LockCommand) -> tuple[LockOutcome, bool]:
         key = lockstate.lock_key(cmd.user_id, cmd.profile_id)
@@ -116,8 +124,10 @@ class LockKeeper:
         pipe = self.state.pipeline(transaction=True)
         pipe.set(lockstate.applied_key(out.request_id), _encode(out), px=self.lock.applied_ttl_ms)
         pipe.xadd(
-            self.lock.log_stream, record_fields(out, self.worker),  # type: ignore[arg-type]
-            maxlen=self.lock.log_maxlen or None, approximate=True,
+            self.lock.log_stream,
+            record_fields(out, self.worker),  # type: ignore[arg-type]
+            maxlen=self.lock.log_maxlen or None,
+            approximate=True,
         )
         lockstate.stage_outcome(pipe, out, self.lock.ttl_ms, released)
         await pipe.execute()

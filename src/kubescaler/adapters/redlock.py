@@ -77,14 +77,18 @@ class RedlockResult:
 def master_client(url: str, timeout_s: float) -> Redis:
     """A client for one master: short socket timeouts, no retries (Redlock retries by quorum)."""
     return Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0), decode_responses=False,
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
     )
 
 
 class Redlock:
-    def __init__(self, masters: list[Redis], ttl_ms: int, drift_factor: float,
-                 call_timeout_ms: int) -> None:
+    def __init__(
+        self, masters: list[Redis], ttl_ms: int, drift_factor: float, call_timeout_ms: int
+    ) -> None:
         self.masters = masters
         self.ttl_ms = ttl_ms
         self.drift_factor = drift_factor
@@ -139,8 +143,14 @@ class Redlock:
         if status == "ok":
             status = "unavailable"
         ttl, holder = max(refused, default=(0, ""))
-        return RedlockResult(status, started_ms, holder=holder, holder_ttl_ms=max(ttl, 0),
-                             answered=answered, error=_first_error(replies))
+        return RedlockResult(
+            status,
+            started_ms,
+            holder=holder,
+            holder_ttl_ms=max(ttl, 0),
+            answered=answered,
+            error=_first_error(replies),
+        )
 
     async def extend(self, key: str, token: str) -> RedlockResult:
         """Reset the TTL where ``token`` still owns ``key``; ok only on a quorum."""
@@ -154,8 +164,14 @@ class Redlock:
         validity = self._validity(start)
         if status == "ok" and validity <= 0:
             status = "unavailable"
-        return RedlockResult(status, started_ms, validity if status == "ok" else 0,
-                             answered=len(answers), touched=wins, error=_first_error(replies))
+        return RedlockResult(
+            status,
+            started_ms,
+            validity if status == "ok" else 0,
+            answered=len(answers),
+            touched=wins,
+            error=_first_error(replies),
+        )
 
     async def release(self, key: str, token: str) -> RedlockResult:
         """Delete ``key`` wherever ``token`` owns it. ok when a quorum answered."""
@@ -163,14 +179,20 @@ class Redlock:
         replies = await self._each([partial(s, keys=[key], args=[token]) for s in self._release])
         answers = [int(r) for r in replies if not isinstance(r, Exception)]
         status: Status = "ok" if len(answers) >= self.quorum else "unavailable"
-        return RedlockResult(status, started_ms, answered=len(answers), touched=sum(answers),
-                             error=_first_error(replies))
+        return RedlockResult(
+            status,
+            started_ms,
+            answered=len(answers),
+            touched=sum(answers),
+            error=_first_error(replies),
+        )
 
     async def ping(self) -> list[str]:
         """Addresses of the masters that do not answer PING."""
         replies = await self._each([m.ping for m in self.masters])
         return [
-            _address(m) for m, r in zip(self.masters, replies, strict=True)
+            _address(m)
+            for m, r in zip(self.masters, replies, strict=True)
             if isinstance(r, Exception)
         ]
 

@@ -42,26 +42,46 @@ _POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
 
 # Cassandra's conf/jvm17-server.options (module access for JDK 17) plus what its launcher adds.
 _JVM_MODULE_FLAGS = [
-    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
-    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
-    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
-    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
-    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
-    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
-    "--add-opens", "java.base/java.io=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports",
+    "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports",
+    "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports",
+    "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens",
+    "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.io=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util=ALL-UNNAMED",
 ]
 
 _LOGBACK = """<configuration scan="false">
@@ -96,8 +116,10 @@ def ensure_jars(lib_dir: Path) -> None:
         return
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StartError("mvn not found: run `./dev setup` (it installs Debian's maven) to fetch "
-                         f"Cassandra {CASSANDRA_VERSION}'s jars into {lib_dir}")
+        raise StartError(
+            "mvn not found: run `./dev setup` (it installs Debian's maven) to fetch "
+            f"Cassandra {CASSANDRA_VERSION}'s jars into {lib_dir}"
+        )
     lib_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{lib_dir.name}-", dir=lib_dir.parent))
     try:
@@ -105,17 +127,31 @@ def ensure_jars(lib_dir: Path) -> None:
         jars = staging / "lib"
         try:
             done = subprocess.run(
-                [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(staging / "pom.xml"),
-                 "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={jars}"],
-                capture_output=True, text=True, timeout=1800, check=False,
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-Dstyle.color=never",
+                    "-f",
+                    str(staging / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={jars}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise StartError(
-                f"mvn did not finish fetching Cassandra's jars in {exc.timeout:.0f}s") from exc
+                f"mvn did not finish fetching Cassandra's jars in {exc.timeout:.0f}s"
+            ) from exc
         if done.returncode != 0 or not (jars / CASSANDRA_JAR).is_file():
-            raise StartError(f"mvn failed ({done.returncode}) fetching Cassandra "
-                             f"{CASSANDRA_VERSION}'s jars:\n{_tail(done.stdout + done.stderr)}")
+            raise StartError(
+                f"mvn failed ({done.returncode}) fetching Cassandra "
+                f"{CASSANDRA_VERSION}'s jars:\n{_tail(done.stdout + done.stderr)}"
+            )
         if lib_dir.exists():  # a folder without the marker jar is incomplete: replace it
             shutil.rmtree(lib_dir)
         try:
@@ -130,8 +166,9 @@ def ensure_jars(lib_dir: Path) -> None:
 def java_major(java: str) -> int | None:
     """The feature release of ``java`` (17 for 17.0.15), or None if it cannot be run."""
     try:
-        done = subprocess.run([java, "-version"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
@@ -152,8 +189,10 @@ def find_java() -> str:
     if on_path is not None and java_major(on_path) in SUPPORTED_JAVA:
         return on_path
     seen = f"`{on_path}` is Java {java_major(on_path)}" if on_path else "no java on PATH"
-    raise StartError(f"Cassandra {CASSANDRA_VERSION} needs Java 17 or 11 and {seen}: "
-                     "run `./dev setup` (it installs Debian's openjdk-17-jre-headless)")
+    raise StartError(
+        f"Cassandra {CASSANDRA_VERSION} needs Java 17 or 11 and {seen}: "
+        "run `./dev setup` (it installs Debian's openjdk-17-jre-headless)"
+    )
 
 
 def _no_memory_lock() -> list[str]:
@@ -178,8 +217,14 @@ class CassandraNode(Proc):
 
     host = "127.0.0.1"
 
-    def __init__(self, home: Path, native_port: int = 9042, storage_port: int = 7000,
-                 heap: str = "768m", lib_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        native_port: int = 9042,
+        storage_port: int = 7000,
+        heap: str = "768m",
+        lib_dir: Path | None = None,
+    ) -> None:
         self.home = home
         self.native_port = native_port
         self.storage_port = storage_port
@@ -242,9 +287,14 @@ file_cache_size: 64MiB
         return [
             *_no_memory_lock(),
             java,
-            f"-Xms{initial}m", f"-Xmx{self.heap}", "-Xss256k",
-            "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
-            "-XX:+PerfDisableSharedMem", "-XX:+ExitOnOutOfMemoryError",
+            f"-Xms{initial}m",
+            f"-Xmx{self.heap}",
+            "-Xss256k",
+            "-XX:+UseG1GC",
+            "-XX:+ParallelRefProcEnabled",
+            "-XX:MaxTenuringThreshold=1",
+            "-XX:+PerfDisableSharedMem",
+            "-XX:+ExitOnOutOfMemoryError",
             f"-javaagent:{jamm[-1]}",
             "-Djava.net.preferIPv4Stack=true",
             "-Djdk.attach.allowAttachSelf=true",
@@ -261,7 +311,8 @@ file_cache_size: 64MiB
             # One local node: nothing to gossip with, so do not wait for the ring to settle.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.ring_delay_ms=0",
-            "-cp", f"{lib}/*",
+            "-cp",
+            f"{lib}/*",
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
@@ -286,8 +337,12 @@ file_cache_size: 64MiB
         from cassandra.policies import RoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10)
-        return Cluster([self.host], port=self.native_port,
-                       execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **kwargs)
+        return Cluster(
+            [self.host],
+            port=self.native_port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            **kwargs,
+        )
 
     def ready(self) -> bool:
         """True when CQL on ``native_port`` answers ``SELECT release_version FROM system.local``."""
@@ -295,8 +350,11 @@ file_cache_size: 64MiB
             return False
         cluster = self.cluster(connect_timeout=2, control_connection_timeout=2)
         try:
-            row = cluster.connect().execute("SELECT release_version FROM system.local",
-                                            timeout=5).one()
+            row = (
+                cluster.connect()
+                .execute("SELECT release_version FROM system.local", timeout=5)
+                .one()
+            )
             return row is not None
         finally:
             with contextlib.suppress(Exception):

@@ -29,7 +29,8 @@ def _open_files() -> int:
 
 def nginx_binary() -> str:
     found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).is_file()), None)
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).is_file()), None
+    )
     if found is None:
         raise StartError("nginx not found: run `./dev setup` (it installs Debian's nginx)")
     return found
@@ -56,16 +57,24 @@ def _proxy_headers(indent: str) -> str:
 class Nginx(Proc):
     """One nginx master (and worker) on 127.0.0.1:port; config, pid, temp files and logs in home."""
 
-    def __init__(self, home: Path, port: int, main_upstream: str,
-                 stream_upstreams: Sequence[str]) -> None:
+    def __init__(
+        self, home: Path, port: int, main_upstream: str, stream_upstreams: Sequence[str]
+    ) -> None:
         if not stream_upstreams:
             raise ValueError("nginx needs at least one stream upstream")
         self.home = home
         self.port = port
         self.main_upstream = main_upstream
         self.stream_upstreams = list(stream_upstreams)
-        argv = [nginx_binary(), "-p", f"{home.resolve()}/", "-c", str(self.config_file.resolve()),
-                "-e", "stderr"]
+        argv = [
+            nginx_binary(),
+            "-p",
+            f"{home.resolve()}/",
+            "-c",
+            str(self.config_file.resolve()),
+            "-e",
+            "stderr",
+        ]
         super().__init__(f"nginx:{port}", argv, home / "logs" / "nginx.log")
 
     @property
@@ -79,8 +88,9 @@ class Nginx(Proc):
     def config(self) -> str:
         home = self.home.resolve()
         temps = "\n".join(f"    {name}_temp_path {home / 'tmp' / name};" for name in _TEMP_DIRS)
-        streams = "\n".join(f"        server {up} max_fails=1 fail_timeout=2s;"
-                            for up in self.stream_upstreams)
+        streams = "\n".join(
+            f"        server {up} max_fails=1 fail_timeout=2s;" for up in self.stream_upstreams
+        )
         # Workers run as the master's user; as root nginx would otherwise switch to "nobody".
         user = "user root;\n" if os.geteuid() == 0 else ""
         files = _open_files()
@@ -89,7 +99,7 @@ class Nginx(Proc):
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile {files};
-pid {home / 'nginx.pid'};
+pid {home / "nginx.pid"};
 error_log stderr warn;
 
 events {{
@@ -97,7 +107,7 @@ events {{
 }}
 
 http {{
-    access_log {home / 'logs' / 'access.log'};
+    access_log {home / "logs" / "access.log"};
 {temps}
     default_type application/octet-stream;
     server_tokens off;
@@ -125,19 +135,19 @@ http {{
 
         location = /main {{
             proxy_pass http://main/;
-{_proxy_headers(' ' * 12)}
+{_proxy_headers(" " * 12)}
             proxy_set_header X-Forwarded-Prefix /main;
         }}
 
         location /main/ {{
             proxy_pass http://main/;
-{_proxy_headers(' ' * 12)}
+{_proxy_headers(" " * 12)}
             proxy_set_header X-Forwarded-Prefix /main;
         }}
 
         location / {{
             proxy_pass http://stream;
-{_proxy_headers(' ' * 12)}
+{_proxy_headers(" " * 12)}
         }}
     }}
 }}
@@ -167,8 +177,9 @@ http {{
         self.start()
         self.wait_until(self.ready, timeout)
 
-    def reload(self, main_upstream: str | None = None,
-               stream_upstreams: Sequence[str] | None = None) -> None:
+    def reload(
+        self, main_upstream: str | None = None, stream_upstreams: Sequence[str] | None = None
+    ) -> None:
         """Rewrite the config (optionally with new upstreams) and have the master reload it.
 
         Open streams stay on the old workers until they end; new requests see the new config.

@@ -23,7 +23,13 @@ Result = Literal[
     "granted", "denied", "refreshed", "lost", "released", "expired", "quorum_unavailable"
 ]
 RESULTS: tuple[Result, ...] = (
-    "granted", "denied", "refreshed", "lost", "released", "expired", "quorum_unavailable"
+    "granted",
+    "denied",
+    "refreshed",
+    "lost",
+    "released",
+    "expired",
+    "quorum_unavailable",
 )
 
 
@@ -90,8 +96,14 @@ def now_ms() -> int:
 
 def outcome(cmd: LockCommand, result: Result, at_ms: int, **extra: object) -> LockOutcome:
     return LockOutcome(
-        request_id=cmd.request_id, action=cmd.action, result=result, user_id=cmd.user_id,
-        profile_id=cmd.profile_id, owner=cmd.owner, at_ms=at_ms, **extra,  # type: ignore[arg-type]
+        request_id=cmd.request_id,
+        action=cmd.action,
+        result=result,
+        user_id=cmd.user_id,
+        profile_id=cmd.profile_id,
+        owner=cmd.owner,
+        at_ms=at_ms,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -150,12 +162,17 @@ def _ordered(records: Iterable[LockRecord]) -> dict[str, list[LockRecord]]:
 
 def _step(hold: Hold | None, rec: LockRecord) -> Hold | None:
     """The hold after ``rec`` (no checking)."""
-    if rec.result == "granted" or (rec.result == "refreshed" and (
-        hold is None or hold.owner == rec.owner or hold.until_ms <= rec.at_ms
-    )):
+    if rec.result == "granted" or (
+        rec.result == "refreshed"
+        and (hold is None or hold.owner == rec.owner or hold.until_ms <= rec.at_ms)
+    ):
         since = hold.since_ms if hold is not None and hold.owner == rec.owner else rec.at_ms
-        return Hold(owner=rec.owner, token=rec.fencing_token or (hold.token if hold else 0),
-                    until_ms=rec.expires_at_ms, since_ms=since)
+        return Hold(
+            owner=rec.owner,
+            token=rec.fencing_token or (hold.token if hold else 0),
+            until_ms=rec.expires_at_ms,
+            since_ms=since,
+        )
     if rec.result in ("released", "lost") and hold is not None and hold.owner == rec.owner:
         return None
     return hold
@@ -176,24 +193,37 @@ def verify(records: Iterable[LockRecord]) -> list[Violation]:
         last_grant: LockRecord | None = None
         for rec in recs:
             if rec.result in ("granted", "refreshed"):
-                if (hold is not None and holder_rec is not None and hold.owner != rec.owner
-                        and rec.at_ms < hold.until_ms):
-                    violations.append(Violation(
-                        kind="overlap", pair=pair, records=[holder_rec, rec],
-                        detail=f"{rec.owner} {rec.result} at {rec.at_ms} while {hold.owner} "
-                               f"held it until {hold.until_ms}",
-                    ))
+                if (
+                    hold is not None
+                    and holder_rec is not None
+                    and hold.owner != rec.owner
+                    and rec.at_ms < hold.until_ms
+                ):
+                    violations.append(
+                        Violation(
+                            kind="overlap",
+                            pair=pair,
+                            records=[holder_rec, rec],
+                            detail=f"{rec.owner} {rec.result} at {rec.at_ms} while {hold.owner} "
+                            f"held it until {hold.until_ms}",
+                        )
+                    )
                 if rec.result == "granted":
                     if rec.fencing_token <= last_token and last_grant is not None:
-                        violations.append(Violation(
-                            kind="token", pair=pair, records=[last_grant, rec],
-                            detail=f"token {rec.fencing_token} after {last_token}",
-                        ))
+                        violations.append(
+                            Violation(
+                                kind="token",
+                                pair=pair,
+                                records=[last_grant, rec],
+                                detail=f"token {rec.fencing_token} after {last_token}",
+                            )
+                        )
                     last_token = max(last_token, rec.fencing_token)
                     last_grant = rec
             new = _step(hold, rec)
-            if new is not None and (hold is None or new.owner != hold.owner
-                                    or rec.result == "granted"):
+            if new is not None and (
+                hold is None or new.owner != hold.owner or rec.result == "granted"
+            ):
                 holder_rec = rec
             hold = new
     return violations

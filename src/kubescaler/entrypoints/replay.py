@@ -75,14 +75,20 @@ def parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--at", type=parse_time, help="print who held what at this time")
     mode.add_argument("--jsonl", action="store_true", help="export the records as JSON lines")
-    mode.add_argument("--verify", action="store_true",
-                      help="check mutual exclusion and fencing; exit 1 on a violation")
+    mode.add_argument(
+        "--verify",
+        action="store_true",
+        help="check mutual exclusion and fencing; exit 1 on a violation",
+    )
     return p
 
 
 def select(args: argparse.Namespace) -> list[LockRecord]:
-    source = (from_file(args.file) if args.file
-              else from_redis(args.redis_url, args.stream, args.since, args.until))
+    source = (
+        from_file(args.file)
+        if args.file
+        else from_redis(args.redis_url, args.stream, args.since, args.until)
+    )
     out = []
     for rec in source:
         if args.since is not None and rec.at_ms < args.since:
@@ -137,8 +143,11 @@ def run(argv: list[str]) -> int:
         state = state_at(records, args.at)
         print(f"state at {show_time(args.at)}: {len(state)} pair(s) held", file=out)
         for pair, hold in sorted(state.items()):
-            print(f"  {pair}  owner={hold.owner} token={hold.token}"
-                  f" since={show_time(hold.since_ms)} until={show_time(hold.until_ms)}", file=out)
+            print(
+                f"  {pair}  owner={hold.owner} token={hold.token}"
+                f" since={show_time(hold.since_ms)} until={show_time(hold.until_ms)}",
+                file=out,
+            )
     elif args.verify:
         violations = verify(records)
         for v in violations:
