@@ -11,6 +11,7 @@ the result down, so tests build apps with settings of their own.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
@@ -203,6 +204,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
+        message = str(exc)
+        if found := re.search(r"at `\$\.([a-z_]+)(?:\.([a-z_]+))?", message):
+            section, field = found.groups() if found.group(2) else (None, found.group(1))
+            name = env_name(section, field)
+            raise SettingsError(
+                f"{name}={env.get(name, '')!r}: {message.split(' - at', maxsplit=1)[0]}"
+            ) from exc
         raise SettingsError(f"bad KUBESCALER_ setting: {exc}") from exc
 
 

@@ -30,8 +30,14 @@ def test_environment_overrides_defaults() -> None:
 
 
 def test_bad_values_name_the_variable() -> None:
-    with pytest.raises(settings.SettingsError, match="base_port"):
+    """A malformed value is reported with the variable's name, not an internal path."""
+    with pytest.raises(settings.SettingsError, match="KUBESCALER_BASE_PORT='eighty'"):
         settings.load({"KUBESCALER_BASE_PORT": "eighty"})
+    with pytest.raises(settings.SettingsError, match="KUBESCALER_STREAM_RELEASE_ON_DISCONNECT"):
+        settings.load({"KUBESCALER_STREAM_RELEASE_ON_DISCONNECT": "yes"})
+    assert settings.load(
+        {"KUBESCALER_STREAM_RELEASE_ON_DISCONNECT": "true"}
+    ).stream.release_on_disconnect
 
 
 def test_every_setting_has_a_unique_name_and_a_description() -> None:

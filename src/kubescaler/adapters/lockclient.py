@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 from faststream.redis import RedisBroker
@@ -114,8 +115,10 @@ class LockClient:
         """
         out = _told(await self.send("acquire", user_id, profile_id, owner))
         if out.result == "denied":
+            until = datetime.fromtimestamp(out.expires_at_ms / 1000, UTC).isoformat("T", "seconds")
             raise Conflict(
-                "the profile is already streaming for this user",
+                f"this profile is already streaming for this user in another session; "
+                f"its lock lapses at {until} unless that session keeps it",
                 holder_expires_at_ms=out.expires_at_ms,
             )
         return out
