@@ -206,8 +206,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         message = str(exc)
         if found := re.search(r"at `\$\.([a-z_]+)(?:\.([a-z_]+))?", message):
-            section, field = found.groups() if found.group(2) else (None, found.group(1))
-            name = env_name(section, field)
+            first, second = found.groups()
+            name = env_name(first, second) if second else env_name(None, first)
             raise SettingsError(
                 f"{name}={env.get(name, '')!r}: {message.split(' - at', maxsplit=1)[0]}"
             ) from exc
