@@ -1,0 +1,36 @@
+"""The layout shows the architecture: imports point down (domain < adapters < services <
+entrypoints), never up."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "kubescaler"
+RANK = {"domain": 0, "adapters": 1, "services": 2, "entrypoints": 3}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("layer", list(RANK))
+def test_layer_imports_only_layers_below(layer: str) -> None:
+    wrong = []
+    for path in sorted((SRC / layer).rglob("*.py")):
+        for module in _imports(path):
+            parts = module.split(".")
+            if parts[0] == "kubescaler" and len(parts) > 1 and parts[1] in RANK:
+                if RANK[parts[1]] > RANK[layer]:
+                    wrong.append(f"{path.relative_to(SRC)} imports {module}")
+            if parts[:2] in (["kubescaler", "cli"], ["kubescaler", "devstack"]):
+                wrong.append(f"{path.relative_to(SRC)} imports {module}")
+    assert wrong == []
