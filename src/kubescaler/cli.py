@@ -65,7 +65,10 @@ def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.devstack import stack
 
-    return stack.run(settings, streams=args.streams, keepers=args.keepers)
+    if args.streams < 1 or args.keepers < 1:
+        print("kubescaler up: --streams and --keepers must be at least 1", file=sys.stderr)
+        return 2
+    return stack.run(settings, args.streams, args.keepers, backing_only=args.backing_only)
 
 
 def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--streams", type=int, default=2, help="stream instances (default 2)")
     up.add_argument("--keepers", type=int, default=1, help="lock-keeper workers (default 1)")
+    up.add_argument(
+        "--backing-only",
+        action="store_true",
+        help="only Redis and Cassandra (for running "
+        "kubescaler's own processes by hand or from an IDE)",
+    )
     add(
         "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config
     ).add_argument("--markdown", action="store_true", help="as the README's table")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
 PREFIX = "KUBESCALER_"
+_REPO = Path(__file__).resolve().parents[2]  # src/kubescaler/settings.py -> the checkout
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -125,6 +127,14 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     grace_s: Annotated[
         float, _doc("Most seconds a stopping stream process waits for its clients to go.")
     ] = 20.0
+    web_dir: Annotated[
+        str, _doc("The built web client (stream page, dashboard); empty = <repo>/frontend/dist.")
+    ] = ""
+
+    @property
+    def web_path(self) -> Path:
+        """Where the stream service finds the web client's build output."""
+        return Path(self.web_dir) if self.web_dir else _REPO / "frontend" / "dist"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,6 +157,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         1_048_576
     )
     log_level: Annotated[str, _doc("Log level of every process.")] = "info"
+    local_state_dir: Annotated[
+        str, _doc("Where `kubescaler up` keeps data and logs of the local system.")
+    ] = ".local"
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     cassandra: CassandraSettings = msgspec.field(default_factory=CassandraSettings)
     base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)

@@ -320,3 +320,23 @@ def test_a_slow_client_gets_drops_not_memory_growth(
         assert float(dropped.split()[1]) > 100
     finally:
         svc.stop()
+
+
+async def test_a_lost_lock_ends_the_stream_with_lock_lost(
+    gateway: Nginx, redis_masters: list[RedisServer], pair: Pair
+) -> None:
+    """When a refresh finds the lock owned by someone else, the client gets `lock-lost` and
+    the stream ends instead of streaming without the lock."""
+    import redis as redis_sync
+
+    from kubescaler.adapters.lockstate import lock_key
+
+    key = lock_key(uuid.UUID(pair.user), uuid.UUID(pair.profile))
+    async with open_stream(gateway.url + pair.path("session-lost-1")) as (_, q):
+        await next_event(q, "hello")
+        for master in redis_masters:  # an intruder takes the key on every master
+            client = redis_sync.Redis.from_url(master.url)
+            client.set(key, "intruder", px=10_000)
+            client.close()
+        lost = await next_event(q, "lock-lost", timeout=5)
+        assert "owner" in data(lost)["reason"]  # type: ignore[operator]

@@ -341,7 +341,7 @@ file_cache_size: 64MiB
             [self.host],
             port=self.native_port,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            **kwargs,
+            **{"protocol_version": 5, **kwargs},  # Cassandra 5.0's; no downgrade warnings
         )
 
     def ready(self) -> bool:

@@ -7,7 +7,6 @@ Kubernetes manifests do with probes; Ctrl-C (or SIGTERM) stops them in reverse o
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -83,16 +82,21 @@ class Stack:
         self.started.append(proc)
         proc.wait_until(ready, timeout=240)  # type: ignore[arg-type]
 
-    def start(self) -> None:
-        """Start everything, or stop what was started and raise StartError."""
-        ports = [self.settings.gateway_port, self.base.port, self.main.port]
-        for port in ports + [p.port for p in self.keepers + self.streams]:
+    def start(self, backing_only: bool = False) -> None:
+        """Start everything (or only Redis and Cassandra), or stop what started and raise."""
+        ports = [r.port for r in self.redis] + [self.cassandra.native_port]
+        if not backing_only:
+            ports += [self.settings.gateway_port, self.base.port, self.main.port]
+            ports += [p.port for p in self.keepers + self.streams]
+        for port in ports:
             if port_open(port):
                 raise StartError(f"port {port} is in use: is the local system already up?")
         try:
             for server in self.redis:
                 self._start(server, server.ping)
             self._start(self.cassandra, self.cassandra.ready)
+            if backing_only:
+                return
             self._start(self.base, self.base.ready)
             self._start(self.main, self.main.ready)
             for keeper in self.keepers:
@@ -111,6 +115,12 @@ class Stack:
             proc.stop(timeout=60)
 
     def urls(self) -> dict[str, str]:
+        backing = {
+            "redis": " ".join(r.url for r in self.redis),
+            "cassandra": f"127.0.0.1:{self.cassandra.native_port}",
+        }
+        if self.gateway not in self.started:
+            return {**backing, "logs": str(self.state / "logs")}
         g = f"http://127.0.0.1:{self.settings.gateway_port}"
         return {
             "entry point": g,
@@ -124,19 +134,20 @@ class Stack:
             "main": self.main.url,
             "streams": " ".join(svc.url for svc in self.streams),
             "lock-keepers": " ".join(k.url for k in self.keepers),
+            **backing,
             "logs": str(self.state / "logs"),
         }
 
 
-def run(settings: Settings, streams: int, keepers: int = 1, state: Path | None = None) -> int:
+def run(settings: Settings, streams: int, keepers: int = 1, backing_only: bool = False) -> int:
     """Bring the system up, print its URLs, and keep it up until Ctrl-C or SIGTERM."""
-    state = state or Path(os.environ.get("KUBESCALER_LOCAL_STATE", ".local")).resolve()
+    state = Path(settings.local_state_dir).resolve()
     stack = Stack(settings, state, streams, keepers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"kubescaler: bringing the local system up (state in {state})", flush=True)
     try:
-        stack.start()
+        stack.start(backing_only)
     except StartError as exc:
         print(f"kubescaler: could not start: {exc}", flush=True)
         return 1

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import uuid
 from collections.abc import AsyncIterator
-from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Litestar, MediaType, Request, Response, get
-from litestar.datastructures import Cookie
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.params import Parameter
 from litestar.response import Stream
+from litestar.static_files import create_static_files_router
 
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.adapters.lockclient import LockClient
@@ -51,13 +54,62 @@ async def stream(
     )
 
 
+NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>kubescaler: web client not built</title></head>
+<body><h1>The web client was not built</h1>
+<p>This stream service found no <code>{page}</code> in <code>{web_dir}</code>.
+Build it with <code>npm ci &amp;&amp; npm run build</code> in <code>frontend/</code>
+(<code>./dev up</code> does), or point <code>KUBESCALER_STREAM_WEB_DIR</code> at a build.</p>
+<p>The stream itself is served at <code>/stream/{{user_id}}/{{profile_id}}?session=...</code>.</p>
+</body></html>
+"""
+
+
+def web_page(web_dir: Path, page: str) -> Response[bytes]:
+    """A built page of the web client, or 503 saying how to build it."""
+    try:
+        body = (web_dir / page).read_bytes()
+    except OSError:
+        text = NOT_BUILT.format(page=html.escape(page), web_dir=html.escape(str(web_dir)))
+        return Response(text.encode(), status_code=503, media_type=MediaType.HTML)
+    return Response(body, media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
+
+
 @get("/index/{user_id:str}/{profile_id:str}", media_type=MediaType.HTML, sync_to_thread=False)
-def index(user_id: str, profile_id: str) -> Response[str]:
-    """The web client for one pair."""
+def index(settings: Settings, user_id: str, profile_id: str) -> Response[bytes]:
+    """The web client for one pair (400 for malformed ids)."""
     parse_uuid(user_id, "user id")
     parse_uuid(profile_id, "profile id")
-    page = resources.files("kubescaler.entrypoints").joinpath("static/index.html").read_text()
-    return Response(page, media_type=MediaType.HTML)
+    return web_page(settings.stream.web_path, "stream.html")
+
+
+@get(["/", "/dashboard"], media_type=MediaType.HTML, sync_to_thread=False)
+def dashboard(settings: Settings) -> Response[bytes]:
+    """Suggested users, their live profiles, and the stream instances seen."""
+    return web_page(settings.stream.web_path, "dashboard.html")
+
+
+class InstanceInfo(msgspec.Struct):
+    instance: str
+    connections: int
+    draining: bool
+
+
+@get("/instance", sync_to_thread=False, include_in_schema=False)
+def instance(hub: StreamHub) -> Response[InstanceInfo]:
+    """This instance's name and live connections (the dashboard's per-instance reading)."""
+    info = InstanceInfo(hub.instance, len(hub.sessions), hub.draining)
+    return Response(info, headers={"Cache-Control": "no-store"})
+
+
+def web_assets(web_dir: Path) -> Router:
+    """The web client's hashed scripts and styles, at /assets/."""
+    return create_static_files_router(
+        "/assets",
+        directories=[web_dir / "assets"],
+        cache_control=CacheControlHeader(max_age=31_536_000, public=True),
+        include_in_schema=False,
+    )
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -87,9 +139,9 @@ def create_app(settings: Settings) -> Litestar:
     app = create_service_app(
         "stream",
         settings,
-        handlers=[stream, index],
+        handlers=[stream, index, dashboard, instance, web_assets(settings.stream.web_path)],
         checks={"base": base.ping, "redis": redis_ping, "draining": not_draining},
-        dependencies={"hub": hub},
+        dependencies={"hub": hub, "settings": settings},
         lifespan=[clients],
     )
     app.state.hub = hub
