@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.lockstate import is_launched, launched_profiles
-from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.redis import RedisServer, stopped
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import LockRecord, record_from_fields, verify
 from kubescaler.entrypoints.lock_keeper import Worker
@@ -231,18 +231,6 @@ async def test_commands_of_a_dead_worker_are_applied_once_by_another(
     records = await history(redis, settings)
     assert sorted(r.request_id for r in records) == sorted(o.request_id for o in outcomes)
     assert all(r.fencing_token == 1 for r in records)  # one INCR per pair: applied once
-
-
-@contextmanager
-def stopped(servers: list[RedisServer]) -> Iterator[None]:
-    """Stop some masters for the block; restart them (empty) after."""
-    for server in servers:
-        server.stop()
-    try:
-        yield
-    finally:
-        for server in servers:
-            server.start_ready()
 
 
 async def test_two_masters_down_is_quorum_unavailable_not_denied(

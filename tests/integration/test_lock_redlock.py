@@ -5,26 +5,14 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import pytest
 
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.redis import RedisServer, stopped
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def stopped(servers: list[RedisServer]) -> Iterator[None]:
-    for server in servers:
-        server.stop()
-    try:
-        yield
-    finally:
-        for server in servers:
-            server.start_ready()
 
 
 @pytest.fixture

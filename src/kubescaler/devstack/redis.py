@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -62,3 +64,16 @@ class RedisServer(Proc):
     def start_ready(self, timeout: float = 15.0) -> None:
         self.start()
         self.wait_until(self.ping, timeout)
+
+
+@contextmanager
+def stopped(servers: Iterable[RedisServer]) -> Iterator[None]:
+    """Stop ``servers`` for the block, then start them again (empty when not persisted)."""
+    servers = list(servers)
+    for server in servers:
+        server.stop()
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.start_ready()
