@@ -105,6 +105,7 @@ def test_main_errors(main: httpx.Client) -> None:
     assert "shared_users" in r.json()["error"]
     r = main.post("/testdata", params={"users": -1})
     assert r.status_code == 400
+    assert "query parameter 'users'" in r.json()["error"]
     assert main.get("/users").json() == []
 
 

@@ -38,11 +38,24 @@ def _domain_error(_: Request[Any, Any, Any], exc: KubescalerError) -> Response[A
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     details = exc.extra if isinstance(exc.extra, list) else []
-    parts = [str(d.get("message", d)) if isinstance(d, dict) else str(d) for d in details]
+    parts = [_detail(d) for d in details]
     message = "; ".join(parts) or exc.detail
     return Response(
         error_body(400, f"invalid request: {message}", path=request.url.path), status_code=400
     )
+
+
+def _detail(detail: object) -> str:
+    """One validation failure, naming the parameter or body field it is about."""
+    if not isinstance(detail, dict):
+        return str(detail)
+    message = str(detail.get("message", detail))
+    key, source = detail.get("key"), getattr(detail.get("source"), "value", detail.get("source"))
+    if not key or key == "data":  # "data" is the whole body, not a field of it
+        return message
+    if source == "body":
+        return f"body field {key!r}: {message}"
+    return f"{source} parameter {key!r}: {message}"
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
