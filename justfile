@@ -10,12 +10,17 @@ default:
 setup:
     uv sync --frozen --quiet
 
+# the web client: npm dependencies from package-lock.json, then the build into frontend/dist
+web:
+    cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
 # bring the whole local system up and print its URLs (Ctrl-C stops it)
-up *ARGS: setup
+up *ARGS: setup web
     uv run --frozen kubescaler up {{ARGS}}
 
-# every check and test: lint, types, unit, integration and end-to-end
-test: setup lint typecheck
+# every check and test: lint, types, the web client's unit tests, then every pytest test
+test: setup lint typecheck web
+    cd frontend && npm test
     uv run --frozen pytest
 
 # only the pure-logic unit tests (no servers)

@@ -128,6 +128,7 @@ class Stack:
             "profiles": f"{g}/main/profiles",
             "suggested": f"{g}/main/suggested",
             "live profiles": f"{g}/main/login/{{user_id}}",
+            "dashboard": f"{g}/dashboard",
             "web client": f"{g}/index/{{user_id}}/{{profile_id}}",
             "create test data": f"curl -X POST {g}/main/testdata?users=100&profiles=20",
             "base": self.base.url,
