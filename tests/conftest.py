@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,20 @@ TEST_STATE = ROOT / ".local" / "test"
 
 
 @pytest.fixture(scope="session")
-def test_state() -> Path:
-    TEST_STATE.mkdir(parents=True, exist_ok=True)
-    return TEST_STATE
+def test_state() -> Iterator[Path]:
+    """This session's folder under .local/test/, so two test runs never share servers' data.
+
+    Folders of sessions whose process is gone are removed first; this one keeps its logs.
+    """
+    for old in TEST_STATE.glob("run-*"):
+        pid = old.name.removeprefix("run-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    state = TEST_STATE / f"run-{os.getpid()}"
+    state.mkdir(parents=True, exist_ok=True)
+    yield state
+    for heavy in state.glob("cassandra*/data"):
+        shutil.rmtree(heavy, ignore_errors=True)
 
 
 def _redis(test_state: Path, label: str) -> RedisServer:

@@ -115,7 +115,7 @@ def data(msg: SseMessage) -> dict[str, object]:
 async def test_bound_pair_streams_data_through_the_entry_point(gateway: Nginx, pair: Pair) -> None:
     """hello names the instance and fencing token; data events carry sequence and payload."""
     async with open_stream(gateway.url + pair.path("session-stream-1")) as (r, q):
-        assert r.status_code == 200
+        assert r.status_code == 200, (await r.aread()).decode()
         assert r.headers["content-type"].startswith("text/event-stream")
         hello = data(await next_event(q, "hello"))
         assert hello["instance"] in ("stream-a", "stream-b")
@@ -340,3 +340,20 @@ async def test_a_lost_lock_ends_the_stream_with_lock_lost(
             client.close()
         lost = await next_event(q, "lock-lost", timeout=5)
         assert "owner" in data(lost)["reason"]  # type: ignore[operator]
+
+
+async def test_streams_come_back_after_redis_restarts_empty(
+    gateway: Nginx, redis_server: RedisServer, pair: Pair
+) -> None:
+    """Redis restarted without its data (the command stream and its consumer group gone):
+    the lock-keeper recreates the group and streams are granted again within seconds."""
+    redis_server.stop()
+    redis_server.start_ready()
+    deadline = time.monotonic() + 20
+    while True:
+        async with open_stream(gateway.url + pair.path("session-restart-1")) as (r, q):
+            if r.status_code == 200:
+                await next_event(q, "hello")
+                return
+        assert time.monotonic() < deadline, f"still {r.status_code} 20 s after the restart"
+        await asyncio.sleep(0.5)

@@ -19,6 +19,7 @@ from faststream.redis import RedisBroker
 from faststream.redis.annotations import RedisChannelMessage
 from redis.exceptions import RedisError
 
+from kubescaler.adapters.redis_client import retry_options
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import Action, LockCommand, LockOutcome, now_ms
 from kubescaler.settings import Settings
@@ -36,7 +37,7 @@ class LockClient:
         who = name or settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.reply_channel = f"kubescaler:lock:reply:{who}:{uuid.uuid4().hex[:8]}"
         self.broker = RedisBroker(
-            settings.redis.url, socket_timeout=settings.redis.timeout_s, log_level=logging.DEBUG
+            settings.redis.url, **retry_options(settings.redis.timeout_s), log_level=logging.DEBUG
         )
         # Publishes borrow pool connections; bounding them keeps hundreds of concurrent
         # requests inside the pool (the replies all arrive on the one pub/sub connection).

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Returns {1, 0} when set (or re-entered by the same token), {0, pttl, holder} otherwise.
 _ACQUIRE = """
@@ -75,12 +76,15 @@ class RedlockResult:
 
 
 def master_client(url: str, timeout_s: float) -> Redis:
-    """A client for one master: short socket timeouts, no retries (Redlock retries by quorum)."""
+    """A client for one master: short socket timeouts, one immediate retry on a dropped
+    connection only (a pooled connection a restarted master closed). A master that is down
+    or slow is not retried: Redlock decides by quorum, and each call is bounded anyway."""
     return Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
         decode_responses=False,
     )
 

@@ -26,8 +26,11 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from kubescaler.adapters import redis_client
 from kubescaler.adapters.lockkeeper import LockKeeper
+from kubescaler.adapters.redis_client import retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.locks import LockCommand, LockOutcome
@@ -52,8 +55,9 @@ PENDING = prom.Gauge(
 
 _decode = msgspec.json.Decoder(LockCommand).decode
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 REPLY_CHANNEL = "kubescaler:lock:reply:{requester}"
-PENDING_EVERY_S = 2.0
+WATCH_EVERY_S = 2.0
 
 
 def worker_name(settings: Settings) -> str:
@@ -68,7 +72,7 @@ class Worker:
         self.name = name or worker_name(settings)
         lock = settings.lock
         self.broker = RedisBroker(
-            settings.redis.url, socket_timeout=settings.redis.timeout_s, log_level=logging.DEBUG
+            settings.redis.url, **retry_options(settings.redis.timeout_s), log_level=logging.DEBUG
         )
         self.state: Redis | None = None
         self.redlock: Redlock | None = None
@@ -125,9 +129,7 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
-        self.state = Redis.from_url(
-            s.redis.url, socket_timeout=s.redis.timeout_s, socket_connect_timeout=s.redis.timeout_s
-        )
+        self.state = redis_client.connect(s.redis.url, s.redis.timeout_s)
         masters = [master_client(u, s.lock.master_timeout_ms / 1000) for u in s.redis.redlock_urls]
         self.redlock = Redlock(
             masters, s.lock.ttl_ms, s.lock.clock_drift_factor, s.lock.master_timeout_ms
@@ -153,6 +155,39 @@ class Worker:
             out.insert(0, "redis")
         return out
 
+    async def ensure_group(self) -> bool:
+        """Create the consumer group if it is gone (Redis restarted without its data).
+
+        FastStream creates it only at start; without this a restarted, empty Redis would leave
+        every worker polling a group that no longer exists. From id 0, so commands published
+        before the group came back are read too (late ones are answered "expired").
+        True when it had to be created.
+        """
+        assert self.state is not None
+        lock = self.settings.lock
+        try:
+            await self.state.xgroup_create(
+                lock.command_stream, lock.command_group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def revive(self) -> bool:
+        """Restart the broker if FastStream stopped a subscriber for good.
+
+        FastStream stops a stream subscriber whose consumer group vanished (Redis restarted
+        empty) and expects the process to be restarted. A restart of the broker in place
+        does the same without dropping the health endpoint. True when it restarted.
+        """
+        if all(sub.running for sub in self.broker.subscribers):
+            return False
+        await self.broker.stop()
+        await self.broker.start()
+        return True
+
     async def pending(self) -> int:
         assert self.state is not None
         info = await self.state.xpending(
@@ -165,18 +200,25 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
     """The lock-keeper process: broker + health + metrics, all opened in the lifespan."""
     keeper = worker or Worker(settings)
 
-    async def watch_pending() -> None:
+    async def watch() -> None:
+        """Every few seconds: the consumer group still exists, and the backlog gauge."""
         while True:
             try:
+                if await keeper.ensure_group():
+                    log.warning(
+                        "consumer group %s was gone; created it again", settings.lock.command_group
+                    )
+                if await keeper.revive():
+                    log.warning("restarted the broker: a subscriber had stopped")
                 PENDING.set(await keeper.pending())
             except Exception:  # the backlog is unknown while Redis is down
                 PENDING.set(float("nan"))
-            await asyncio.sleep(PENDING_EVERY_S)
+            await asyncio.sleep(WATCH_EVERY_S)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await keeper.start()
-        watcher = asyncio.create_task(watch_pending())
+        watcher = asyncio.create_task(watch())
         try:
             yield
         finally:

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar, Response, delete, get, post
 from litestar.params import Parameter
 
+from kubescaler.adapters import redis_client
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.domain.models import (
     Profile,
@@ -97,11 +98,7 @@ HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
 
 def create_app(settings: Settings) -> Litestar:
     base = BaseClient(settings.base, settings.admin_token)
-    redis = aioredis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.timeout_s,
-        socket_connect_timeout=settings.redis.timeout_s,
-    )
+    redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
 
     @contextlib.asynccontextmanager
     async def clients(_: Litestar) -> AsyncIterator[None]:

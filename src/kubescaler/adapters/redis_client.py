@@ -1,0 +1,33 @@
+"""Redis clients that survive a restarted server.
+
+redis-py keeps pooled connections; after a Redis restart the first command on each stale one
+fails with "Connection closed by server" unless ``retry_on_error`` names ConnectionError. Every
+client of the streams/state Redis is built here so a restart costs a retry, not a 503. (The
+Redlock masters get one immediate retry only, in adapters/redlock.py: there a slow master is a
+vote decided by quorum, not something to wait for.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+RETRIES = 2
+
+
+def retry_options(timeout_s: float) -> dict[str, Any]:
+    """Connection keyword arguments shared by redis-py clients and FastStream's RedisBroker."""
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.01), RETRIES),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
+def connect(url: str, timeout_s: float) -> Redis:
+    return Redis.from_url(url, **retry_options(timeout_s))
