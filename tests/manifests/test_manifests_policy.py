@@ -1,0 +1,337 @@
+"""Policies over the rendered manifests: hardening, probes, resources, wiring, NetworkPolicies."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import yaml
+from rendering import MANIFESTS, SERVICES, Rendered, render
+
+#: public paths (entry point) and where they go; everything else stays inside the cluster
+PUBLIC_MAIN = ["/main/users", "/main/profiles", "/main/suggested", "/main/login", "/main/testdata"]
+PUBLIC_STREAM = ["/stream", "/index"]
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_every_container_is_hardened(rendered: Rendered) -> None:
+    """Non-root, seccomp RuntimeDefault, read-only root, no escalation, every capability dropped."""
+    for w, spec in rendered.pod_specs():
+        where = f"{rendered.overlay}: {w['kind']}/{w['metadata']['name']}"
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] != 0, where
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
+        for c in _containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, f"{where}/{c['name']}"
+            assert sc["readOnlyRootFilesystem"] is True, f"{where}/{c['name']}"
+            assert sc["capabilities"]["drop"] == ["ALL"], f"{where}/{c['name']}"
+            assert "add" not in sc["capabilities"], f"{where}/{c['name']}"
+            assert not sc.get("privileged"), f"{where}/{c['name']}"
+
+
+def test_app_pods_have_a_writable_tmp_and_no_api_token(rendered: Rendered) -> None:
+    """A read-only root needs an emptyDir /tmp; our processes never call the Kubernetes API."""
+    for w, c in rendered.app_containers():
+        spec = w["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], w["metadata"]["name"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] == w["metadata"]["name"]
+
+
+def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
+    for w, spec in rendered.pod_specs():
+        for c in _containers(spec):
+            res = c["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res[kind]), f"{w['metadata']['name']}/{c['name']}"
+
+
+def test_every_main_container_has_startup_readiness_and_liveness_probes(
+    rendered: Rendered,
+) -> None:
+    for w, spec in rendered.pod_specs():
+        for c in spec["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in c, f"{rendered.overlay}: {w['metadata']['name']}/{c['name']}"
+
+
+def test_app_probes_use_healthz_and_readyz_on_the_serving_port(rendered: Rendered) -> None:
+    """Liveness and start-up on /healthz, readiness on /readyz, all on the named http port."""
+    for w, c in rendered.app_containers():
+        name = w["metadata"]["name"]
+        assert c["startupProbe"]["httpGet"]["path"] == "/healthz", name
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert c[probe]["httpGet"]["port"] in ports, name
+
+
+def test_one_image_one_process_per_deployment(rendered: Rendered) -> None:
+    """Each service runs the one image with its CLI subcommand as `args`."""
+    seen = {}
+    for w, c in rendered.app_containers():
+        assert "command" not in c, "the image's ENTRYPOINT is the kubescaler CLI"
+        seen[c["args"][0]] = w["metadata"]["name"]
+    assert seen == {s: s for s in SERVICES}
+
+
+def test_images_are_pinned(rendered: Rendered) -> None:
+    """Every image has an explicit tag, never latest, and one tag per image name."""
+    tags: dict[str, set[str]] = {}
+    for _, spec in rendered.pod_specs():
+        for c in _containers(spec):
+            name, _, tag = c["image"].rpartition(":")
+            assert name, f"untagged image {c['image']}"
+            assert tag, f"untagged image {c['image']}"
+            assert "/" not in tag
+            assert tag != "latest"
+            tags.setdefault(name, set()).add(tag)
+    assert all(len(t) == 1 for t in tags.values()), tags
+
+
+def test_every_service_selects_existing_pods_on_existing_ports(rendered: Rendered) -> None:
+    templates = [
+        (w["spec"]["template"]["metadata"]["labels"], w["spec"]["template"]["spec"])
+        for w in rendered.workloads()
+    ]
+    for svc in rendered.of_kind("Service"):
+        sel = svc["spec"]["selector"]
+        matching = [
+            spec for labels, spec in templates if all(labels.get(k) == v for k, v in sel.items())
+        ]
+        assert matching, f"{rendered.overlay}: Service {svc['metadata']['name']} selects no pods"
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            for spec in matching:
+                ports = [p for c in spec["containers"] for p in c.get("ports", [])]
+                assert any(target in (p.get("name"), p["containerPort"]) for p in ports), (
+                    f"Service {svc['metadata']['name']}: no container port {target}"
+                )
+
+
+def test_workload_selectors_match_their_templates(rendered: Rendered) -> None:
+    for w in rendered.workloads():
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        for k, v in w["spec"]["selector"]["matchLabels"].items():
+            assert labels[k] == v
+
+
+def test_scrape_annotations_name_the_serving_port(rendered: Rendered) -> None:
+    for w, c in rendered.app_containers():
+        ann = w["spec"]["template"]["metadata"]["annotations"]
+        assert ann["prometheus.io/scrape"] == "true"
+        assert ann["prometheus.io/path"] == "/metrics"
+        assert int(ann["prometheus.io/port"]) == c["ports"][0]["containerPort"]
+
+
+def test_stream_scale_down_drains_before_it_is_killed(rendered: Rendered) -> None:
+    """terminationGracePeriodSeconds > preStop pause + KUBESCALER_STREAM_GRACE_S."""
+    stream = rendered.get("Deployment", "stream")
+    spec = stream["spec"]["template"]["spec"]
+    pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    grace = float(rendered.config()["KUBESCALER_STREAM_GRACE_S"])
+    assert spec["terminationGracePeriodSeconds"] > int(pre_stop[1]) + grace
+    assert "replicas" not in stream["spec"], "the autoscaler owns the stream replica count"
+
+
+def _hpa_behavior(rendered: Rendered, name: str) -> dict[str, Any]:
+    for so in rendered.of_kind("ScaledObject"):
+        if so["metadata"]["name"] == name:
+            return dict(so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"])
+    return dict(rendered.get("HorizontalPodAutoscaler", name)["spec"]["behavior"])
+
+
+def test_every_overlay_autoscales_main_on_cpu_and_stream_and_lock_keeper_on_their_metrics(
+    rendered: Rendered,
+) -> None:
+    main = rendered.get("HorizontalPodAutoscaler", "main")["spec"]
+    assert (main["minReplicas"], main["maxReplicas"]) == (1, 3)
+    assert main["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    for name in ("stream", "lock-keeper"):
+        kinds = [
+            d["kind"]
+            for d in rendered.of_kind("ScaledObject", "HorizontalPodAutoscaler")
+            if d["metadata"]["name"] == name
+        ]
+        assert len(kinds) == 1, f"{rendered.overlay}: {name} needs exactly one autoscaler"
+    down = _hpa_behavior(rendered, "stream")["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 300
+    assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+
+
+def test_autoscaling_numbers_come_from_one_place() -> None:
+    """KEDA and prometheus-adapter variants carry the values of base/autoscaling-values.yaml."""
+    values = yaml.safe_load((MANIFESTS / "base" / "autoscaling-values.yaml").read_text())["data"]
+    keda = render("dev").get("ScaledObject", "stream")["spec"]
+    assert keda["triggers"][0]["metadata"]["threshold"] == values["streamConnectionsPerPod"]
+    assert keda["minReplicaCount"] == int(values["streamMinReplicas"])
+    assert keda["maxReplicaCount"] == int(values["streamMaxReplicas"])
+    hpa = render("classic").get("HorizontalPodAutoscaler", "stream")["spec"]
+    assert hpa["metrics"][0]["pods"]["target"]["averageValue"] == values["streamConnectionsPerPod"]
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == "connections"
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (
+        keda["minReplicaCount"],
+        keda["maxReplicaCount"],
+    )
+    lk = render("dev").get("ScaledObject", "lock-keeper")["spec"]
+    assert lk["triggers"][0]["metadata"]["pendingEntriesCount"] == values["lockKeeperPendingPerPod"]
+    lk_hpa = render("classic").get("HorizontalPodAutoscaler", "lock-keeper")["spec"]
+    target = lk_hpa["metrics"][0]["external"]["target"]["averageValue"]
+    assert target == values["lockKeeperPendingPerPod"]
+    # the seed's numbers
+    assert (values["streamConnectionsPerPod"], values["streamMaxReplicas"]) == ("5", "5")
+    assert math.isfinite(float(values["lockKeeperPendingPerPod"]))
+
+
+# ------------------------------------------------------------------ NetworkPolicies
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "NotIn" and value in expr["values"]:
+            return False
+    return True
+
+
+def _pod_labels(rendered: Rendered, name: str) -> dict[str, str]:
+    for w in rendered.workloads():
+        if w["metadata"]["name"] == name:
+            return dict(w["spec"]["template"]["metadata"]["labels"])
+    raise AssertionError(f"no workload {name}")
+
+
+def _admitted(rendered: Rendered, target: str, port: int) -> set[str]:
+    """Names of the namespace's workloads whose pods may open `port` on `target`'s pods, plus
+    "<outside:...>" for peers outside the namespace."""
+    target_labels = _pod_labels(rendered, target)
+    policies = [
+        p
+        for p in rendered.of_kind("NetworkPolicy")
+        if _selects(p["spec"]["podSelector"], target_labels)
+    ]
+    assert policies, f"no NetworkPolicy selects {target}"
+    out: set[str] = set()
+    for p in policies:
+        for rule in p["spec"].get("ingress", []):
+            ports = [r["port"] for r in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", [{}]):
+                if "namespaceSelector" in peer:
+                    out.add(f"<outside:{peer}>")
+                    continue
+                for w in rendered.workloads():
+                    labels = w["spec"]["template"]["metadata"]["labels"]
+                    if _selects(peer.get("podSelector", {}), labels):
+                        out.add(w["metadata"]["name"])
+    return out
+
+
+def test_default_deny_ingress_everywhere(rendered: Rendered) -> None:
+    deny = rendered.get("NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny["podSelector"] == {}
+    assert deny["policyTypes"] == ["Ingress"]
+    assert "ingress" not in deny
+
+
+def test_only_base_reaches_cassandra(rendered: Rendered) -> None:
+    assert _admitted(rendered, "cassandra", 9042) == {"base"}
+
+
+def test_only_main_stream_and_lock_keeper_reach_redis(rendered: Rendered) -> None:
+    """... and, where KEDA scales the lock-keeper, the KEDA operator reading the backlog."""
+    stores = ["redis"] + (["redis-lock"] if rendered.overlay == "production" else [])
+    for store in stores:
+        admitted = _admitted(rendered, store, 6379)
+        outside = {a for a in admitted if a.startswith("<outside")}
+        assert admitted - outside == {"main", "stream", "lock-keeper"}, store
+        for peer in outside:
+            assert "keda-operator" in peer, peer
+            assert "'keda'" in peer, peer
+
+
+def test_base_only_from_main_and_stream(rendered: Rendered) -> None:
+    admitted = _admitted(rendered, "base", 8081)
+    inside = {a for a in admitted if not a.startswith("<outside")}
+    assert inside == {"main", "stream"}
+    # the only other peer is Prometheus (scraping /metrics)
+    for peer in admitted - inside:
+        assert "'prometheus'" in peer, peer
+
+
+def test_lock_keeper_takes_no_traffic_but_scrapes(rendered: Rendered) -> None:
+    admitted = _admitted(rendered, "lock-keeper", 8085)
+    assert admitted
+    assert all("'prometheus'" in a for a in admitted), admitted
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def _route_paths(rendered: Rendered) -> dict[str, str]:
+    """public path prefix -> backend Service name, from HTTPRoutes or Ingresses."""
+    out = {}
+    for route in rendered.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            (backend,) = {b["name"] for b in rule["backendRefs"]}
+            for match in rule["matches"]:
+                out[match["path"]["value"]] = backend
+    for ing in rendered.of_kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                svc = p["backend"]["service"]["name"]
+                if "(" in p["path"]:  # /main/(users|profiles|...)(/.*|$)
+                    alts = p["path"].split("(")[1].split(")")[0].split("|")
+                    out.update({f"/main/{a}": svc for a in alts})
+                else:
+                    out[p["path"].rstrip("/")] = svc
+    return out
+
+
+def test_entry_point_routes_only_the_public_paths(rendered: Rendered) -> None:
+    """/main/<public> -> main, /stream and /index -> stream; nothing reaches base or metrics."""
+    routes = _route_paths(rendered)
+    expected = dict.fromkeys(PUBLIC_MAIN, "main") | dict.fromkeys(PUBLIC_STREAM, "stream")
+    assert routes == expected
+
+
+def test_gateway_rewrites_the_main_prefix_and_never_times_out_streams(dev: Rendered) -> None:
+    main = dev.get("HTTPRoute", "main")
+    for rule in main["spec"]["rules"]:
+        prefix = rule["matches"][0]["path"]["value"]
+        rewrite = rule["filters"][0]["urlRewrite"]["path"]
+        assert rewrite["type"] == "ReplacePrefixMatch"
+        assert rewrite["replacePrefixMatch"] == prefix.removeprefix("/main")
+    stream_rule = dev.get("HTTPRoute", "stream")["spec"]["rules"][0]
+    assert stream_rule["timeouts"] == {"request": "0s", "backendRequest": "0s"}
+
+
+def test_ingress_streams_unbuffered_with_long_timeouts(classic: Rendered) -> None:
+    ann = classic.get("Ingress", "stream")["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    main = classic.get("Ingress", "main")["metadata"]["annotations"]
+    assert main["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1$2"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "classic"])
+def test_dev_secrets_are_marked_placeholders(overlay: str) -> None:
+    secret = render(overlay).of_kind("Secret")[0]
+    text = (MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()
+    assert "PLACEHOLDER" in text
+    assert secret["metadata"]["name"].startswith("kubescaler-secrets")
