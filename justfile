@@ -23,6 +23,14 @@ test: setup lint typecheck web
     cd frontend && npm test
     uv run --frozen pytest
 
+# bounded headless load test of the local system (starts it if it is not up), then replay --verify
+loadtest *ARGS: setup
+    uv run --frozen python loadtest/run.py {{ARGS}}
+
+# every benchmark, one table (starts its own servers on free ports)
+bench: setup
+    uv run --frozen python bench/run.py
+
 # only the pure-logic unit tests (no servers)
 unit: setup
     uv run --frozen pytest tests/unit

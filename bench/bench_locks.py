@@ -21,16 +21,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from _shared import pct, print_table
+
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.devstack.proc import Proc, free_port
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.settings import LockSettings, RedisSettings, Settings
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def keeper(settings: Settings, name: str, port: int, log: Path) -> Proc:
@@ -49,7 +46,7 @@ def keeper(settings: Settings, name: str, port: int, log: Path) -> Proc:
     proc.start()
 
     def ready() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
             return bool(r.status == 200)
 
     proc.wait_until(ready, 20)
@@ -87,7 +84,9 @@ async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def measure(settings: Settings, n: int, concurrency: int, workdir: Path) -> None:
+async def measure(
+    settings: Settings, n: int, concurrency: int, workdir: Path
+) -> list[tuple[str, str]]:
     masters = [master_client(u, 0.25) for u in settings.redis.lock_urls]
     redlock = Redlock(masters, 60_000, 0.01, 250)
     rows: list[tuple[str, str]] = []
@@ -121,22 +120,11 @@ async def measure(settings: Settings, n: int, concurrency: int, workdir: Path) -
         for worker in workers:
             worker.stop()
         await redlock.aclose()
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  -----")
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    print(
-        f"\nn={n} sequential samples; {os.cpu_count()} CPUs; "
-        f"client, workers and 4 redis-servers share the machine"
-    )
+    return rows
 
 
-def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__)
-    args.add_argument("--n", type=int, default=1000, help="sequential samples per path")
-    args.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    opts = args.parse_args()
+def run(n: int = 1000, concurrency: int = 64) -> list[tuple[str, str]]:
+    """Start the redis-servers, measure, stop them; the table's rows."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-locks-"))
     servers = [RedisServer(free_port(), workdir / f"redis{i}", persist=False) for i in range(4)]
     try:
@@ -146,11 +134,23 @@ def main() -> None:
             redis=RedisSettings(url=servers[0].url, lock_urls=[s.url for s in servers[1:]]),
             lock=LockSettings(),
         )
-        asyncio.run(measure(settings, opts.n, opts.concurrency, workdir))
+        return asyncio.run(measure(settings, n, concurrency, workdir))
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__)
+    args.add_argument("--n", type=int, default=1000, help="sequential samples per path")
+    args.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    opts = args.parse_args()
+    print_table(run(opts.n, opts.concurrency))
+    print(
+        f"\nn={opts.n} sequential samples; {os.cpu_count()} CPUs; "
+        f"client, workers and 4 redis-servers share the machine"
+    )
 
 
 if __name__ == "__main__":

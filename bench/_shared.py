@@ -1,0 +1,155 @@
+"""What the benchmarks share: percentiles, the table, the machine, and a private backend.
+
+:class:`Backend` starts Redis, a Cassandra node, base, main, a lock-keeper and one stream
+process on free ports under a temporary folder, and stops them; ``bench/run.py`` starts one
+and hands it to each benchmark so Cassandra boots once.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+
+from kubescaler.devstack.cassandra import CassandraNode
+from kubescaler.devstack.proc import Proc, free_port
+from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.services import Service
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSANDRA_LIB = ROOT / ".local" / "cassandra" / "lib"
+
+Row = tuple[str, str]
+
+
+def pct(samples: list[float], q: float) -> float:
+    """The q-quantile of ``samples`` (seconds) in milliseconds."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def print_table(rows: list[Row], header: tuple[str, str] = ("measure", "value")) -> None:
+    width = max(len(k) for k, _ in [*rows, header])
+    print(f"{header[0]:<{width}}  {header[1]}")
+    print(f"{'-' * width}  {'-' * max(5, len(header[1]))}")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def machine() -> list[Row]:
+    """CPU model, cores, memory, OS and the versions that shape the numbers."""
+    cpu = "unknown"
+    with Path("/proc/cpuinfo").open() as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    os_name = platform.platform()
+    with open("/etc/os-release") as f:
+        found = re.search(r'PRETTY_NAME="([^"]+)"', f.read())
+        os_name = found.group(1) if found else os_name
+    java = subprocess.run(
+        ["java", "-version"], capture_output=True, text=True, check=False
+    ).stderr.split("\n", 1)[0]
+    redis = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2:3]
+    load1 = os.getloadavg()[0]
+    return [
+        ("machine: CPU", f"{cpu}, {os.cpu_count()} cores"),
+        ("machine: memory", f"{int(mem) / 2**20:.1f} GiB"),
+        ("machine: OS, kernel", f"{os_name}, {platform.release()}"),
+        (
+            "versions",
+            f"Python {platform.python_version()}, kubescaler {metadata.version('kubescaler')}, "
+            f"litestar {metadata.version('litestar')}, uvicorn {metadata.version('uvicorn')}, "
+            f"redis-server {''.join(redis).removeprefix('v=')}, Cassandra 5.0 ({java})",
+        ),
+        ("machine: load average at start (1 min)", f"{load1:.2f}"),
+    ]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(url: str, name: str) -> float:
+    """The value of one unlabelled Prometheus sample at ``url``/metrics."""
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+class Backend:
+    """Redis, Cassandra, base, main, a lock-keeper and one stream process, on free ports."""
+
+    def __init__(self, workdir: Path, stream_env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.stream_env = dict(stream_env or {})
+        self.started: list[Proc] = []
+
+    def _up(self, proc: Proc, ready: object, timeout: float = 60) -> None:
+        proc.start()
+        self.started.append(proc)
+        proc.wait_until(ready, timeout)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        logs = self.workdir / "logs"
+        self.redis = RedisServer(free_port(), self.workdir / "redis", persist=False)
+        self._up(self.redis, self.redis.ping)
+        self.cassandra = CassandraNode(
+            self.workdir / "cassandra",
+            native_port=free_port(),
+            storage_port=free_port(),
+            lib_dir=CASSANDRA_LIB,
+        )
+        self._up(self.cassandra, self.cassandra.ready, timeout=240)
+        env = {
+            "KUBESCALER_REDIS_URL": self.redis.url,
+            "KUBESCALER_CASSANDRA_PORT": str(self.cassandra.native_port),
+            "KUBESCALER_CASSANDRA_KEYSPACE": "kubescaler_bench",
+            "KUBESCALER_LOG_LEVEL": "warning",
+        }
+        self.base = self._service("base", env, logs)
+        env["KUBESCALER_BASE_URL"] = self.base.url
+        self.main = self._service("main", env, logs)
+        self.keeper = self._service("lock-keeper", env, logs)
+        self.stream = self._service("stream", {**env, **self.stream_env}, logs)
+
+    def _service(self, command: str, env: dict[str, str], logs: Path) -> Service:
+        port = free_port()
+        svc = Service(command, port, env, logs, args=("--port", str(port)))
+        self._up(svc, svc.ready)
+        return svc
+
+    def stop(self) -> None:
+        while self.started:
+            self.started.pop().stop(timeout=60)
+
+
+@contextmanager
+def backend(stream_env: Mapping[str, str] | None = None) -> Iterator[Backend]:
+    workdir = Path(tempfile.mkdtemp(prefix="kubescaler-bench-", dir=ROOT / ".local"))
+    stack = Backend(workdir, stream_env)
+    try:
+        started = time.perf_counter()
+        stack.start()
+        print(f"bench: backend up in {time.perf_counter() - started:.0f} s ({workdir})", flush=True)
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

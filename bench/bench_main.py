@@ -1,0 +1,119 @@
+"""main and base: test data creation, and read latency under a small steady open-loop load.
+
+Starts its own Redis, Cassandra, base and main (plus a lock-keeper and a stream process, unused
+here) on free ports. Times `POST /testdata` for 10,000 users and 1,000 profiles, then sends
+`GET /login/{user}` to main and `GET /users/{id}/profiles` to base at a fixed rate: requests
+start on a schedule whatever the earlier ones do (open loop), and each latency runs from its
+scheduled start, so a stall shows up in the tail instead of slowing the sender.
+
+    uv run python bench/bench_main.py [--rate 50] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+
+import httpx
+from _shared import Backend, Row, backend, pct, print_table
+
+
+def create(stack: Backend, users: int, profiles: int) -> tuple[float, dict[str, object]]:
+    with httpx.Client(base_url=stack.main.url, timeout=300) as main:
+        main.delete("/testdata").raise_for_status()
+        start = time.perf_counter()
+        r = main.post("/testdata", params={"users": users, "profiles": profiles})
+        took = time.perf_counter() - start
+        r.raise_for_status()
+        return took, r.json()
+
+
+def user_ids(stack: Backend) -> list[str]:
+    ids: list[str] = []
+    with httpx.Client(base_url=stack.main.url, timeout=60) as main:
+        page = None
+        while True:
+            r = main.get("/users", params={"limit": 5000, **({"page": page} if page else {})})
+            ids += [u["id"] for u in r.json()]
+            page = r.headers.get("X-Next-Page")
+            if not page:
+                return ids
+
+
+async def open_loop(
+    url: str, paths: list[str], rate: float, duration: float
+) -> tuple[list[float], int, float]:
+    """Latencies (s) of requests started every 1/rate s for ``duration`` s; errors; achieved/s."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as http:
+        for path in paths[:20]:  # warm the pool and the services
+            await http.get(path)
+        latencies: list[float] = []
+        errors = 0
+
+        async def one(path: str, scheduled: float) -> None:
+            nonlocal errors
+            try:
+                r = await http.get(path)
+                if r.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - scheduled)
+
+        total = int(rate * duration)
+        tasks = []
+        start = time.perf_counter()
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(random.choice(paths), scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return latencies, errors, len(latencies) / elapsed
+
+
+def run(stack: Backend, rate: float, duration: float, users: int = 10_000) -> list[Row]:
+    profiles = users // 10
+    took, body = create(stack, users, profiles)
+    rows: list[Row] = [
+        (
+            f"main: test data, {users:,} users + {profiles:,} profiles (target < 10 s)",
+            f"{took:.2f} s wall ({body['seconds']} s in main; {body['suggested']} suggested)",
+        )
+    ]
+    ids = user_ids(stack)
+    targets = [
+        ("main GET /login/{user}", stack.main.url, [f"/login/{u}" for u in ids]),
+        ("base GET /users/{id}/profiles", stack.base.url, [f"/users/{u}/profiles" for u in ids]),
+    ]
+    for label, url, paths in targets:
+        lat, errors, achieved = asyncio.run(open_loop(url, paths, rate, duration))
+        print(f"bench main: {label}: p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms")
+        rows.append(
+            (
+                f"{label} at {rate:.0f}/s for {duration:.0f} s: p50 / p99 ms (achieved/s, errors)",
+                f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f} ({achieved:.1f}/s, {errors})",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rate", type=float, default=50, help="requests per second (default 50)")
+    p.add_argument("--duration", type=float, default=20, help="seconds per target (default 20)")
+    p.add_argument("--users", type=int, default=10_000, help="test data users (profiles: 1/10)")
+    opts = p.parse_args()
+    with backend() as stack:
+        rows = run(stack, opts.rate, opts.duration, opts.users)
+    print()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Every benchmark, one table: `just bench`.
+
+Runs bench_locks (its own redis-servers and lock-keepers), then starts one private backend
+(Redis, Cassandra, base, main, a lock-keeper, one stream process, all on free ports) for
+bench_stream and bench_main, stops it, and prints the machine, the versions, every measure
+and how to reproduce. Not a test: the numbers depend on the machine and on what else runs.
+
+    uv run python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+import bench_locks
+import bench_main
+import bench_stream
+from _shared import Row, backend, machine, print_table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer samples, for a smoke run")
+    opts = p.parse_args()
+    started = time.perf_counter()
+    rows: list[Row] = machine()
+    rows.append(("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    print("bench: locks ...", flush=True)
+    rows += bench_locks.run(n=200 if opts.quick else 1000, concurrency=64)
+    counts = [1, 10, 40] if opts.quick else [1, 5, 10, 20, 40, 80, 120, 160]
+    with backend() as stack:
+        print("bench: stream ...", flush=True)
+        rows += bench_stream.run(stack, counts, window=4 if opts.quick else 8)
+        print("bench: main ...", flush=True)
+        rows += bench_main.run(stack, rate=50, duration=5 if opts.quick else 20)
+    load1, load5, _ = os.getloadavg()
+    rows.append(("machine: load average at end (1 / 5 min)", f"{load1:.2f} / {load5:.2f}"))
+    print()
+    print_table(rows)
+    print(
+        f"\nTook {time.perf_counter() - started:.0f} s. Every server ran on this machine on free "
+        f"ports, sharing its {os.cpu_count()} cores with the load generators (one Python process "
+        "per benchmark).\nReproduce: `just bench` (= uv run python bench/run.py); one part: "
+        "uv run python bench/bench_{locks,stream,main}.py --help."
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
