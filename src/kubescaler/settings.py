@@ -46,6 +46,9 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.field(default_factory=lambda: ["127.0.0.1"])
     )
     port: Annotated[int, _doc("Cassandra native transport port.")] = 9042
+    storage_port: Annotated[
+        int, _doc("Storage (gossip) port of the local node `kubescaler up` starts.")
+    ] = 7000
     keyspace: Annotated[str, _doc("Keyspace holding the user and profile tables.")] = "kubescaler"
     replication_factor: Annotated[
         int, _doc("SimpleStrategy replication factor used when base creates the keyspace.")
@@ -130,11 +133,45 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     web_dir: Annotated[
         str, _doc("The built web client (stream page, dashboard); empty = <repo>/frontend/dist.")
     ] = ""
+    pod_deletion_cost: Annotated[
+        bool,
+        _doc(
+            "Annotate this pod's `controller.kubernetes.io/pod-deletion-cost` with its live "
+            "connections, so scale-down removes the least-loaded stream pods first."
+        ),
+    ] = False
+    pod_name: Annotated[
+        str, _doc("This pod's name (downward API `metadata.name`): the pod whose cost is set.")
+    ] = ""
+    pod_cost_interval_s: Annotated[
+        float, _doc("Fewest seconds between two pod-deletion-cost updates of this pod.")
+    ] = 10.0
+    pod_cost_timeout_s: Annotated[
+        float, _doc("Timeout of one pod-deletion-cost PATCH to the Kubernetes API, in seconds.")
+    ] = 5.0
+    kube_api_url: Annotated[
+        str,
+        _doc(
+            "Kubernetes API server; empty = in-cluster "
+            "`https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`."
+        ),
+    ] = ""
+    kube_sa_dir: Annotated[
+        str, _doc("Service-account folder holding `token`, `ca.crt` and `namespace`.")
+    ] = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     @property
     def web_path(self) -> Path:
         """Where the stream service finds the web client's build output."""
         return Path(self.web_dir) if self.web_dir else _REPO / "frontend" / "dist"
+
+
+def _in_cluster_api_url(env: Mapping[str, str]) -> str:
+    """The API server's address as Kubernetes gives it to every pod ("" outside a cluster)."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        return ""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +251,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     raw = _raw(env, None, Settings)
     for section, struct in _SECTIONS.items():
         raw[section] = _raw(env, section, struct)
+    if not raw["stream"].get("kube_api_url"):  # empty: where Kubernetes says its API is
+        raw["stream"]["kube_api_url"] = _in_cluster_api_url(env)
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

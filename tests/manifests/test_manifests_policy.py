@@ -9,6 +9,8 @@ import pytest
 import yaml
 from rendering import MANIFESTS, SERVICES, Rendered, render
 
+from kubescaler import settings
+
 #: public paths (entry point) and where they go; everything else stays inside the cluster
 PUBLIC_MAIN = ["/main/users", "/main/profiles", "/main/suggested", "/main/login", "/main/testdata"]
 PUBLIC_STREAM = ["/stream", "/index"]
@@ -35,15 +37,67 @@ def test_every_container_is_hardened(rendered: Rendered) -> None:
             assert not sc.get("privileged"), f"{where}/{c['name']}"
 
 
-def test_app_pods_have_a_writable_tmp_and_no_api_token(rendered: Rendered) -> None:
-    """A read-only root needs an emptyDir /tmp; our processes never call the Kubernetes API."""
+def test_app_pods_have_a_writable_tmp_and_only_stream_has_an_api_token(
+    rendered: Rendered,
+) -> None:
+    """A read-only root needs an emptyDir /tmp; only stream calls the Kubernetes API (to set its
+    pod-deletion-cost), so only stream pods mount a token, and its account does not by default."""
     for w, c in rendered.app_containers():
         spec = w["spec"]["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]], w["metadata"]["name"]
-        assert spec["automountServiceAccountToken"] is False
+        is_stream = w["metadata"]["name"] == "stream"
+        assert spec["automountServiceAccountToken"] is is_stream, w["metadata"]["name"]
         assert spec["serviceAccountName"] == w["metadata"]["name"]
+    for sa in rendered.of_kind("ServiceAccount"):
+        if sa["metadata"]["name"] in SERVICES:
+            assert sa["automountServiceAccountToken"] is False, sa["metadata"]["name"]
+    for w, spec in rendered.pod_specs():
+        if w["metadata"]["name"] not in (*SERVICES, "prometheus"):
+            assert spec["automountServiceAccountToken"] is False, w["metadata"]["name"]
+
+
+# ------------------------------------------------------------------ RBAC
+
+
+def _bound_accounts(binding: dict[str, Any]) -> set[str]:
+    return {s["name"] for s in binding["subjects"] if s["kind"] == "ServiceAccount"}
+
+
+def test_rbac_grants_stream_only_patch_on_pods_in_its_namespace(rendered: Rendered) -> None:
+    """Least privilege: one namespaced Role, only pods, only patch (get at most), bound to the
+    stream account alone; no kubescaler process account is bound to anything else."""
+    (role,) = [r for r in rendered.of_kind("Role") if r["metadata"]["name"].startswith("stream")]
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""]
+        assert rule["resources"] == ["pods"]
+        assert set(rule["verbs"]) <= {"get", "patch"}
+        assert "patch" in rule["verbs"]
+    bindings = rendered.of_kind("RoleBinding", "ClusterRoleBinding")
+    (binding,) = [b for b in bindings if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["kind"] == "RoleBinding"
+    assert binding["roleRef"]["kind"] == "Role"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "stream", "namespace": role["metadata"]["namespace"]}
+    ]
+    for b in bindings:
+        bound = _bound_accounts(b) & set(SERVICES)
+        assert bound <= {"stream"}, f"{b['kind']}/{b['metadata']['name']} binds {bound}"
+        if "stream" in bound:
+            assert b is binding, f"stream is also bound by {b['metadata']['name']}"
+
+
+def test_stream_knows_its_pod_name_and_has_pod_deletion_cost_on(rendered: Rendered) -> None:
+    """The downward API gives KUBESCALER_STREAM_POD_NAME; kubescaler-config turns the feature on."""
+    stream = rendered.get("Deployment", "stream")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in stream["env"]}
+    field = env["KUBESCALER_STREAM_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.name"
+    cfg = settings.load(rendered.config()).stream
+    assert cfg.pod_deletion_cost is True
+    assert cfg.kube_sa_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert "KUBESCALER_STREAM_KUBE_API_URL" not in rendered.config(), "in-cluster address"
 
 
 def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
@@ -272,6 +326,58 @@ def test_base_only_from_main_and_stream(rendered: Rendered) -> None:
     # the only other peer is Prometheus (scraping /metrics)
     for peer in admitted - inside:
         assert "'prometheus'" in peer, peer
+
+
+def _egress_rules(rendered: Rendered, source: str) -> list[dict[str, Any]] | None:
+    """Egress rules that apply to `source`'s pods; None when no policy restricts its egress."""
+    labels = _pod_labels(rendered, source)
+    policies = [
+        p
+        for p in rendered.of_kind("NetworkPolicy")
+        if "Egress" in p["spec"].get("policyTypes", [])
+        and _selects(p["spec"]["podSelector"], labels)
+    ]
+    if not policies:
+        return None
+    return [rule for p in policies for rule in p["spec"].get("egress", [])]
+
+
+def _egress_to(rules: list[dict[str, Any]], rendered: Rendered, port: int) -> set[str]:
+    """Who `port` may be reached on: workload names, or "<any>" for a rule without `to`."""
+    out: set[str] = set()
+    for rule in rules:
+        ports = [r["port"] for r in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        if "to" not in rule:
+            out.add("<any>")
+        for peer in rule.get("to", []):
+            for w in rendered.workloads():
+                if _selects(
+                    peer.get("podSelector", {}), w["spec"]["template"]["metadata"]["labels"]
+                ):
+                    out.add(w["metadata"]["name"])
+    return out
+
+
+def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
+    rendered: Rendered,
+) -> None:
+    """The token-holding stream pods reach DNS, base, Redis and the API server (443/6443: the
+    API server is no pod, so no selector can name it), and nothing else."""
+    rules = _egress_rules(rendered, "stream")
+    assert rules is not None, "stream egress is not restricted"
+    assert _egress_to(rules, rendered, 443) == {"<any>"}
+    assert _egress_to(rules, rendered, 6443) == {"<any>"}
+    assert _egress_to(rules, rendered, 53) == {"<any>"}
+    assert _egress_to(rules, rendered, 8081) == {"base"}
+    redis = {"redis"} | ({"redis-lock"} if rendered.overlay == "production" else set())
+    assert _egress_to(rules, rendered, 6379) == redis
+    allowed = {p["port"] for rule in rules for p in rule.get("ports", [])}
+    assert allowed == {53, 443, 6443, 8081, 6379}
+    assert all(rule.get("ports") for rule in rules), "a rule without ports opens every port"
+    for other in ("base", "main", "lock-keeper"):
+        assert _egress_rules(rendered, other) is None, f"{other}'s egress changed"
 
 
 def test_lock_keeper_takes_no_traffic_but_scrapes(rendered: Rendered) -> None:

@@ -22,6 +22,7 @@ from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import parse_uuid
 from kubescaler.domain.stream import session_id
 from kubescaler.entrypoints.web import create_service_app
+from kubescaler.services.podcost import pod_cost_updates
 from kubescaler.services.streaming import StreamHub
 from kubescaler.settings import Settings
 
@@ -121,7 +122,9 @@ def create_app(settings: Settings) -> Litestar:
     async def clients(_: Litestar) -> AsyncIterator[None]:
         await locks.start()
         try:
-            yield
+            # the pod's deletion cost follows its live connections (off unless configured)
+            async with pod_cost_updates(settings.stream, lambda: len(hub.sessions)):
+                yield
         finally:
             hub.drain()
             await hub.wait_background()

@@ -24,3 +24,10 @@ LOCK_OUTCOMES = Counter(
 REFRESH_FAILURES = Counter(
     "kubescaler_stream_refresh_failures", "Lock refreshes that got no answer."
 )
+POD_COST_UPDATES = Counter(
+    "kubescaler_stream_pod_cost_updates", "Pod-deletion-cost annotations written to the API."
+)
+POD_COST_FAILURES = Counter(
+    "kubescaler_stream_pod_cost_failures",
+    "Pod-deletion-cost updates that failed (API unreachable, refused, misconfigured).",
+)
