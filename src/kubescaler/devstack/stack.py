@@ -39,7 +39,10 @@ class Stack:
             )
         ]
         self.cassandra = CassandraNode(
-            state / "cassandra", native_port=s.cassandra.port, lib_dir=state / "cassandra" / "lib"
+            state / "cassandra",
+            native_port=s.cassandra.port,
+            storage_port=s.cassandra.storage_port,
+            lib_dir=state / "cassandra" / "lib",
         )
         base_url = f"http://127.0.0.1:{s.base_port}"
         env = {"KUBESCALER_BASE_URL": base_url}
