@@ -13,7 +13,7 @@ from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.proc import free_port
 from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler.devstack.services import Service, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".local" / "test"
@@ -94,15 +94,7 @@ def base_service(
     redis_server: RedisServer, cassandra_node: CassandraNode, test_state: Path
 ) -> Iterator[Service]:
     """`kubescaler base` as a real process on the test Cassandra."""
-    port = free_port()
-    svc = Service(
-        "base",
-        port,
-        service_env(redis_server, cassandra_node),
-        test_state / "logs",
-        args=("--port", str(port)),
-    )
-    svc.start_ready()
+    svc = start_service("base", service_env(redis_server, cassandra_node), test_state / "logs")
     yield svc
     svc.stop()
 
@@ -115,10 +107,8 @@ def main_service(
     test_state: Path,
 ) -> Iterator[Service]:
     """`kubescaler main` as a real process, talking to base_service over HTTP."""
-    port = free_port()
     env = service_env(redis_server, cassandra_node, KUBESCALER_BASE_URL=base_service.url)
-    svc = Service("main", port, env, test_state / "logs", args=("--port", str(port)))
-    svc.start_ready()
+    svc = start_service("main", env, test_state / "logs")
     yield svc
     svc.stop()
 
@@ -153,9 +143,7 @@ def stream_env(
 
 @pytest.fixture(scope="session")
 def lock_keeper_service(stream_env: dict[str, str], test_state: Path) -> Iterator[Service]:
-    port = free_port()
-    svc = Service("lock-keeper", port, stream_env, test_state / "logs", args=("--port", str(port)))
-    svc.start_ready()
+    svc = start_service("lock-keeper", stream_env, test_state / "logs")
     yield svc
     svc.stop()
 
@@ -165,19 +153,12 @@ def stream_services(
     stream_env: dict[str, str], lock_keeper_service: Service, test_state: Path
 ) -> Iterator[list[Service]]:
     """Two stream instances sharing the locks; tests that stop one start it again."""
-    services = []
-    for name in ("stream-a", "stream-b"):
-        port = free_port()
-        svc = Service(
-            "stream",
-            port,
-            {**stream_env, "KUBESCALER_INSTANCE": name},
-            test_state / "logs",
-            name=name,
-            args=("--port", str(port)),
+    services = [
+        start_service(
+            "stream", {**stream_env, "KUBESCALER_INSTANCE": name}, test_state / "logs", name=name
         )
-        svc.start_ready()
-        services.append(svc)
+        for name in ("stream-a", "stream-b")
+    ]
     yield services
     for svc in services:
         svc.stop()

@@ -13,7 +13,7 @@ import redis
 
 from kubescaler.adapters.lockstate import user_key
 from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler.devstack.services import Service, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -113,19 +113,13 @@ def test_admin_token_guards_mutations(
     redis_server: RedisServer, base_service: Service, test_state: object
 ) -> None:
     """With KUBESCALER_ADMIN_TOKEN set, mutating endpoints need it; reads do not."""
-    from kubescaler.devstack.proc import free_port
-
-    port = free_port()
     env = {
         "KUBESCALER_REDIS_URL": redis_server.url,
         "KUBESCALER_BASE_URL": base_service.url,
         "KUBESCALER_ADMIN_TOKEN": "s3cret",
         "KUBESCALER_LOG_LEVEL": "warning",
     }
-    svc = Service(
-        "main", port, env, base_service.log.parent, name="main-admin", args=("--port", str(port))
-    )
-    svc.start_ready()
+    svc = start_service("main", env, base_service.log.parent, name="main-admin")
     try:
         assert httpx.post(f"{svc.url}/testdata").status_code == 401
         assert httpx.delete(f"{svc.url}/testdata").status_code == 401

@@ -26,7 +26,7 @@ import test_stream
 from test_stream import Pair, next_event, open_stream
 
 from kubescaler.devstack.proc import free_port
-from kubescaler.devstack.services import Service
+from kubescaler.devstack.services import Service, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -108,20 +108,6 @@ def fake_api(service_account: Path) -> Iterator[FakeApiServer]:
     server.server_close()
 
 
-def _stream(name: str, env: dict[str, str], test_state: Path) -> Service:
-    port = free_port()
-    svc = Service(
-        "stream",
-        port,
-        {**env, "KUBESCALER_INSTANCE": name},
-        test_state / "logs",
-        name=name,
-        args=("--port", str(port)),
-    )
-    svc.start_ready()
-    return svc
-
-
 @pytest.fixture(scope="module")
 def costed_stream(
     stream_env: dict[str, str],
@@ -140,7 +126,12 @@ def costed_stream(
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(fake_api.port),
     }
-    svc = _stream("stream-podcost", env, test_state)
+    svc = start_service(
+        "stream",
+        {**env, "KUBESCALER_INSTANCE": "stream-podcost"},
+        test_state / "logs",
+        name="stream-podcost",
+    )
     yield svc
     svc.stop()
 
@@ -162,7 +153,12 @@ def unreachable_api_stream(
         "KUBESCALER_STREAM_KUBE_SA_DIR": str(service_account),
         "KUBESCALER_STREAM_KUBE_API_URL": f"https://127.0.0.1:{free_port()}",
     }
-    svc = _stream("stream-podcost-noapi", env, test_state)
+    svc = start_service(
+        "stream",
+        {**env, "KUBESCALER_INSTANCE": "stream-podcost-noapi"},
+        test_state / "logs",
+        name="stream-podcost-noapi",
+    )
     yield svc
     svc.stop()
 

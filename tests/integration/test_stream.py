@@ -18,7 +18,7 @@ import pytest
 
 from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler.devstack.services import Service, start_service
 from kubescaler.domain.stream import SseMessage, SseParser
 from kubescaler.entrypoints import replay
 
@@ -269,24 +269,14 @@ def test_a_slow_client_gets_drops_not_memory_growth(
 ) -> None:
     """A client that does not read: the server drops events, says how many, and its memory
     stays flat instead of buffering."""
-    from kubescaler.devstack.proc import free_port
-
-    port = free_port()
     env = {
         **stream_env,
         "KUBESCALER_STREAM_EVENT_BYTES": "65536",
         "KUBESCALER_STREAM_EVENTS_PER_S": "32",
         "KUBESCALER_INSTANCE": "stream-fast",
     }
-    svc = Service(
-        "stream",
-        port,
-        env,
-        lock_keeper_service.log.parent,
-        name="stream-fast",
-        args=("--port", str(port)),
-    )
-    svc.start_ready()
+    svc = start_service("stream", env, lock_keeper_service.log.parent, name="stream-fast")
+    port = svc.port
     p = pairs.pop()
     try:
         sock = socket.socket()

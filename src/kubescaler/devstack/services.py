@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from kubescaler.devstack.proc import Proc
+from kubescaler.devstack.proc import Proc, free_port
 
 
 class Service(Proc):
@@ -46,3 +46,13 @@ class Service(Proc):
     def start_ready(self, timeout: float = 60.0, *, need_ready: bool = True) -> None:
         self.start()
         self.wait_until(self.ready if need_ready else self.alive, timeout)
+
+
+def start_service(
+    command: str, env: Mapping[str, str], log_dir: Path, name: str | None = None
+) -> Service:
+    """``kubescaler <command>`` on a free port, started and ready."""
+    port = free_port()
+    svc = Service(command, port, env, log_dir, name=name, args=("--port", str(port)))
+    svc.start_ready()
+    return svc
