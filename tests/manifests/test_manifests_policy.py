@@ -13,7 +13,7 @@ from kubescaler import settings
 
 #: public paths (entry point) and where they go; everything else stays inside the cluster
 PUBLIC_MAIN = ["/main/users", "/main/profiles", "/main/suggested", "/main/login", "/main/testdata"]
-PUBLIC_STREAM = ["/stream", "/index"]
+PUBLIC_STREAM = ["/stream", "/index", "/", "/dashboard", "/instance", "/assets"]
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -405,12 +405,13 @@ def _route_paths(rendered: Rendered) -> dict[str, str]:
                     alts = p["path"].split("(")[1].split(")")[0].split("|")
                     out.update({f"/main/{a}": svc for a in alts})
                 else:
-                    out[p["path"].rstrip("/")] = svc
+                    out[p["path"].rstrip("/") or "/"] = svc
     return out
 
 
 def test_entry_point_routes_only_the_public_paths(rendered: Rendered) -> None:
-    """/main/<public> -> main, /stream and /index -> stream; nothing reaches base or metrics."""
+    """/main/<public> -> main; streams and the web client -> stream; nothing reaches base or
+    any /metrics or /readyz."""
     routes = _route_paths(rendered)
     expected = dict.fromkeys(PUBLIC_MAIN, "main") | dict.fromkeys(PUBLIC_STREAM, "stream")
     assert routes == expected
