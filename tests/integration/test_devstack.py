@@ -61,7 +61,10 @@ def _listening_ports(pid: int) -> set[int]:
     """TCP ports that process ``pid`` listens on, read from /proc."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since the listing: the JVM opens and closes files
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     ports = set()
