@@ -133,7 +133,7 @@ class Stack:
             "live profiles": f"{g}/main/login/{{user_id}}",
             "dashboard": f"{g}/dashboard",
             "web client": f"{g}/index/{{user_id}}/{{profile_id}}",
-            "create test data": f"curl -X POST {g}/main/testdata?users=100&profiles=20",
+            "create test data": f"curl -X POST '{g}/main/testdata?users=100&profiles=20'",
             "base": self.base.url,
             "main": self.main.url,
             "streams": " ".join(svc.url for svc in self.streams),
