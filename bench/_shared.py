@@ -24,7 +24,7 @@ import httpx
 from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.proc import Proc, free_port
 from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler.devstack.services import Service, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSANDRA_LIB = ROOT / ".local" / "cassandra" / "lib"
@@ -131,9 +131,8 @@ class Backend:
         self.stream = self._service("stream", {**env, **self.stream_env}, logs)
 
     def _service(self, command: str, env: dict[str, str], logs: Path) -> Service:
-        port = free_port()
-        svc = Service(command, port, env, logs, args=("--port", str(port)))
-        self._up(svc, svc.ready)
+        svc = start_service(command, env, logs)
+        self.started.append(svc)
         return svc
 
     def stop(self) -> None:

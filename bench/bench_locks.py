@@ -1,7 +1,7 @@
 """Lock round trips: the event path (client -> stream -> lock-keeper -> reply) vs direct Redlock.
 
 Starts its own redis-servers (one for streams and state, three Redlock masters) on free ports
-and lock-keeper worker processes (`lock_keeper.run`), measures, prints a table, stops
+and lock-keeper worker processes (`kubescaler lock-keeper`), measures, prints a table, stops
 everything. Not a test: numbers depend on the machine.
 
     uv run python bench/bench_locks.py [--n 1000] [--concurrency 64]
@@ -14,10 +14,8 @@ import asyncio
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,32 +23,21 @@ from _shared import pct, print_table
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.devstack.proc import Proc, free_port
+from kubescaler.devstack.proc import free_port
 from kubescaler.devstack.redis import RedisServer
+from kubescaler.devstack.services import Service, start_service
 from kubescaler.settings import LockSettings, RedisSettings, Settings
 
 
-def keeper(settings: Settings, name: str, port: int, log: Path) -> Proc:
+def keeper(settings: Settings, name: str, logs: Path) -> Service:
+    """One `kubescaler lock-keeper` process on the benchmark's Redis servers."""
     env = {
         "KUBESCALER_REDIS_URL": settings.redis.url,
         "KUBESCALER_REDIS_LOCK_URLS": ",".join(settings.redis.lock_urls),
-        "KUBESCALER_LOCK_KEEPER_PORT": str(port),
         "KUBESCALER_INSTANCE": name,
         "KUBESCALER_LOG_LEVEL": "warning",
     }
-    code = (
-        "from kubescaler.entrypoints.lock_keeper import run; "
-        "from kubescaler.settings import load; run(load())"
-    )
-    proc = Proc(name, [sys.executable, "-c", code], log, env=env)
-    proc.start()
-
-    def ready() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return bool(r.status == 200)
-
-    proc.wait_until(ready, 20)
-    return proc
+    return start_service("lock-keeper", env, logs, name=name)
 
 
 async def direct(redlock: Redlock, n: int) -> list[float]:
@@ -90,7 +77,7 @@ async def measure(
     masters = [master_client(u, 0.25) for u in settings.redis.lock_urls]
     redlock = Redlock(masters, 60_000, 0.01, 250)
     rows: list[tuple[str, str]] = []
-    workers = [keeper(settings, "bench-w0", free_port(), workdir / "w0.log")]
+    workers = [keeper(settings, "bench-w0", workdir)]
     try:
         async with LockClient(settings, name="bench") as locks:
             await event_path(locks, 50)  # warm up connections and scripts
@@ -112,7 +99,7 @@ async def measure(
             ]
             rate1 = await throughput(locks, n * 2, concurrency)
             rows.append((f"acquires/s, 1 worker (concurrency {concurrency})", f"{rate1:.0f}"))
-            workers.append(keeper(settings, "bench-w1", free_port(), workdir / "w1.log"))
+            workers.append(keeper(settings, "bench-w1", workdir))
             rate2 = await throughput(locks, n * 2, concurrency)
             rows.append((f"acquires/s, 2 workers (concurrency {concurrency})", f"{rate2:.0f}"))
             rows.append(("acquires/s per worker with 2 workers", f"{rate2 / 2:.0f}"))

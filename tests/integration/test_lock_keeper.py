@@ -65,7 +65,7 @@ async def test_acquire_refresh_release_round_trip(
         got = await locks.acquire(user, profile, "alice")
         assert got.result == "granted"
         assert got.fencing_token >= 1
-        assert await launched_profiles(redis, settings.lock, user) == {profile}
+        assert await launched_profiles(redis, user) == {profile}
         assert await is_launched(redis, user, profile)
         with pytest.raises(Conflict):
             await locks.acquire(user, profile, "bob")
@@ -74,7 +74,7 @@ async def test_acquire_refresh_release_round_trip(
         assert (await locks.refresh(user, profile, "alice")).result == "refreshed"
         assert (await locks.refresh(user, profile, "bob")).result == "lost"
         assert (await locks.release(user, profile, "alice")).result == "released"
-        assert await launched_profiles(redis, settings.lock, user) == set()
+        assert await launched_profiles(redis, user) == set()
         assert (await locks.acquire(user, profile, "bob")).result == "granted"
     records = await history(redis, settings)
     assert [r.result for r in records] == [
@@ -141,9 +141,9 @@ async def test_refresh_keeps_the_lock_and_without_it_the_lock_lapses(
             assert (await locks.refresh(user, profile, "alice")).result == "refreshed"
         with pytest.raises(Conflict):
             await locks.acquire(user, profile, "bob")
-        assert await launched_profiles(redis, settings.lock, user) == {profile}
+        assert await launched_profiles(redis, user) == {profile}
         await asyncio.sleep(1.05)  # no refresh for one TTL
-        assert await launched_profiles(redis, settings.lock, user) == set()
+        assert await launched_profiles(redis, user) == set()
         assert not await is_launched(redis, user, profile)
         assert (await locks.refresh(user, profile, "alice")).result == "lost"
         bob = await locks.acquire(user, profile, "bob")
@@ -185,7 +185,7 @@ async def test_command_past_its_deadline_is_expired_not_applied(
             await wait_for(lambda: history(redis, settings), lambda rs: len(rs) == 1)
     (record,) = await history(redis, settings)
     assert record.result == "expired"
-    assert await launched_profiles(redis, settings.lock, user) == set()
+    assert await launched_profiles(redis, user) == set()
 
 
 async def wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:

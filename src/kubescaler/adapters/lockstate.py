@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.locks import LockOutcome, now_ms
-from kubescaler.settings import LockSettings
 
 PREFIX = "kubescaler"
 
@@ -69,11 +68,8 @@ def stage_outcome(pipe: Pipeline, out: LockOutcome, ttl_ms: int, released: bool)
         pipe.eval(_UNMARK, 2, marker, users, out.owner, str(out.profile_id))
 
 
-async def launched_profiles(
-    redis: Redis, lock_settings: LockSettings, user_id: uuid.UUID
-) -> set[uuid.UUID]:
+async def launched_profiles(redis: Redis, user_id: uuid.UUID) -> set[uuid.UUID]:
     """The profiles of ``user_id`` whose lock is live now. Redis down -> DependencyUnavailable."""
-    _ = lock_settings  # the layout is fixed today; kept so readers need not change later
     try:
         members: list[Any] = await redis.zrangebyscore(user_key(user_id), now_ms(), "+inf")
     except (RedisError, OSError) as exc:

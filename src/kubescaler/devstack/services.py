@@ -51,8 +51,12 @@ class Service(Proc):
 def start_service(
     command: str, env: Mapping[str, str], log_dir: Path, name: str | None = None
 ) -> Service:
-    """``kubescaler <command>`` on a free port, started and ready."""
+    """``kubescaler <command>`` on a free port, started and ready (stopped again if it is not)."""
     port = free_port()
     svc = Service(command, port, env, log_dir, name=name, args=("--port", str(port)))
-    svc.start_ready()
+    try:
+        svc.start_ready()
+    except BaseException:
+        svc.stop()
+        raise
     return svc

@@ -59,11 +59,9 @@ async def suggested(base: BaseClient) -> list[SuggestedUser]:
 
 
 @get("/login/{user_id:str}")
-async def login(
-    base: BaseClient, redis: aioredis.Redis, settings: Settings, user_id: str
-) -> list[str]:
+async def login(base: BaseClient, redis: aioredis.Redis, user_id: str) -> list[str]:
     """The user's profiles that are live now: base's profiles filtered by the lock state."""
-    ids = await live.launched(base, redis, settings.lock, parse_uuid(user_id, "user id"))
+    ids = await live.launched(base, redis, parse_uuid(user_id, "user id"))
     return [str(i) for i in ids]
 
 
@@ -116,6 +114,6 @@ def create_app(settings: Settings) -> Litestar:
         settings,
         handlers=HANDLERS,
         checks={"base": base.ping, "redis": redis_ping},
-        dependencies={"base": base, "redis": redis, "settings": settings},
+        dependencies={"base": base, "redis": redis},
         lifespan=[clients],
     )

@@ -11,7 +11,6 @@ from kubescaler.adapters import lockstate
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.domain.models import Profile, SuggestedUser
 from kubescaler.domain.testdata import suggested as suggest
-from kubescaler.settings import LockSettings
 
 PAGE = 1000
 
@@ -32,10 +31,8 @@ async def suggested(base: BaseClient) -> list[SuggestedUser]:
     return suggest([p async for p in all_profiles(base)])
 
 
-async def launched(
-    base: BaseClient, redis: aioredis.Redis, lock: LockSettings, user_id: uuid.UUID
-) -> list[uuid.UUID]:
+async def launched(base: BaseClient, redis: aioredis.Redis, user_id: uuid.UUID) -> list[uuid.UUID]:
     """The user's profiles (from base) that hold a live lock now (from Redis), sorted."""
     profiles = await base.profiles_of_user(user_id)
-    live = await lockstate.launched_profiles(redis, lock, user_id)
+    live = await lockstate.launched_profiles(redis, user_id)
     return sorted(p.id for p in profiles if p.id in live)
