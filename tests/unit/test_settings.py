@@ -57,3 +57,14 @@ def test_readme_configuration_table_is_current(capsys: pytest.CaptureFixture[str
     start, end = "<!-- config:start -->", "<!-- config:end -->"
     current = readme[readme.index(start) + len(start) : readme.index(end)].strip()
     assert current == table, "run `uv run kubescaler config --markdown` and paste it into README"
+
+
+def test_replay_reports_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubescaler replay` with a malformed KUBESCALER_* variable: exit 2 naming it, no traceback."""
+    from kubescaler.cli import main
+
+    monkeypatch.setenv("KUBESCALER_REDIS_TIMEOUT_S", "soon")
+    assert main(["replay", "--verify"]) == 2
+    assert "KUBESCALER_REDIS_TIMEOUT_S='soon'" in capsys.readouterr().err

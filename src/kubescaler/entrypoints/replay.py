@@ -20,7 +20,7 @@ import msgspec
 import redis
 
 from kubescaler.domain.locks import LockRecord, record_from_fields, state_at, verify
-from kubescaler.settings import load
+from kubescaler.settings import SettingsError, load
 
 PAGE = 1000
 _jsonl = msgspec.json.Decoder(LockRecord).decode
@@ -129,7 +129,11 @@ def timeline(records: list[LockRecord], out: TextIO) -> None:
 
 def run(argv: list[str]) -> int:
     """Entry point of `kubescaler replay`; returns the exit status."""
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SettingsError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
     try:
         records = select(args)
     except (redis.RedisError, OSError, msgspec.DecodeError, ValueError) as exc:
