@@ -62,7 +62,7 @@ def test_readme_configuration_table_is_current(capsys: pytest.CaptureFixture[str
 def test_replay_reports_a_bad_setting_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`kubescaler replay` with a malformed KUBESCALER_* variable: exit 2 naming it, no traceback."""
+    """`kubescaler replay` with a malformed KUBESCALER_* value: exit 2 naming it, no traceback."""
     from kubescaler.cli import main
 
     monkeypatch.setenv("KUBESCALER_REDIS_TIMEOUT_S", "soon")
