@@ -215,6 +215,22 @@ async def test_lock_keeper_down_is_503_within_the_timeout(
         lock_keeper_service.start_ready()
 
 
+async def test_paused_redis_is_503_naming_redis_not_the_lock_keeper(
+    stream_services: list[Service], redis_server: RedisServer, pair: Pair
+) -> None:
+    """Redis stalled (SIGSTOP): the lock command cannot be published, so the 503 names redis."""
+    redis_server.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        r = await aget(stream_services[0].url + pair.path("session-paused-1"), timeout=30)
+        took = time.monotonic() - started
+    finally:
+        redis_server.signal(signal.SIGCONT)
+    assert r.status_code == 503, r.text
+    assert r.json()["dependency"] == "redis", r.json()
+    assert took < 4
+
+
 async def test_base_down_is_503(gateway: Nginx, base_service: Service, pair: Pair) -> None:
     base_service.stop()
     try:

@@ -75,8 +75,9 @@ class LockClient:
     ) -> LockOutcome:
         """Publish one command and return its outcome, whatever it is.
 
-        No answer within ``timeout_ms`` (default ``lock.request_timeout_ms``; also the
-        command's deadline) raises DependencyUnavailable("lock-keeper").
+        Within ``timeout_ms`` (default ``lock.request_timeout_ms``; also the command's
+        deadline) a publish Redis does not take raises DependencyUnavailable("redis"), and an
+        answer that never comes after the publish DependencyUnavailable("lock-keeper").
         """
         timeout = timeout_ms or self.lock.request_timeout_ms
         cmd = LockCommand(
@@ -90,6 +91,7 @@ class LockClient:
         )
         future: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
         self._waiting[cmd.request_id] = future
+        published = False
         try:
             async with asyncio.timeout(timeout / 1000):
                 async with self._publishing:
@@ -98,8 +100,13 @@ class LockClient:
                         stream=self.lock.command_stream,
                         maxlen=self.lock.command_maxlen,
                     )
+                published = True
                 return await future
         except TimeoutError as exc:
+            if not published:
+                raise DependencyUnavailable(
+                    "redis", f"lock command not published in {timeout} ms"
+                ) from exc
             raise DependencyUnavailable(
                 "lock-keeper", f"no answer to {action} in {timeout} ms"
             ) from exc
