@@ -47,8 +47,12 @@ export function streamUrl(userId: string, profileId: string, session: string): s
   return `${path}?session=${encodeURIComponent(session)}`;
 }
 
-/** Terminal states end the loop until `start()` is called again. */
-const isTerminal = (s: LockState): boolean => s.kind === "lost" || s.kind === "failed";
+/**
+ * Terminal states end the loop until `start()` is called again. Superseded is one: reconnecting
+ * by itself would supersede the newer stream in turn, and the two would take turns for ever.
+ */
+const isTerminal = (s: LockState): boolean =>
+  s.kind === "lost" || s.kind === "superseded" || s.kind === "failed";
 
 export class StreamClient {
   private controller: AbortController | null = null;
@@ -170,6 +174,10 @@ export class StreamClient {
         const reason = parseField(message.data, "reason") ?? "unknown";
         return { kind: "lost", reason };
       }
+      case "superseded": {
+        const token = parseNumber(message.data, "token");
+        return { kind: "superseded", token: token ?? 0 };
+      }
       case "reconnect":
         return { kind: "reconnecting", reason: "draining", retryInMs: drainRetryMs(this.retryMs) };
       default:
@@ -190,6 +198,15 @@ function parseField(data: string, field: string): string | null {
   try {
     const value: unknown = (JSON.parse(data) as Record<string, unknown>)[field];
     return typeof value === "string" ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function parseNumber(data: string, field: string): number | null {
+  try {
+    const value: unknown = (JSON.parse(data) as Record<string, unknown>)[field];
+    return typeof value === "number" ? value : null;
   } catch {
     return null;
   }

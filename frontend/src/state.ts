@@ -7,6 +7,7 @@ export type LockState =
   | { kind: "streaming"; instance: string; token: number; expiresAtMs: number }
   | { kind: "refused"; holderExpiresAtMs: number | null; retryInMs: number }
   | { kind: "lost"; reason: string }
+  | { kind: "superseded"; token: number }
   | { kind: "reconnecting"; reason: "draining" | "disconnected" | "unavailable"; retryInMs: number; detail?: string }
   | { kind: "failed"; status: number; message: string }
   | { kind: "stopped" };
@@ -73,6 +74,8 @@ export function describe(state: LockState): string {
         : `Refused: another session holds this pair until ${time(state.holderExpiresAtMs)} unless it refreshes its lock. Trying again in ${seconds(state.retryInMs)}.`;
     case "lost":
       return `Lock lost (${state.reason}): the stream was stopped. Press Reconnect to try again.`;
+    case "superseded":
+      return `Superseded: this session opened a newer stream of this pair (fencing token ${state.token}), in another tab or window, so this one stopped; a pair streams once. Press Reconnect to take it back here.`;
     case "reconnecting":
       if (state.reason === "draining")
         return `Reconnecting after a drain: the instance is shutting down; resuming with the same session in ${seconds(state.retryInMs)}.`;

@@ -54,7 +54,7 @@ function main(): void {
       show(byId("token"), String(next.token), next.token);
     }
     reconnect.disabled = next.kind === "streaming" || next.kind === "connecting";
-    stop.disabled = next.kind === "stopped" || next.kind === "lost" || next.kind === "failed";
+    stop.disabled = ["stopped", "lost", "superseded", "failed"].includes(next.kind);
   };
 
   const client = new StreamClient(

@@ -108,6 +108,16 @@ describe("StreamClient", () => {
     expect(h.client.running).toBe(false);
   });
 
+  it("stops on superseded, names the newer token, and does not reconnect by itself", async () => {
+    const superseded = 'event: superseded\ndata: {"token":7,"held_token":6,"reason":"a newer stream took over"}\n\n';
+    const h = harness([sse(hello("stream-a", 6), data(1), superseded, data(2)), sse(hello("stream-b", 8))]);
+    await h.client.start();
+    expect(h.states.at(-1)).toEqual({ kind: "superseded", token: 7 });
+    expect(h.events.map((e) => e.seq)).toEqual([1]);
+    expect(h.urls).toHaveLength(1);
+    expect(h.client.running).toBe(false);
+  });
+
   it("stops on 403/404: retrying cannot help", async () => {
     const h = harness([json(403, { error: "not bound" })]);
     await h.client.start();

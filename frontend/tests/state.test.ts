@@ -46,6 +46,9 @@ describe("plain words", () => {
       "Streaming from stream-a: this session holds the lock (fencing token 12).",
     );
     expect(words({ kind: "lost", reason: "expired" })).toMatch(/^Lock lost \(expired\)/);
+    expect(words({ kind: "superseded", token: 7 })).toMatch(
+      /^Superseded: this session opened a newer stream of this pair \(fencing token 7\)/,
+    );
     expect(words({ kind: "reconnecting", reason: "draining", retryInMs: 500 })).toMatch(/^Reconnecting after a drain/);
     expect(words({ kind: "connecting", attempt: 1 })).toBe("Connecting…");
   });

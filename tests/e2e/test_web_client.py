@@ -193,6 +193,35 @@ def test_reload_takes_the_lock_back_at_once(new_context: MakeContext, pair: Pair
     page.wait_for_function("Number(document.getElementById('events').dataset.value) >= 3")
 
 
+def test_a_second_tab_of_the_same_session_supersedes_the_first(
+    new_context: MakeContext, pair: Pair
+) -> None:
+    """Two tabs share the session: the newer tab streams, the older one says in words that it
+    was superseded (naming the newer token) and stays stopped instead of taking it back."""
+    context = new_context()
+    first = context.new_page()
+    open_streaming(first, pair)
+    second = context.new_page()
+    open_streaming(second, pair)
+    newer = second.locator("#token").inner_text()
+    state = first.locator("#state")
+    expect(state).to_have_attribute("data-state", "superseded", timeout=5_000)
+    expect(state).to_have_text(
+        re.compile(
+            rf"^Superseded: this session opened a newer stream of this pair "
+            rf"\(fencing token {newer}\)"
+        )
+    )
+    assert int(newer) > int(first.locator("#token").inner_text())
+    shot(first, "stream-page-superseded")
+    events = value(first, "#events")
+    first.wait_for_timeout(1500)  # longer than a refresh: no reconnect, no new events
+    expect(state).to_have_attribute("data-state", "superseded")
+    assert value(first, "#events") == events
+    expect(second.locator("#state")).to_have_attribute("data-state", "streaming")
+    expect(second.locator("#token")).to_have_text(newer)
+
+
 def test_dashboard_lists_the_live_profile(new_context: MakeContext, pair: Pair) -> None:
     """While a page streams a pair, the dashboard marks that profile live and links to it."""
     streaming = new_context().new_page()

@@ -168,6 +168,41 @@ async def test_reconnect_of_the_same_owner_is_not_locked_out(
         assert second.fencing_token > first.fencing_token
 
 
+async def test_a_superseded_grant_cannot_refresh_or_release_the_newer_one(
+    redis_server: RedisServer, redis_masters: list[RedisServer], redis: Redis
+) -> None:
+    """Same session granted twice: the older token's refresh is `lost` (superseded_by names the
+    newer token) and its release frees nothing; the newer token refreshes, and the log verifies."""
+    settings = make_settings(redis_server, redis_masters)
+    user, profile = uuid.uuid4(), uuid.uuid4()
+    async with keepers(settings), LockClient(settings) as locks:
+        old = await locks.acquire(user, profile, "tab-1")
+        new = await locks.acquire(user, profile, "tab-1")
+        stale = await locks.refresh(user, profile, "tab-1", old.fencing_token)
+        assert stale.result == "lost"
+        assert stale.superseded_by == new.fencing_token
+        assert f"superseded by fencing token {new.fencing_token}" in stale.detail
+        fresh = await locks.refresh(user, profile, "tab-1", new.fencing_token)
+        assert fresh.result == "refreshed"
+        freed = await locks.release(user, profile, "tab-1", old.fencing_token)
+        assert freed.result == "released"
+        assert freed.superseded_by == new.fencing_token
+        assert await is_launched(redis, user, profile)
+        with pytest.raises(Conflict):  # the newer grant still holds the pair
+            await locks.acquire(user, profile, "tab-2")
+        assert (await locks.refresh(user, profile, "tab-1", new.fencing_token)).result == (
+            "refreshed"
+        )
+    records = await history(redis, settings)
+    assert [(r.result, r.fencing_token) for r in records if r.action != "acquire"] == [
+        ("lost", old.fencing_token),
+        ("refreshed", new.fencing_token),
+        ("released", old.fencing_token),
+        ("refreshed", new.fencing_token),
+    ]
+    assert verify(records) == []
+
+
 async def test_command_past_its_deadline_is_expired_not_applied(
     redis_server: RedisServer, redis_masters: list[RedisServer], redis: Redis
 ) -> None:

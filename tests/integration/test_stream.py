@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,9 @@ def pair(pairs: list[Pair]) -> Pair:
     return pairs.pop()
 
 
+CLOSED = "(closed by the server)"  # the event open_stream queues when the stream ends
+
+
 @contextlib.asynccontextmanager
 async def open_stream(url: str) -> AsyncIterator[tuple[httpx.Response, asyncio.Queue[SseMessage]]]:
     """An SSE client: the response, and a queue of parsed events fed in the background."""
@@ -82,6 +85,7 @@ async def open_stream(url: str) -> AsyncIterator[tuple[httpx.Response, asyncio.Q
             async for chunk in response.aiter_raw():
                 for msg in parser.feed(chunk):
                     queue.put_nowait(msg)
+            queue.put_nowait(SseMessage(event=CLOSED, data=""))
 
         task = asyncio.create_task(pump()) if response.status_code == 200 else None
         try:
@@ -270,6 +274,55 @@ async def test_sigterm_drains_clients_to_the_other_instance(
                 hello = data(await next_event(q, "hello"))
                 assert hello["instance"] != victim_name
     victim.start_ready()
+    assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0
+
+
+@pytest.fixture(scope="module")
+def slow_refresh_stream(
+    stream_env: dict[str, str], lock_keeper_service: Service, test_state: Path
+) -> Iterator[Service]:
+    """A third stream instance refreshing every 30 s: what ends its streams sooner is news."""
+    env = {
+        **stream_env,
+        "KUBESCALER_LOCK_REFRESH_INTERVAL_MS": "30000",
+        "KUBESCALER_INSTANCE": "stream-slow-refresh",
+    }
+    svc = start_service("stream", env, test_state / "logs", name="stream-slow-refresh")
+    yield svc
+    svc.stop()
+
+
+@pytest.mark.parametrize("newer_on", ["other instance", "same instance"])
+async def test_a_newer_stream_of_the_same_session_supersedes_the_older_one(
+    slow_refresh_stream: Service,
+    stream_services: list[Service],
+    redis_server: RedisServer,
+    pair: Pair,
+    newer_on: str,
+) -> None:
+    """One session opens the pair twice: the older stream ends with `superseded` naming the
+    newer token within 2 s (its own refresh is 30 s away), only the newer token keeps
+    streaming, and the lock history verifies."""
+    second = stream_services[0] if newer_on == "other instance" else slow_refresh_stream
+    path = pair.path("session-twice-1")
+    async with open_stream(slow_refresh_stream.url + path) as (_, older):
+        old = data(await next_event(older, "hello"))
+        await next_event(older, "data")
+        async with open_stream(second.url + path) as (r, newer):
+            assert r.status_code == 200, "the same session is let in again"
+            new = data(await next_event(newer, "hello"))
+            granted_at = time.monotonic()
+            assert new["token"] > old["token"]  # type: ignore[operator]
+            ended = data(await next_event(older, "superseded", timeout=2))
+            assert time.monotonic() - granted_at < 2
+            assert ended["token"] == new["token"]
+            assert ended["held_token"] == old["token"]
+            assert str(new["token"]) in ended["reason"]  # type: ignore[operator]
+            after = await asyncio.wait_for(older.get(), 5)
+            assert after.event == CLOSED, "the older stream ends right after superseded"
+            streamed_until = time.monotonic() + 2.5  # past a refresh (1 s here) of the newer
+            while time.monotonic() < streamed_until:
+                assert data(await next_event(newer, "data"))["token"] == new["token"]
     assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0
 
 

@@ -16,6 +16,7 @@ from kubescaler.domain.locks import (
     record_fields,
     record_from_fields,
     state_at,
+    superseded,
     verify,
 )
 from kubescaler.entrypoints import replay
@@ -103,6 +104,39 @@ def test_non_increasing_fencing_token_is_caught() -> None:
     bad = [rec("granted", "a", 0, 5, 100), rec("granted", "b", 200, 5, 300)]
     (violation,) = verify(bad)
     assert violation.kind == "token"
+
+
+def test_a_superseded_token_that_refreshes_is_a_second_live_holder() -> None:
+    """Same session granted tokens 1 then 2: a later `refreshed` for token 1 is reported."""
+    bad = [
+        rec("granted", "a", 0, 1, 1000),
+        rec("granted", "a", 100, 2, 1100),
+        rec("refreshed", "a", 200, 1, 1200),
+    ]
+    (violation,) = verify(bad)
+    assert violation.kind == "superseded"
+    assert [r.fencing_token for r in violation.records] == [2, 1]
+
+
+def test_a_superseded_tokens_end_does_not_end_the_newer_hold() -> None:
+    """`lost`/`released` for the older token leave token 2 holding: b's grant is an overlap."""
+    history = [
+        rec("granted", "a", 0, 1, 1000),
+        rec("granted", "a", 100, 2, 1100),
+        rec("lost", "a", 200, 1),
+        rec("released", "a", 300, 1),
+    ]
+    assert verify(history) == []
+    assert state_at(history, 400)[f"{USER}:{PROFILE}"].token == 2
+    (violation,) = verify([*history, rec("granted", "b", 500, 3, 1500)])
+    assert violation.kind == "overlap"
+
+
+def test_superseded_compares_tokens_and_ignores_unknown_ones() -> None:
+    assert superseded(1, 2)
+    assert not superseded(2, 2)
+    assert not superseded(3, 2)
+    assert not superseded(0, 2)  # a command from before tokens were sent: no check
 
 
 def test_log_order_does_not_matter_time_does() -> None:

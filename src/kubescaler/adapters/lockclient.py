@@ -72,12 +72,14 @@ class LockClient:
         owner: str,
         timeout_ms: int | None = None,
         request_id: str | None = None,
+        token: int = 0,
     ) -> LockOutcome:
         """Publish one command and return its outcome, whatever it is.
 
-        Within ``timeout_ms`` (default ``lock.request_timeout_ms``; also the command's
-        deadline) a publish Redis does not take raises DependencyUnavailable("redis"), and an
-        answer that never comes after the publish DependencyUnavailable("lock-keeper").
+        ``token`` is the fencing token a refresh or release speaks for (0: none). Within
+        ``timeout_ms`` (default ``lock.request_timeout_ms``; also the command's deadline) a
+        publish Redis does not take raises DependencyUnavailable("redis"), and an answer that
+        never comes after the publish DependencyUnavailable("lock-keeper").
         """
         timeout = timeout_ms or self.lock.request_timeout_ms
         cmd = LockCommand(
@@ -88,6 +90,7 @@ class LockClient:
             request_id=request_id or uuid.uuid4().hex,
             deadline_ms=now_ms() + timeout,
             reply_to=self.reply_channel,
+            fencing_token=token,
         )
         future: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
         self._waiting[cmd.request_id] = future
@@ -131,13 +134,19 @@ class LockClient:
             )
         return out
 
-    async def refresh(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
-        """Result ``refreshed`` (new ``expires_at_ms``) or ``lost`` (stop streaming)."""
-        return _told(await self.send("refresh", user_id, profile_id, owner))
+    async def refresh(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome:
+        """Result ``refreshed`` (new ``expires_at_ms``) or ``lost`` (stop streaming): lost too
+        when ``token`` is no longer the pair's newest grant (superseded)."""
+        return _told(await self.send("refresh", user_id, profile_id, owner, token=token))
 
-    async def release(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
-        """Result ``released`` (``detail`` says "not held" when it was not ours)."""
-        return _told(await self.send("release", user_id, profile_id, owner))
+    async def release(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome:
+        """Result ``released`` (``detail`` says "not held" when it was not ours, or when
+        ``token`` was superseded: the newer grant keeps the lock)."""
+        return _told(await self.send("release", user_id, profile_id, owner, token=token))
 
 
 def _told(out: LockOutcome) -> LockOutcome:

@@ -10,6 +10,10 @@ with the log it belongs to). The INCR runs after the Redlock quorum and must fin
 lock's validity; otherwise the grant is dropped. So a later grant, which can only succeed
 after the earlier lock expired on its quorum, always INCRs after the earlier one: tokens
 increase in grant order.
+
+Supersession: a refresh or release that carries a fencing token below the pair's counter
+speaks for a grant the pair has since been given again; it is answered ``lost`` (refresh) or
+``released`` without freeing anything (release), with ``superseded_by`` = the newer token.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from redis.asyncio import Redis
 
 from kubescaler.adapters import lockstate
 from kubescaler.adapters.redlock import Redlock, RedlockResult
-from kubescaler.domain.locks import LockCommand, LockOutcome, now_ms, outcome, record_fields
+from kubescaler.domain.locks import (
+    LockCommand,
+    LockOutcome,
+    now_ms,
+    outcome,
+    record_fields,
+    superseded,
+)
 from kubescaler.settings import LockSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -96,6 +107,9 @@ class LockKeeper:
             return self._unavailable(cmd, got, "lock validity elapsed before fencing")
         return outcome(cmd, "granted", at, fencing_token=token, expires_at_ms=got.expires_at_ms)
 
+    async def _newest_token(self, cmd: LockCommand) -> int:
+        return int(await self.state.get(lockstate.fence_key(cmd.user_id, cmd.profile_id)) or 0)
+
     async def _refresh(self, cmd: LockCommand) -> LockOutcome:
         key = lockstate.lock_key(cmd.user_id, cmd.profile_id)
         got = await self.redlock.extend(key, cmd.owner)
@@ -103,16 +117,32 @@ class LockKeeper:
             return outcome(cmd, "lost", now_ms(), detail="not the owner any more")
         if not got.ok:
             return self._unavailable(cmd, got)
-        token = await self.state.get(lockstate.fence_key(cmd.user_id, cmd.profile_id))
-        return outcome(
-            cmd,
-            "refreshed",
-            now_ms(),
-            fencing_token=int(token or 0),
-            expires_at_ms=got.expires_at_ms,
-        )
+        # Stamped before the token is read: a grant this refresh did not see is logged later.
+        at = now_ms()
+        token = await self._newest_token(cmd)
+        if superseded(cmd.fencing_token, token):
+            # The extend kept the key of the same session, whose newer grant holds it.
+            return outcome(
+                cmd,
+                "lost",
+                at,
+                fencing_token=cmd.fencing_token,
+                superseded_by=token,
+                detail=f"superseded by fencing token {token}",
+            )
+        return outcome(cmd, "refreshed", at, fencing_token=token, expires_at_ms=got.expires_at_ms)
 
     async def _release(self, cmd: LockCommand) -> tuple[LockOutcome, bool]:
+        token = await self._newest_token(cmd)
+        if superseded(cmd.fencing_token, token):  # the lock is the newer grant's: keep it
+            return outcome(
+                cmd,
+                "released",
+                now_ms(),
+                fencing_token=cmd.fencing_token,
+                superseded_by=token,
+                detail=f"not held: superseded by fencing token {token}",
+            ), False
         key = lockstate.lock_key(cmd.user_id, cmd.profile_id)
         got = await self.redlock.release(key, cmd.owner)
         if not got.ok:

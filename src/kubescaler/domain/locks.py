@@ -40,7 +40,11 @@ class LockMessage(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class LockCommand(LockMessage, frozen=True):
-    """Take, refresh or release the lock of one (user, profile) pair for ``owner``."""
+    """Take, refresh or release the lock of one (user, profile) pair for ``owner``.
+
+    ``fencing_token`` is the token of the grant a refresh or release speaks for (0: none, no
+    check); a holder whose token is no longer the pair's newest is superseded.
+    """
 
     action: Action
     user_id: uuid.UUID
@@ -49,6 +53,7 @@ class LockCommand(LockMessage, frozen=True):
     request_id: str
     deadline_ms: int
     reply_to: str = ""
+    fencing_token: int = 0
 
     @property
     def pair(self) -> str:
@@ -60,6 +65,8 @@ class LockOutcome(LockMessage, frozen=True):
 
     ``expires_at_ms`` is the owner's hold end (validity) for granted/refreshed, and the
     current holder's expiry for denied. ``fencing_token`` is 0 when there is none.
+    ``superseded_by`` is the pair's newest token when a refresh or release spoke for an older
+    grant (lost / released-not-held because the pair was granted again), else 0.
     """
 
     request_id: str
@@ -73,6 +80,7 @@ class LockOutcome(LockMessage, frozen=True):
     expires_at_ms: int = 0
     holder: str = ""
     detail: str = ""
+    superseded_by: int = 0
 
     @property
     def pair(self) -> str:
@@ -94,6 +102,15 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def superseded(held_token: int, newest_token: int) -> bool:
+    """Whether the holder of grant ``held_token`` was superseded by a later grant of its pair.
+
+    A pair granted again (the same session re-entering, or a hand-over) has one live holder:
+    the newest token. 0 means "no token known" and is never superseded.
+    """
+    return 0 < held_token < newest_token
+
+
 def outcome(cmd: LockCommand, result: Result, at_ms: int, **extra: object) -> LockOutcome:
     return LockOutcome(
         request_id=cmd.request_id,
@@ -107,7 +124,7 @@ def outcome(cmd: LockCommand, result: Result, at_ms: int, **extra: object) -> Lo
     )
 
 
-_INT_FIELDS = {"v", "at_ms", "fencing_token", "expires_at_ms"}
+_INT_FIELDS = {"v", "at_ms", "fencing_token", "expires_at_ms", "superseded_by"}
 
 
 def record_fields(out: LockOutcome, worker: str) -> dict[str, str]:
@@ -145,7 +162,7 @@ class Hold(msgspec.Struct, kw_only=True):
 
 
 class Violation(msgspec.Struct, kw_only=True, frozen=True):
-    kind: Literal["overlap", "token"]
+    kind: Literal["overlap", "token", "superseded"]
     pair: str
     detail: str
     records: list[LockRecord]
@@ -173,7 +190,12 @@ def _step(hold: Hold | None, rec: LockRecord) -> Hold | None:
             until_ms=rec.expires_at_ms,
             since_ms=since,
         )
-    if rec.result in ("released", "lost") and hold is not None and hold.owner == rec.owner:
+    if (
+        rec.result in ("released", "lost")
+        and hold is not None
+        and hold.owner == rec.owner
+        and not superseded(rec.fencing_token, hold.token)  # an older grant's end, not this one's
+    ):
         return None
     return hold
 
@@ -183,7 +205,8 @@ def verify(records: Iterable[LockRecord]) -> list[Violation]:
 
     Per pair, in time order: a grant or refresh to one owner while another owner's hold is
     still running (not released, lost or past its ``expires_at``) is an overlap; every grant's
-    fencing token must be greater than every earlier grant's on that pair.
+    fencing token must be greater than every earlier grant's on that pair; a refresh that kept
+    a superseded grant alive (its token below a later grant's) is a second live holder.
     """
     violations: list[Violation] = []
     for pair, recs in _ordered(records).items():
@@ -206,6 +229,21 @@ def verify(records: Iterable[LockRecord]) -> list[Violation]:
                             records=[holder_rec, rec],
                             detail=f"{rec.owner} {rec.result} at {rec.at_ms} while {hold.owner} "
                             f"held it until {hold.until_ms}",
+                        )
+                    )
+                if (
+                    rec.result == "refreshed"
+                    and last_grant is not None
+                    and rec.at_ms > last_grant.at_ms
+                    and superseded(rec.fencing_token, last_token)
+                ):
+                    violations.append(
+                        Violation(
+                            kind="superseded",
+                            pair=pair,
+                            records=[last_grant, rec],
+                            detail=f"token {rec.fencing_token} refreshed at {rec.at_ms} after "
+                            f"token {last_token} was granted",
                         )
                     )
                 if rec.result == "granted":

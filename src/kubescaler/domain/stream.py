@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import random
 import re
+from typing import ClassVar
 
 import msgspec
 
@@ -75,9 +76,51 @@ def data_event(ev: StreamEvent) -> bytes:
     return sse("data", _encode(ev), ident=ev.seq)
 
 
-def control_event(event: str, retry_ms: int | None = None, **fields: object) -> bytes:
-    """hello, lock-lost, reconnect: small JSON events the client acts on."""
-    return sse(event, _encode(fields), retry_ms=retry_ms)
+class ControlEvent(msgspec.Struct, kw_only=True):
+    """The `data` of a small event the client acts on; ``event`` is its SSE event name."""
+
+    event: ClassVar[str]
+
+
+class Hello(ControlEvent):
+    """The stream is granted: whose it is, where it runs, its fencing token and lock expiry."""
+
+    event: ClassVar[str] = "hello"
+    session: str
+    instance: str
+    token: int
+    expires_at_ms: int
+    user_id: str
+    profile_id: str
+
+
+class LockLost(ControlEvent):
+    """A refresh found the lock gone or taken: the stream ends."""
+
+    event: ClassVar[str] = "lock-lost"
+    reason: str
+
+
+class Reconnect(ControlEvent):
+    """This instance drains: reconnect (after the SSE ``retry``) with the same session."""
+
+    event: ClassVar[str] = "reconnect"
+    reason: str
+    session: str
+
+
+class Superseded(ControlEvent):
+    """A newer grant of the same pair (``token``) ended this stream (which held ``held_token``)."""
+
+    event: ClassVar[str] = "superseded"
+    token: int
+    held_token: int
+    reason: str
+
+
+def control_event(body: ControlEvent, retry_ms: int | None = None) -> bytes:
+    """hello, lock-lost, reconnect, superseded on the wire."""
+    return sse(body.event, _encode(body), retry_ms=retry_ms)
 
 
 class SseMessage(msgspec.Struct):

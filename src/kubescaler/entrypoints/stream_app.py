@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import uuid
@@ -16,8 +17,10 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.static_files import create_static_files_router
 
+from kubescaler.adapters import redis_client
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.adapters.lockclient import LockClient
+from kubescaler.adapters.locklog import LogTail
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import parse_uuid
 from kubescaler.domain.stream import session_id
@@ -120,16 +123,23 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def clients(_: Litestar) -> AsyncIterator[None]:
+        log_redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
+        block_ms = max(100, min(1000, int(settings.redis.timeout_s * 500)))
+        tail = LogTail(log_redis, settings.lock.log_stream, block_ms=block_ms)
         await locks.start()
+        # grants made on any instance end this one's older streams of the same pair
+        follower = asyncio.create_task(hub.follow(tail.follow()))
         try:
             # the pod's deletion cost follows its live connections (off unless configured)
             async with pod_cost_updates(settings.stream, lambda: len(hub.sessions)):
                 yield
         finally:
             hub.drain()
+            follower.cancel()
             await hub.wait_background()
             await locks.stop()
             await base.close()
+            await log_redis.aclose()
 
     async def not_draining() -> None:
         if hub.draining:
@@ -153,8 +163,6 @@ def create_app(settings: Settings) -> Litestar:
 
 def run(settings: Settings) -> None:
     """Serve streams until SIGTERM/SIGINT; the first signal drains before uvicorn shuts down."""
-    import asyncio
-
     import uvicorn
 
     app = create_app(settings)

@@ -31,3 +31,7 @@ POD_COST_FAILURES = Counter(
     "kubescaler_stream_pod_cost_failures",
     "Pod-deletion-cost updates that failed (API unreachable, refused, misconfigured).",
 )
+SUPERSEDED = Counter(
+    "kubescaler_stream_superseded",
+    "Streams ended because their pair was granted again (a newer fencing token).",
+)

@@ -3,7 +3,12 @@
 One :class:`StreamHub` per stream process holds what its streams share (the lock client, the
 base client, the drain switch); one :class:`StreamSession` per client produces events into a
 small bounded queue and drops what the client cannot take, refreshes the lock while the client
-stays, and ends with a ``lock-lost`` or ``reconnect`` event when it must.
+stays, and ends with a ``lock-lost``, ``reconnect`` or ``superseded`` event when it must.
+
+One live stream per pair: when a pair is granted again (the same session re-entering, or after
+a hand-over) the hub ends its own older streams of that pair at once, and learns of grants made
+elsewhere from the lock event log (:meth:`StreamHub.follow`), so an older stream on any
+instance ends within a moment, not at its next refresh.
 """
 
 from __future__ import annotations
@@ -13,14 +18,23 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from typing import Any
 
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden, KubescalerError
-from kubescaler.domain.locks import LockOutcome
-from kubescaler.domain.stream import Payload, StreamEvent, control_event, data_event
+from kubescaler.domain.locks import LockOutcome, superseded
+from kubescaler.domain.stream import (
+    Hello,
+    LockLost,
+    Payload,
+    Reconnect,
+    StreamEvent,
+    Superseded,
+    control_event,
+    data_event,
+)
 from kubescaler.services import stream_metrics as m
 from kubescaler.settings import Settings
 
@@ -41,6 +55,7 @@ class StreamHub:
         self.locks = locks
         self.payload = Payload(settings.stream.event_bytes)
         self.sessions: set[StreamSession] = set()
+        self.by_pair: dict[str, set[StreamSession]] = {}
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
 
@@ -63,7 +78,33 @@ class StreamHub:
             m.REFUSED.labels("lock_unavailable").inc()
             raise
         m.LOCK_OUTCOMES.labels("acquire", grant.result).inc()
+        self.supersede(grant)  # this instance's own older streams of the pair end at once
         return StreamSession(self, grant)
+
+    def supersede(self, grant: LockOutcome) -> None:
+        """End every stream here of ``grant``'s pair that holds an older fencing token."""
+        for session in list(self.by_pair.get(grant.pair, ())):
+            session.supersede(grant.fencing_token)
+
+    async def follow(self, records: AsyncIterable[LockOutcome]) -> None:
+        """Supersede on every grant in ``records`` (the lock log): grants made on any instance."""
+        async for record in records:
+            if record.result == "granted" and record.pair in self.by_pair:
+                self.supersede(record)
+
+    def track(self, session: StreamSession) -> None:
+        """A stream started here (live connections, and the pair's streams to supersede)."""
+        self.sessions.add(session)
+        self.by_pair.setdefault(session.grant.pair, set()).add(session)
+
+    def untrack(self, session: StreamSession) -> None:
+        """A stream here ended."""
+        self.sessions.discard(session)
+        same = self.by_pair.get(session.grant.pair)
+        if same is not None:
+            same.discard(session)
+            if not same:
+                del self.by_pair[session.grant.pair]
 
     @property
     def _retry(self) -> int:
@@ -78,9 +119,7 @@ class StreamHub:
         self.draining = True
         for session in list(self.sessions):
             session.finish(
-                control_event(
-                    "reconnect", retry_ms=self._retry, reason="draining", session=session.owner
-                )
+                control_event(Reconnect(reason="draining", session=session.owner), self._retry)
             )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -111,13 +150,12 @@ class StreamSession:
     async def events(self) -> AsyncIterator[bytes]:
         """The bytes of the stream, from ``hello`` to the end; ends the session however it ends."""
         hub, grant = self.hub, self.grant
-        hub.sessions.add(self)
+        hub.track(self)
         m.CONNECTIONS.inc()
         self._producer = asyncio.create_task(self._produce())
         refresher = asyncio.create_task(self._refresh())
         try:
-            hello = control_event(
-                "hello",
+            hello = Hello(
                 session=self.owner,
                 instance=hub.instance,
                 token=grant.fencing_token,
@@ -125,7 +163,7 @@ class StreamSession:
                 user_id=str(grant.user_id),
                 profile_id=str(grant.profile_id),
             )
-            yield hello
+            yield control_event(hello)
             while (item := await self.queue.get()) is not None:
                 yield item
                 m.BYTES.inc(len(item))
@@ -134,7 +172,7 @@ class StreamSession:
             self.finished = True
             self._producer.cancel()
             refresher.cancel()
-            hub.sessions.discard(self)
+            hub.untrack(self)
             m.CONNECTIONS.dec()
             if self.release_on_end:
                 hub.spawn(self._release())
@@ -144,13 +182,22 @@ class StreamSession:
         if self.finished:
             return
         self.finished = True
-        self.release_on_end = False  # lock lost, or handed over on drain
+        self.release_on_end = False  # lock lost or superseded, or handed over on drain
         if self._producer is not None:
             self._producer.cancel()
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(last)
         self.queue.put_nowait(None)
+
+    def supersede(self, newest_token: int) -> None:
+        """End with ``superseded`` if ``newest_token`` is a later grant of this pair than ours."""
+        held = self.grant.fencing_token
+        if self.finished or not superseded(held, newest_token):
+            return
+        m.SUPERSEDED.inc()
+        reason = f"a newer stream of this pair took over (fencing token {newest_token})"
+        self.finish(control_event(Superseded(token=newest_token, held_token=held, reason=reason)))
 
     # -- background work ---------------------------------------------------------------------
 
@@ -190,7 +237,7 @@ class StreamSession:
         while not self.finished:
             await asyncio.sleep(interval)
             try:
-                out = await hub.locks.refresh(g.user_id, g.profile_id, self.owner)
+                out = await hub.locks.refresh(g.user_id, g.profile_id, self.owner, g.fencing_token)
             except DependencyUnavailable as exc:
                 m.REFRESH_FAILURES.inc()
                 log.warning("refresh of %s failed: %s", g.pair, exc.message)
@@ -201,16 +248,15 @@ class StreamSession:
             if out is not None and out.result == "refreshed":
                 self.expires_at_ms = out.expires_at_ms
                 continue
-            self.finish(
-                control_event(
-                    "lock-lost",
-                    reason=out.detail or out.result if out else "refresh failed",
-                )
-            )
+            if out is not None and out.superseded_by:  # the keeper saw the newer grant first
+                self.supersede(out.superseded_by)
+                return
+            reason = out.detail or out.result if out else "refresh failed"
+            self.finish(control_event(LockLost(reason=reason)))
             return
 
     async def _release(self) -> None:
         g = self.grant
         with contextlib.suppress(KubescalerError):
-            out = await self.hub.locks.release(g.user_id, g.profile_id, self.owner)
+            out = await self.hub.locks.release(g.user_id, g.profile_id, self.owner, g.fencing_token)
             m.LOCK_OUTCOMES.labels("release", out.result).inc()
