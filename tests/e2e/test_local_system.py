@@ -1,4 +1,5 @@
-"""The README's first command: `kubescaler up` brings the whole system up behind one entry point.
+"""The README's first command: `kubescaler up` brings the whole system up behind one entry point,
+and keeps it up as Kubernetes would when one of its processes dies.
 
 It runs as a real process on free ports with its own state folder, exactly as `./dev up` runs
 it, and is stopped with Ctrl-C (SIGINT) at the end.
@@ -6,29 +7,83 @@ it, and is stopped with Ctrl-C (SIGINT) at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
+import redis
 
 from kubescaler.devstack.proc import free_port, port_open
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.locks import record_from_fields
+from kubescaler.domain.stream import SseMessage, SseParser
+from kubescaler.entrypoints import replay
 
 pytestmark = pytest.mark.e2e
 
+#: Every process `up` starts inherits these: light streams, a short drain, quick reclaims.
+UP_ENV = {
+    "KUBESCALER_LOG_LEVEL": "warning",
+    "KUBESCALER_STREAM_EVENT_BYTES": "2048",
+    "KUBESCALER_STREAM_EVENTS_PER_S": "20",
+    "KUBESCALER_STREAM_GRACE_S": "5",
+    "KUBESCALER_LOCK_REQUEST_TIMEOUT_MS": "2000",
+    "KUBESCALER_LOCK_CLAIM_IDLE_MS": "2000",
+}
+
 
 class Up:
-    def __init__(self, proc: subprocess.Popen[str], gateway: str, ports: list[int]) -> None:
+    """The running `kubescaler up`: its process, ports and every line it printed so far."""
+
+    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
         self.proc = proc
-        self.gateway = gateway
         self.ports = ports
+        self.gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        self.redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
         self.output: list[str] = []
+        self._changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.output.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float, after: int = 0) -> re.Match[str]:
+        """The first line from index ``after`` on that matches ``pattern``, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.output[after:]:
+                    if found := re.search(pattern, line):
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.reader.is_alive():
+                    pytest.fail(f"no line matching {pattern!r} in up's output:\n{self.text}")
+                self._changed.wait(left)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def pid(self, name: str) -> int:
+        """The pid `up` last reported for process ``name`` (at its start or restart)."""
+        found = re.findall(rf"\b{re.escape(name)}\b.*\(pid (\d+)\)", self.text)
+        assert found, f"no pid for {name} in:\n{self.text}"
+        return int(found[-1])
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +113,7 @@ def up(test_state: Path) -> Iterator[Up]:
         },
         "KUBESCALER_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
         "KUBESCALER_LOCAL_STATE_DIR": str(test_state / "up"),
-        "KUBESCALER_LOG_LEVEL": "warning",
+        **UP_ENV,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubescaler.cli", "up", "--streams", "2"],
@@ -68,20 +123,17 @@ def up(test_state: Path) -> Iterator[Up]:
         text=True,
         start_new_session=True,
     )
-    running = Up(proc, f"http://127.0.0.1:{ports['GATEWAY_PORT']}", list(ports.values()))
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:
-        running.output.append(line)
-        if "Ctrl-C stops it." in line:
-            break
-        assert time.monotonic() < deadline, "".join(running.output)
-    else:
-        pytest.fail("kubescaler up exited:\n" + "".join(running.output))
-    yield running
+    running = Up(proc, ports)
     if proc.poll() is None:
-        proc.kill()
-        proc.wait(30)
+        running.wait_for(r"Ctrl-C stops it\.", timeout=300)
+    yield running
+    if proc.poll() is None:  # a test failed before Ctrl-C: stop its children too, then it
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_up_prints_the_urls(up: Up) -> None:
@@ -115,11 +167,231 @@ def test_test_data_then_profiles_and_suggested_through_the_entry_point(up: Up) -
         assert http.get(f"/main/login/{user}").json() == [profile]
 
 
+# -- supervision: processes that die come back --------------------------------------------------
+
+
+def free_pairs(up: Up, count: int) -> list[tuple[str, str]]:
+    """``count`` bound (user, profile) pairs nobody streams now, from fresh test data."""
+    with httpx.Client(base_url=up.gateway, timeout=60) as http:
+        r = http.post(
+            "/main/testdata", params={"users": count, "profiles": count, "shared_users": 0}
+        )
+        assert r.status_code == 201, r.text
+        pairs = []
+        for profile in http.get("/main/profiles", params={"limit": 5000}).json():
+            user = profile["users"][0] if profile["users"] else None
+            if user and profile["id"] not in http.get(f"/main/login/{user}").json():
+                pairs.append((user, profile["id"]))
+    assert len(pairs) >= count
+    return pairs[-count:]
+
+
+class Watcher:
+    """One SSE client through the entry point; its events in a queue, fed in the background."""
+
+    def __init__(self, up: Up, pair: tuple[str, str], session: str) -> None:
+        self.url = f"{up.gateway}/stream/{pair[0]}/{pair[1]}?session={session}"
+        self.events: asyncio.Queue[SseMessage] = asyncio.Queue()
+        self.status = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self, http: httpx.AsyncClient, tries: int = 40) -> dict[str, object]:
+        """Connect (again on 502/503 while the entry point finds a live instance); the hello."""
+        for _ in range(tries):
+            opened: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self.events = asyncio.Queue()
+            self.task = asyncio.create_task(self._read(http, opened))
+            self.status = await opened
+            if self.status == 200:
+                return await self.next("hello")
+            assert self.status in (502, 503), self.status
+            await asyncio.sleep(0.25)
+        pytest.fail(f"{self.url} answered {self.status} {tries} times")
+
+    async def _read(self, http: httpx.AsyncClient, opened: asyncio.Future[int]) -> None:
+        try:
+            async with http.stream("GET", self.url) as response:
+                opened.set_result(response.status_code)
+                if response.status_code != 200:
+                    return
+                parser = SseParser()
+                async for chunk in response.aiter_raw():
+                    for msg in parser.feed(chunk):
+                        self.events.put_nowait(msg)
+        except Exception as exc:  # a failed connect fails open(); a dropped stream, next()
+            if not opened.done():
+                opened.set_exception(exc)
+
+    async def next(self, kind: str, timeout: float = 10) -> dict[str, object]:
+        async with asyncio.timeout(timeout):
+            while (msg := await self.events.get()).event != kind:
+                pass
+        assert msg.event != "reconnect" or msg.retry is not None
+        return msgspec.json.decode(msg.data)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_sigterm_drains_an_instance_clients_resume_elsewhere_and_it_comes_back(
+    up: Up,
+) -> None:
+    """SIGTERM a stream instance under live clients: they get `reconnect`, resume on the other
+    instance with the same session and a token not lower, and `up` starts the drained one
+    again on its port; the lock history verifies."""
+    pairs = free_pairs(up, 6)
+    mark = len(up.output)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as http:
+        watchers = [Watcher(up, p, f"session-drain-{i}") for i, p in enumerate(pairs)]
+        hellos = [await w.open(http) for w in watchers]
+        victim = str(hellos[0]["instance"])
+        on_victim = [
+            (w, h) for w, h in zip(watchers, hellos, strict=True) if h["instance"] == victim
+        ]
+        old_pid = up.pid(victim)
+        os.kill(old_pid, signal.SIGTERM)
+        for w, before in on_victim:
+            await w.next("reconnect", timeout=5)
+            await w.close()
+            after = await w.open(http)
+            assert after["instance"] != victim
+            assert after["session"] == before["session"]
+            assert after["token"] >= before["token"]  # type: ignore[operator]
+            await w.next("data")
+        exited = await asyncio.to_thread(up.wait_for, rf"{victim} exited \((.*?)\)", 30, mark)
+        assert exited.group(1) == "signal SIGTERM"  # a finished drain re-raises its signal
+        back = await asyncio.to_thread(up.wait_for, rf"{victim} is back \(pid (\d+)\)", 60, mark)
+        assert int(back.group(1)) != old_pid
+        port = up.ports["STREAM_PORT"] + (0 if victim == "stream-0" else 1)
+        ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 200, ready.text
+        for w in watchers:
+            await w.close()
+    assert replay.run(["--redis-url", up.redis_url, "--verify"]) == 0
+
+
+def command_ids(client: redis.Redis) -> set[str]:
+    """The request ids of every lock command published (inside FastStream's envelope)."""
+    ids = set()
+    for _, fields in client.xrange("kubescaler:lock:commands"):
+        found = re.search(rb'"request_id":"([^"]+)"', fields[b"__data__"])
+        assert found, fields
+        ids.add(found.group(1).decode())
+    return ids
+
+
+async def test_sigkill_of_the_lock_keeper_is_503_then_every_command_is_answered(
+    up: Up,
+) -> None:
+    """SIGKILL the lock-keeper while clients race for pairs: they get 503 naming it (never a
+    hang or a dropped connection); `up` restarts it; every command published is answered
+    (expired or applied, none left pending) and the lock history verifies."""
+    pairs = free_pairs(up, 4)
+    mark = len(up.output)
+    seen: list[tuple[float, int, str]] = []
+    racing = True
+
+    async def racer(http: httpx.AsyncClient, i: int) -> None:
+        user, profile = pairs[i % len(pairs)]
+        url = f"{up.gateway}/stream/{user}/{profile}?session=session-race-{i}"
+        while racing:
+            started = time.monotonic()
+            try:
+                async with http.stream("GET", url) as response:
+                    body = b""
+                    async for chunk in response.aiter_raw():  # the hello, or a refusal's body
+                        body += chunk
+                        if response.status_code != 200 or b"event: hello" in body:
+                            break
+            except httpx.HTTPError as exc:  # a dropped connection, or a hang past 10 s
+                seen.append((time.monotonic() - started, 0, repr(exc)))
+                continue
+            dependency = ""
+            if response.status_code == 503:
+                dependency = msgspec.json.decode(body).get("dependency", "")
+            seen.append((time.monotonic() - started, response.status_code, dependency))
+            await asyncio.sleep(0.1)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10)) as http:
+        racers = [asyncio.create_task(racer(http, i)) for i in range(12)]
+        await asyncio.sleep(2)
+        os.kill(up.pid("lock-keeper-0"), signal.SIGKILL)
+        try:  # waited for in a thread: the racers go on meanwhile
+            exited = r"lock-keeper-0 exited \(signal SIGKILL\)"
+            await asyncio.to_thread(up.wait_for, exited, 10, mark)
+            await asyncio.to_thread(up.wait_for, r"lock-keeper-0 is back \(pid \d+\)", 60, mark)
+            await asyncio.sleep(3)
+        finally:
+            racing = False
+            await asyncio.gather(*racers)
+    statuses = {status for _, status, _ in seen}
+    assert statuses <= {200, 409, 503}, seen
+    assert 200 in statuses
+    assert {dep for _, status, dep in seen if status == 503} == {"lock-keeper"}
+    assert max(took for took, _, _ in seen) < 5  # the 2 s request timeout, and some slack
+    client = redis.Redis.from_url(up.redis_url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # answered = logged (applied or expired) and acked
+            pending = client.xpending("kubescaler:lock:commands", "lock-keeper")["pending"]
+            published = command_ids(client)
+            logged = {
+                record_from_fields(fields).request_id
+                for _, fields in client.xrange("kubescaler:lock:log")
+            }
+            if not pending and published <= logged:
+                break
+            assert time.monotonic() < deadline, (pending, published - logged)
+            await asyncio.sleep(0.5)
+    finally:
+        client.close()
+    assert len(published) > len(seen) // 2  # the racers' acquires went through the event path
+    assert replay.run(["--redis-url", up.redis_url, "--verify"]) == 0
+
+
+def test_a_process_that_keeps_failing_at_start_up_is_reported_and_the_rest_runs(
+    up: Up,
+) -> None:
+    """stream-1's port taken while it is down: `up` reports it failing at start-up with its
+    log, streams go on through stream-0, and stream-1 comes back once the port is free."""
+    mark = len(up.output)
+    port = up.ports["STREAM_PORT"] + 1
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        os.kill(up.pid("stream-1"), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while True:  # take the port the moment the killed process lets it go
+            try:
+                blocker.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        blocker.listen()
+        report = up.wait_for(r"stream-1 keeps failing at start-up.*", timeout=90, after=mark)
+        assert "the rest keeps running" in report.group(0)
+        assert "exit status" in report.group(0)
+        assert re.search(
+            r"address already in use|Errno 98", up.text[up.text.index(report.group(0)) :]
+        )
+        user, profile = free_pairs(up, 1)[0]
+        path = f"{up.gateway}/stream/{user}/{profile}?session=session-rest-1"
+        with httpx.stream("GET", path, timeout=30) as r:
+            assert r.status_code == 200
+            assert b"stream-0" in next(r.iter_raw())
+    finally:
+        blocker.close()
+    up.wait_for(r"stream-1 is back \(pid \d+\)", timeout=90, after=mark)
+
+
 def test_ctrl_c_stops_everything(up: Up) -> None:
-    """SIGINT stops every process the runner started: no port stays open."""
+    """SIGINT stops every process the runner started (restarted ones too): no port stays open."""
     up.proc.send_signal(signal.SIGINT)
-    rest, _ = up.proc.communicate(timeout=120)
-    assert up.proc.returncode == 0, rest
-    assert "kubescaler: stopped." in rest
-    still_open = [p for p in up.ports if port_open(p)]
+    assert up.proc.wait(timeout=180) == 0, up.text
+    up.reader.join(10)
+    assert "kubescaler: stopped." in up.text
+    still_open = [p for p in up.ports.values() if port_open(p)]
     assert still_open == []

@@ -45,13 +45,24 @@ class Proc:
         self.env = env
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None  # time.monotonic() of the last start
 
     @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the last started process ended (negative: killed by that signal); None: not."""
+        return None if self.popen is None else self.popen.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.popen is None else self.popen.pid
+
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
                 self.argv,

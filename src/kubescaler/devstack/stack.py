@@ -1,14 +1,19 @@
-"""`kubescaler up`: the whole system on 127.0.0.1, started in dependency order.
+"""`kubescaler up`: the whole system on 127.0.0.1, started in dependency order, kept running.
 
 Redis and Cassandra keep their data under ``.local/`` (git-ignored), so it survives a restart.
 Every process is awaited on its readiness before the next one that needs it starts, as the
-Kubernetes manifests do with probes; Ctrl-C (or SIGTERM) stops them in reverse order.
+Kubernetes manifests do with probes. Once all are up, a process that exits is started again on
+its port with a back-off (``devstack/supervisor.py``), as Kubernetes restarts a container; a
+process that does not come up at the first start stops ``up`` (a broken setup, nothing to keep
+running yet). Ctrl-C (or SIGTERM) stops them all in reverse order.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +22,7 @@ from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.proc import Proc, StartError, port_open
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service
+from kubescaler.devstack.supervisor import Backoff, Supervised, Supervisor
 from kubescaler.settings import Settings
 
 
@@ -78,12 +84,14 @@ class Stack:
             [f"127.0.0.1:{svc.port}" for svc in self.streams],
         )
         self.started: list[Proc] = []
+        self.readiness: dict[str, tuple[Callable[[], bool], float]] = {}
 
-    def _start(self, proc: Proc, ready: object) -> None:
-        print(f"  starting {proc.name} ...", flush=True)
+    def _start(self, proc: Proc, ready: Callable[[], bool], timeout: float = 120) -> None:
         proc.start()
+        print(f"  starting {proc.name} (pid {proc.pid}) ...", flush=True)
         self.started.append(proc)
-        proc.wait_until(ready, timeout=240)  # type: ignore[arg-type]
+        self.readiness[proc.name] = (ready, timeout)
+        proc.wait_until(ready, timeout=timeout)
 
     def start(self, backing_only: bool = False) -> None:
         """Start everything (or only Redis and Cassandra), or stop what started and raise."""
@@ -97,7 +105,7 @@ class Stack:
         try:
             for server in self.redis:
                 self._start(server, server.ping)
-            self._start(self.cassandra, self.cassandra.ready)
+            self._start(self.cassandra, self.cassandra.ready, timeout=240)
             if backing_only:
                 return
             self._start(self.base, self.base.ready)
@@ -110,6 +118,26 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def supervisor(self, backoff: Backoff | None = None) -> Supervisor:
+        """Restarts for every started process, each line printed with a ``kubescaler:`` prefix."""
+        now = time.monotonic()
+
+        def say(line: str) -> None:
+            print(f"kubescaler: {line}", flush=True)
+
+        return Supervisor(
+            [
+                Supervised(
+                    proc,
+                    *self.readiness[proc.name],
+                    proc.started_at or now,  # its run so far counts toward a stable one
+                    backoff or Backoff(),
+                    say,
+                )
+                for proc in self.started
+            ]
+        )
 
     def stop(self) -> None:
         while self.started:
@@ -161,13 +189,11 @@ def run(settings: Settings, streams: int, keepers: int = 1, backing_only: bool =
     print("\nkubescaler is up:")
     for name, url in stack.urls().items():
         print(f"  {name:<{width}}  {url}")
-    print("\nCtrl-C stops it.", flush=True)
+    print("\nCtrl-C stops it. A process that exits is started again.", flush=True)
+    supervisor = stack.supervisor()
     try:
-        while not stop.wait(1.0):
-            for proc in stack.started:
-                if not proc.running:
-                    print(f"kubescaler: {proc.name} exited; see {proc.log}", flush=True)
-                    stop.set()
+        while not stop.wait(0.25):
+            supervisor.tick(time.monotonic())
     except KeyboardInterrupt:
         pass
     print("\nkubescaler: stopping (each process gets up to a minute) ...", flush=True)
