@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ControllerRouterHandler, LifespanHook
 
 from kubescaler.domain.errors import KubescalerError
+from kubescaler.entrypoints.request_checks import JsonRequest, check_request
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def create_service_app(
     lifespan: Sequence[Any] = (),
     on_startup: Sequence[LifespanHook] = (),
 ) -> Litestar:
-    """A Litestar app with the house conventions: errors, health, metrics, body limit."""
+    """A Litestar app with the house conventions: errors, health, metrics, body limit, and the
+    request checks (JSON bodies only, integers that are integers, bounded nesting)."""
     prometheus = PrometheusConfig(
         app_name=name,
         prefix="kubescaler_http",
@@ -153,6 +155,8 @@ def create_service_app(
         lifespan=list(lifespan),
         on_startup=list(on_startup),
         request_max_body_size=settings.max_body_bytes,
+        request_class=JsonRequest,
+        before_request=check_request,
         dependencies={key: _constant(value) for key, value in (dependencies or {}).items()},
         state=State({"settings": settings}),
         debug=False,
