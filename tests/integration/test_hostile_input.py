@@ -6,6 +6,7 @@ so a route added later is covered without touching this file.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from kubescaler.adapters.cassandra import CassandraRepository
+from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.services import Service
+from kubescaler.domain.models import MAX_PROFILE_USERS, User
+from kubescaler.settings import CassandraSettings
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +203,57 @@ def test_a_bodyless_request_to_a_json_route_is_a_400_saying_the_body_is_missing(
     r = base.post("/users")
     assert r.status_code == 400, r.text
     assert "data" in r.json()["error"]
+
+
+def test_a_user_set_over_the_cap_is_refused_at_once(base: httpx.Client) -> None:
+    """20,000 unknown users: a 400 naming the cap before any lookup (it took 7.6 s)."""
+    users = [str(uuid.uuid4()) for _ in range(2 * MAX_PROFILE_USERS)]
+    for method, path in (("POST", "/profiles"), ("PUT", f"/profiles/{uuid.uuid4()}")):
+        started = time.monotonic()
+        r = base.request(method, path, json={"users": users})
+        assert time.monotonic() - started < 2.0
+        assert r.status_code == 400, r.text
+        assert f"length <= {MAX_PROFILE_USERS}" in r.json()["error"], r.json()
+    r = base.post("/bulk", json={"profiles": [{"id": str(uuid.uuid4()), "users": users}]})
+    assert r.status_code == 400, r.text
+    assert f"length <= {MAX_PROFILE_USERS}" in r.json()["error"]
+    _nothing_written(base)
+
+
+def test_a_full_user_set_of_unknown_users_is_one_clear_400(base: httpx.Client) -> None:
+    """At the cap, every unknown user is listed in the body and a few in the message."""
+    known = base.post("/users", json={"name": "known"}).json()["id"]
+    unknown = [str(uuid.uuid4()) for _ in range(MAX_PROFILE_USERS - 1)]
+    r = base.post("/profiles", json={"users": [known, *unknown]})
+    assert r.status_code == 400, r.text[:300]
+    body = r.json()
+    assert sorted(body["unknown_users"]) == sorted(unknown)
+    assert f"(and {len(unknown) - 10} more)" in body["error"]
+    assert len(body["error"]) < 600
+    assert base.get("/profiles").json()["items"] == []
+
+
+async def test_users_exist_asks_cassandra_in_batches(cassandra_node: CassandraNode) -> None:
+    """Checking 10,000 ids is about 100 IN queries against Cassandra, not 10,000 lookups."""
+    repo = CassandraRepository(
+        CassandraSettings(port=cassandra_node.native_port, keyspace="kubescaler_test")
+    )
+    await repo.connect()
+    try:
+        real = [User(id=uuid.uuid4(), name=f"real-{i}") for i in range(250)]
+        await repo.insert_many(real, [])
+        asked = [u.id for u in real] + [uuid.uuid4() for _ in range(MAX_PROFILE_USERS - 250)]
+        queries: list[str] = []
+        run = repo._run
+
+        async def counting(name: str, params: Any, **kwargs: Any) -> Any:
+            queries.append(name)
+            return await run(name, params, **kwargs)
+
+        repo._run = counting  # type: ignore[method-assign]
+        found = await repo.users_exist(asked)
+        assert found == {u.id for u in real}
+        assert queries == ["users_in"] * (MAX_PROFILE_USERS // 100)
+    finally:
+        await repo.drop_all()
+        await repo.close()

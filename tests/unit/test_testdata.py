@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from kubescaler.domain.errors import InvalidInput
-from kubescaler.domain.models import Profile, TestDataRequest
+from kubescaler.domain.models import MAX_PROFILE_USERS, Bulk, Profile, TestDataRequest
 from kubescaler.domain.testdata import chunks, generate, suggested
 
 
@@ -57,8 +57,47 @@ def test_suggested_lists_users_with_two_or_more_profiles_and_their_profiles() ->
     assert [(s.id, s.profiles) for s in got] == [(a, [p1, p2, p3]), (b, [p1, p3])]
 
 
-def test_chunks_cover_every_row_once_users_first() -> None:
+def test_chunks_cover_every_row_once_users_first_within_the_id_budget() -> None:
+    """Bodies hold at most `size` ids (a profile counts 1 + its users); users go first."""
     bulk = generate(TestDataRequest(users=25, profiles=7, shared_users=2), random.Random(1))
     parts = chunks(bulk, 10)
-    assert [len(p.users) for p in parts] == [10, 10, 5, 0]
-    assert [len(p.profiles) for p in parts] == [0, 0, 0, 7]
+    assert [len(p.users) for p in parts[:3]] == [10, 10, 5]
+    assert all(not p.profiles for p in parts[:3])
+    assert all(not p.users for p in parts[3:])
+    assert [q for p in parts for q in p.profiles] == bulk.profiles
+    for part in parts:
+        assert len(part.users) + sum(1 + len(q.users) for q in part.profiles) <= 10
+
+
+def test_a_profile_larger_than_the_budget_travels_alone() -> None:
+    big = Profile(id=uuid.UUID(int=1), users=[uuid.UUID(int=i) for i in range(50)])
+    small = Profile(id=uuid.UUID(int=2), users=[])
+    parts = chunks(Bulk(profiles=[small, big, small]), 10)
+    assert [p.profiles for p in parts] == [[small], [big], [small]]
+
+
+def test_shared_users_are_spread_evenly_over_the_profiles() -> None:
+    """Every profile gets as many shared users as any other, give or take one."""
+    req = TestDataRequest(
+        users=1000, profiles=7, users_per_profile=1, shared_users=1000, profiles_per_shared_user=3
+    )
+    sizes = [len(p.users) for p in generate(req, random.Random(3)).profiles]
+    assert max(sizes) - min(sizes) <= 1
+    assert sum(sizes) == 3000
+
+
+def test_profiles_over_the_user_cap_are_refused_up_front() -> None:
+    """Test data never asks base for a profile over MAX_PROFILE_USERS: a clear 400 instead."""
+    req = TestDataRequest(
+        users=100_000, profiles=2, shared_users=100_000, profiles_per_shared_user=2
+    )
+    with pytest.raises(InvalidInput, match=f"cap of {MAX_PROFILE_USERS}"):
+        generate(req)
+    fits = TestDataRequest(
+        users=MAX_PROFILE_USERS,
+        profiles=2,
+        users_per_profile=1,
+        shared_users=MAX_PROFILE_USERS - 1,
+        profiles_per_shared_user=2,
+    )
+    assert max(len(p.users) for p in generate(fits).profiles) == MAX_PROFILE_USERS

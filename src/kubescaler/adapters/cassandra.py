@@ -58,6 +58,11 @@ def schema(keyspace: str, replication_factor: int) -> list[str]:
 
 _TAG = 16
 
+#: Ids per ``IN`` query when checking that users exist: large enough that 10,000 ids are 100
+#: queries, small enough that one query touches a bounded number of partitions.
+IN_BATCH = 100
+IN_CONCURRENCY = 8
+
 
 def encode_token(key: bytes, query: str, paging_state: bytes | None) -> str | None:
     """An opaque page token: the driver's paging state behind a keyed tag.
@@ -211,10 +216,17 @@ class CassandraRepository:
         return User(id=row.id, name=row.name)
 
     async def users_exist(self, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of ``user_ids`` exist (one query per id, concurrently)."""
-        ids = list(set(user_ids))
-        results = await asyncio.gather(*(self._run("user", (u,)) for u in ids))
-        return {u for u, rs in zip(ids, results, strict=True) if rs.one() is not None}
+        """Which of ``user_ids`` exist: one ``IN`` query per batch of ids, a few at a time."""
+        ids = sorted(set(user_ids))
+        batches = [ids[i : i + IN_BATCH] for i in range(0, len(ids), IN_BATCH)]
+        sem = asyncio.Semaphore(IN_CONCURRENCY)
+
+        async def found(batch: list[uuid.UUID]) -> list[uuid.UUID]:
+            async with sem:
+                rs = await self._run("users_in", (batch,), fetch_size=len(batch))
+                return [row.id for row in rs.current_rows]
+
+        return {u for rows in await asyncio.gather(*map(found, batches)) for u in rows}
 
     async def create_user(self, user: User) -> bool:
         """Insert unless the id exists; False when it does."""
@@ -322,6 +334,7 @@ _CQL = {
     "ping": "SELECT release_version FROM system.local",
     "users": "SELECT id, name FROM {ks}.user",
     "user": "SELECT id, name FROM {ks}.user WHERE id = ?",
+    "users_in": "SELECT id FROM {ks}.user WHERE id IN ?",
     "user_insert": "INSERT INTO {ks}.user (id, name) VALUES (?, ?)",
     "user_insert_new": "INSERT INTO {ks}.user (id, name) VALUES (?, ?) IF NOT EXISTS",
     "user_update": "UPDATE {ks}.user SET name = ? WHERE id = ? IF EXISTS",

@@ -9,6 +9,18 @@ import msgspec
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
+#: Most user ids one profile may hold, and so one request may name for a profile: base checks
+#: every named user exists, and a set this size is still a small Cassandra cell (about 160 KB).
+MAX_PROFILE_USERS = 10_000
+
+ProfileUsers = Annotated[
+    list[uuid.UUID],
+    msgspec.Meta(
+        max_length=MAX_PROFILE_USERS,
+        description=f"user ids bound to the profile (at most {MAX_PROFILE_USERS})",
+    ),
+]
+
 
 class Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base of every API body: unknown fields are an error, not silently dropped."""
@@ -21,7 +33,7 @@ class User(Model):
 
 class Profile(Model):
     id: uuid.UUID
-    users: list[uuid.UUID]
+    users: ProfileUsers
 
 
 class UserIn(Model):
@@ -32,7 +44,7 @@ class UserIn(Model):
 
 
 class ProfileIn(Model):
-    users: list[uuid.UUID] = msgspec.field(default_factory=list)
+    users: ProfileUsers = msgspec.field(default_factory=list)
     id: uuid.UUID | None = None
 
 

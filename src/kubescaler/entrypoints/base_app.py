@@ -36,13 +36,16 @@ Repo = CassandraRepository
 Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
 PageToken = Annotated[str | None, Parameter(query="page", description="token from `next`")]
 ADMIN = [admin_guard]
+SHOWN = 10  # unknown user ids named in an error message; the body lists them all
 
 
 async def _check_users(repo: Repo, users: list[uuid.UUID]) -> None:
     missing = sorted(map(str, set(users) - await repo.users_exist(users)))
     if missing:
+        more = f" (and {len(missing) - SHOWN} more)" if len(missing) > SHOWN else ""
         raise InvalidInput(
-            "profile names unknown users: " + ", ".join(missing), unknown_users=missing
+            f"profile names unknown users: {', '.join(missing[:SHOWN])}{more}",
+            unknown_users=missing,
         )
 
 
