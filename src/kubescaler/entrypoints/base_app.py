@@ -27,6 +27,8 @@ from kubescaler.domain.models import (
     UserPage,
     parse_uuid,
 )
+from kubescaler.entrypoints.error_docs import errors
+from kubescaler.entrypoints.params import ProfileId, UserId
 from kubescaler.entrypoints.web import admin_guard, create_service_app
 from kubescaler.settings import Settings
 
@@ -37,6 +39,13 @@ Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
 PageToken = Annotated[str | None, Parameter(query="page", description="token from `next`")]
 ADMIN = [admin_guard]
 SHOWN = 10  # unknown user ids named in an error message; the body lists them all
+#: What each kind of route can answer besides success (the OpenAPI lists exactly these).
+LIST = errors(400, 503)
+READ = errors(400, 404, 503)
+CREATE = errors(400, 401, 409, 413, 415, 503)
+UPDATE = errors(400, 401, 404, 413, 415, 503)
+REMOVE = errors(400, 401, 404, 503)
+BULK = errors(400, 401, 413, 415, 503)
 
 
 async def _check_users(repo: Repo, users: list[uuid.UUID]) -> None:
@@ -57,13 +66,13 @@ def _same_id(path_id: uuid.UUID, body_id: uuid.UUID | None) -> None:
 # -- users -----------------------------------------------------------------------------------
 
 
-@get("/users")
+@get("/users", responses=LIST)
 async def list_users(repo: Repo, limit: Limit = 500, page: PageToken = None) -> UserPage:
     items, nxt = await repo.list_users(limit, page)
     return UserPage(items=items, next=nxt)
 
 
-@post("/users", guards=ADMIN)
+@post("/users", guards=ADMIN, responses=CREATE)
 async def create_user(repo: Repo, data: UserIn) -> User:
     user = User(id=data.id or uuid.uuid4(), name=data.name)
     if not await repo.create_user(user):
@@ -71,13 +80,13 @@ async def create_user(repo: Repo, data: UserIn) -> User:
     return user
 
 
-@get("/users/{user_id:str}")
-async def get_user(repo: Repo, user_id: str) -> User:
+@get("/users/{user_id:str}", responses=READ)
+async def get_user(repo: Repo, user_id: UserId) -> User:
     return await repo.get_user(parse_uuid(user_id, "user id"))
 
 
-@put("/users/{user_id:str}", guards=ADMIN)
-async def update_user(repo: Repo, user_id: str, data: UserIn) -> User:
+@put("/users/{user_id:str}", guards=ADMIN, responses=UPDATE)
+async def update_user(repo: Repo, user_id: UserId, data: UserIn) -> User:
     ident = parse_uuid(user_id, "user id")
     _same_id(ident, data.id)
     user = User(id=ident, name=data.name)
@@ -85,14 +94,14 @@ async def update_user(repo: Repo, user_id: str, data: UserIn) -> User:
     return user
 
 
-@delete("/users/{user_id:str}", guards=ADMIN)
-async def delete_user(repo: Repo, user_id: str) -> None:
+@delete("/users/{user_id:str}", guards=ADMIN, responses=REMOVE)
+async def delete_user(repo: Repo, user_id: UserId) -> None:
     """Delete the user and unbind it from its profiles, in one logged batch."""
     await repo.delete_user(parse_uuid(user_id, "user id"))
 
 
-@get("/users/{user_id:str}/profiles")
-async def profiles_of_user(repo: Repo, user_id: str) -> list[Profile]:
+@get("/users/{user_id:str}/profiles", responses=READ)
+async def profiles_of_user(repo: Repo, user_id: UserId) -> list[Profile]:
     """Every profile the user is bound to: one query through the SAI index."""
     ident = parse_uuid(user_id, "user id")
     profiles = [p async for p in repo.profiles_of_user(ident)]
@@ -101,8 +110,8 @@ async def profiles_of_user(repo: Repo, user_id: str) -> list[Profile]:
     return profiles
 
 
-@get("/users/{user_id:str}/profiles/{profile_id:str}")
-async def binding(repo: Repo, user_id: str, profile_id: str) -> Binding:
+@get("/users/{user_id:str}/profiles/{profile_id:str}", responses=READ)
+async def binding(repo: Repo, user_id: UserId, profile_id: ProfileId) -> Binding:
     """Whether the user is bound to the profile; 404 when either is unknown."""
     uid, pid = parse_uuid(user_id, "user id"), parse_uuid(profile_id, "profile id")
     return Binding(user_id=uid, profile_id=pid, bound=await repo.is_bound(uid, pid))
@@ -111,13 +120,13 @@ async def binding(repo: Repo, user_id: str, profile_id: str) -> Binding:
 # -- profiles --------------------------------------------------------------------------------
 
 
-@get("/profiles")
+@get("/profiles", responses=LIST)
 async def list_profiles(repo: Repo, limit: Limit = 500, page: PageToken = None) -> ProfilePage:
     items, nxt = await repo.list_profiles(limit, page)
     return ProfilePage(items=items, next=nxt)
 
 
-@post("/profiles", guards=ADMIN)
+@post("/profiles", guards=ADMIN, responses=CREATE)
 async def create_profile(repo: Repo, data: ProfileIn) -> Profile:
     profile = Profile(id=data.id or uuid.uuid4(), users=sorted(set(data.users)))
     await _check_users(repo, profile.users)
@@ -126,13 +135,13 @@ async def create_profile(repo: Repo, data: ProfileIn) -> Profile:
     return profile
 
 
-@get("/profiles/{profile_id:str}")
-async def get_profile(repo: Repo, profile_id: str) -> Profile:
+@get("/profiles/{profile_id:str}", responses=READ)
+async def get_profile(repo: Repo, profile_id: ProfileId) -> Profile:
     return await repo.get_profile(parse_uuid(profile_id, "profile id"))
 
 
-@put("/profiles/{profile_id:str}", guards=ADMIN)
-async def update_profile(repo: Repo, profile_id: str, data: ProfileIn) -> Profile:
+@put("/profiles/{profile_id:str}", guards=ADMIN, responses=UPDATE)
+async def update_profile(repo: Repo, profile_id: ProfileId, data: ProfileIn) -> Profile:
     ident = parse_uuid(profile_id, "profile id")
     _same_id(ident, data.id)
     profile = Profile(id=ident, users=sorted(set(data.users)))
@@ -141,29 +150,29 @@ async def update_profile(repo: Repo, profile_id: str, data: ProfileIn) -> Profil
     return profile
 
 
-@delete("/profiles/{profile_id:str}", guards=ADMIN)
-async def delete_profile(repo: Repo, profile_id: str) -> None:
+@delete("/profiles/{profile_id:str}", guards=ADMIN, responses=REMOVE)
+async def delete_profile(repo: Repo, profile_id: ProfileId) -> None:
     await repo.delete_profile(parse_uuid(profile_id, "profile id"))
 
 
 # -- bulk (test data) ------------------------------------------------------------------------
 
 
-@post("/bulk", guards=ADMIN)
+@post("/bulk", guards=ADMIN, responses=BULK)
 async def bulk_insert(repo: Repo, data: Bulk) -> Counts:
     """Insert fresh users and profiles without per-row checks (main's test data)."""
     await repo.insert_many(data.users, data.profiles)
     return Counts(users=len(data.users), profiles=len(data.profiles))
 
 
-@post("/bulk/delete", guards=ADMIN, status_code=200)
+@post("/bulk/delete", guards=ADMIN, status_code=200, responses=BULK)
 async def bulk_delete(repo: Repo, data: BulkIds) -> Counts:
     """Delete the named rows (main undoing a test-data run that failed part-way)."""
     await repo.delete_many(data.users, data.profiles)
     return Counts(users=len(data.users), profiles=len(data.profiles))
 
 
-@delete("/data", guards=ADMIN)
+@delete("/data", guards=ADMIN, responses=errors(401, 503))
 async def drop_all(repo: Repo) -> None:
     """Drop every user and every profile."""
     await repo.drop_all()

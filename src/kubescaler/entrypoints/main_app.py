@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from kubescaler.adapters import redis_client
@@ -20,6 +21,8 @@ from kubescaler.domain.models import (
     User,
     parse_uuid,
 )
+from kubescaler.entrypoints.error_docs import errors
+from kubescaler.entrypoints.params import UserId
 from kubescaler.entrypoints.web import admin_guard, create_service_app
 from kubescaler.services import live, testdata
 from kubescaler.settings import Settings
@@ -27,6 +30,16 @@ from kubescaler.settings import Settings
 Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
 PageToken = Annotated[str | None, Parameter(query="page", description="X-Next-Page of the last")]
 NEXT_PAGE = "X-Next-Page"
+PAGE_ERRORS = errors(400, 503)
+PAGE_HEADERS = [
+    ResponseHeader(
+        name=NEXT_PAGE,
+        description="token of the next page (for `?page=`); absent on the last page",
+        documentation_only=True,
+        value="",  # documents the header as a string
+        required=False,
+    )
+]
 T = TypeVar("T")
 
 
@@ -34,7 +47,7 @@ def _paged(items: list[T], nxt: str | None) -> Response[list[T]]:
     return Response(items, headers={NEXT_PAGE: nxt} if nxt else {})
 
 
-@get("/users")
+@get("/users", responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
 async def users(
     base: BaseClient, limit: Limit = 1000, page: PageToken = None
 ) -> Response[list[User]]:
@@ -43,7 +56,7 @@ async def users(
     return _paged(got.items, got.next)
 
 
-@get("/profiles")
+@get("/profiles", responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
 async def profiles(
     base: BaseClient, limit: Limit = 1000, page: PageToken = None
 ) -> Response[list[Profile]]:
@@ -52,20 +65,20 @@ async def profiles(
     return _paged(got.items, got.next)
 
 
-@get("/suggested")
+@get("/suggested", responses=errors(503))
 async def suggested(base: BaseClient) -> list[SuggestedUser]:
     """Users bound to two or more profiles, computed from the data (same on every replica)."""
     return await live.suggested(base)
 
 
-@get("/login/{user_id:str}")
-async def login(base: BaseClient, redis: aioredis.Redis, user_id: str) -> list[str]:
+@get("/login/{user_id:str}", responses=errors(400, 404, 503))
+async def login(base: BaseClient, redis: aioredis.Redis, user_id: UserId) -> list[str]:
     """The user's profiles that are live now: base's profiles filtered by the lock state."""
     ids = await live.launched(base, redis, parse_uuid(user_id, "user id"))
     return [str(i) for i in ids]
 
 
-@post("/testdata", guards=[admin_guard], status_code=201)
+@post("/testdata", guards=[admin_guard], status_code=201, responses=errors(400, 401, 503))
 async def create_testdata(
     base: BaseClient,
     users: Annotated[int, Parameter(ge=0, le=100_000)] = 100,
@@ -85,7 +98,7 @@ async def create_testdata(
     return await testdata.create(base, req)
 
 
-@delete("/testdata", guards=[admin_guard])
+@delete("/testdata", guards=[admin_guard], responses=errors(401, 503))
 async def drop_testdata(base: BaseClient) -> None:
     """Drop every user and profile."""
     await testdata.drop(base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib.metadata import version
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, get
@@ -13,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ControllerRouterHandler, LifespanHook
@@ -123,6 +125,12 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
         )
 
 
+class MetricsController(PrometheusController):
+    """``/metrics`` in Prometheus' text format; kept out of the OpenAPI, like the probes."""
+
+    include_in_schema = False
+
+
 def _constant(value: Any) -> Provide:
     def provide() -> Any:
         return value
@@ -149,7 +157,7 @@ def create_service_app(
         exclude=["/metrics", "/healthz", "/readyz"],
     )
     return Litestar(
-        route_handlers=[*handlers, *health_handlers(checks), PrometheusController],
+        route_handlers=[*handlers, *health_handlers(checks), MetricsController],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[prometheus.middleware],
         lifespan=list(lifespan),
@@ -157,6 +165,7 @@ def create_service_app(
         request_max_body_size=settings.max_body_bytes,
         request_class=JsonRequest,
         before_request=check_request,
+        openapi_config=OpenAPIConfig(title=f"kubescaler {name}", version=version("kubescaler")),
         dependencies={key: _constant(value) for key, value in (dependencies or {}).items()},
         state=State({"settings": settings}),
         debug=False,
