@@ -115,7 +115,10 @@ def test_deeply_nested_json_is_400_at_any_depth_without_a_traceback(
             r = base.request(method, path, content=body.encode(), headers=JSON)
             assert r.status_code == 400, (method, path, body[:20], r.text[:300])
             assert r.json()["status"] == 400
-            assert "nested too deeply" in r.json()["error"], r.json()
+            # 1,000 passes Python 3.11's recursion limit, which msgspec obeys; a Python that
+            # allows deeper may answer with the body's type error first, still a 400
+            if depth == 100_000:
+                assert "nested too deeply" in r.json()["error"], r.json()
     logged = watch.new()
     assert "Traceback" not in logged
     assert "RecursionError" not in logged
