@@ -23,6 +23,10 @@ test: setup lint typecheck web
     cd frontend && npm test
     uv run --frozen pytest
 
+# the local Kubernetes cluster: up (build, start, deploy kubescaler), down, status, apply, build
+cluster *ARGS: setup
+    uv run --frozen kubescaler cluster {{ARGS}}
+
 # bounded headless load test of the local system (starts it if it is not up), then replay --verify
 loadtest *ARGS: setup
     uv run --frozen python loadtest/run.py {{ARGS}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -69,6 +70,52 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print("kubescaler up: --streams and --keepers must be at least 1", file=sys.stderr)
         return 2
     return stack.run(settings, args.streams, args.keepers, backing_only=args.backing_only)
+
+
+def _print_status(report: dict[str, object]) -> None:
+    for key, value in report.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for name, what in value.items():
+                print(f"  {name:<24} {what}")
+        elif isinstance(value, str) and "\n" in value:
+            print(f"{key}:\n{value}")
+        else:
+            print(f"{key}: {value}")
+
+
+def _cmd_cluster(args: argparse.Namespace, _: Settings) -> int:
+    try:
+        from kubescaler.devstack.cluster import stack
+        from kubescaler.devstack.cluster.progress import ClusterError
+    except ImportError:  # the runtime image does not ship the local tooling
+        print("kubescaler cluster: the local tooling is not installed here", file=sys.stderr)
+        return 2
+    cluster = stack.Cluster()
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # stop what it runs, as Ctrl-C does
+    try:
+        if args.action == "up":
+            cluster.up(app=not args.no_app)
+        elif args.action == "apply":
+            cluster.apply()
+        elif args.action == "build":
+            stack.check_prerequisites()
+            cluster.build()
+        elif args.action == "down":
+            return 1 if cluster.down() else 0
+        else:
+            _print_status(cluster.status())
+            return 0 if cluster.running() else 3
+    except ClusterError as exc:
+        print(f"kubescaler cluster {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
@@ -150,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only Redis and Cassandra (for running "
         "kubescaler's own processes by hand or from an IDE)",
+    )
+    cluster = add(
+        "cluster",
+        "A one-node Kubernetes cluster of real parts on this machine (etcd, kube-apiserver, "
+        "kube-controller-manager, kube-scheduler, kubelet on containerd, kube-proxy, CoreDNS, "
+        "metrics-server, KEDA, Traefik), built from Go modules and Debian packages into a cache "
+        "(~/.cache/kubescaler/cluster); `up` also builds kubescaler's image and applies "
+        "manifests/overlays/local. Needs root. docs/kubernetes.md.",
+        _cmd_cluster,
+    )
+    cluster.add_argument(
+        "action",
+        choices=["up", "down", "status", "apply", "build"],
+        help="up: build what is missing, start, deploy kubescaler; down: stop everything it "
+        "started and undo its changes to the machine; status: what runs (exit 3 when down); "
+        "apply: rebuild the image and re-apply the overlay; build: only build",
+    )
+    cluster.add_argument(
+        "--no-app", action="store_true", help="up: the cluster and its add-ons, not kubescaler"
     )
     add(
         "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config

@@ -41,7 +41,7 @@ _POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 # Cassandra's conf/jvm17-server.options (module access for JDK 17) plus what its launcher adds.
-_JVM_MODULE_FLAGS = [
+JVM_MODULE_FLAGS = [
     "--add-exports",
     "java.base/jdk.internal.misc=ALL-UNNAMED",
     "--add-exports",
@@ -84,7 +84,7 @@ _JVM_MODULE_FLAGS = [
     "java.base/java.util=ALL-UNNAMED",
 ]
 
-_LOGBACK = """<configuration scan="false">
+LOGBACK = """<configuration scan="false">
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
     <encoder><pattern>%-5level %date{ISO8601} [%thread] %logger{0} - %msg%n</pattern></encoder>
   </appender>
@@ -301,7 +301,7 @@ file_cache_size: 64MiB
             "-Dio.netty.tryReflectionSetAccessible=true",
             "-Dio.netty.allocator.useCacheForAllThreads=true",
             "-Dio.netty.allocator.maxOrder=11",
-            *_JVM_MODULE_FLAGS,
+            *JVM_MODULE_FLAGS,
             f"-Dcassandra.config={(home / 'cassandra.yaml').as_uri()}",
             f"-Dlogback.configurationFile={home / 'logback.xml'}",
             "-Dcassandra-foreground=yes",
@@ -320,7 +320,7 @@ file_cache_size: 64MiB
         for sub in ("data", "logs", "triggers"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.config_yaml())
-        (self.home / "logback.xml").write_text(_LOGBACK)
+        (self.home / "logback.xml").write_text(LOGBACK)
 
     def start(self) -> None:
         ensure_jars(self.lib_dir)

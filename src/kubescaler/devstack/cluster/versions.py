@@ -1,0 +1,183 @@
+"""Every pinned version of the local cluster, in one table.
+
+Binaries are built from Go modules with the machine's Go; images are made from Debian
+packages. A built artefact is cached under a key made of the versions (and recipe) it came
+from, so changing a line here rebuilds exactly what it names and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+KUBERNETES = "v1.37.2"
+#: the version of k8s.io/api, client-go, ... that kubernetes' own go.mod points at ./staging for
+KUBERNETES_STAGING = "v0.37.2"
+ETCD = "v3.7.3"
+CONTAINERD = "v2.2.9"
+COREDNS = "v1.15.0"
+METRICS_SERVER = "v0.8.0"
+KEDA = "v2.21.0"
+#: 3.7.x depends on Go modules the module proxy refuses (a nested local module, a fork at a
+#: pseudo-version that is not served, two cloud SDKs); 3.6.12 builds from what is served.
+TRAEFIK = "v3.6.12"
+#: the Prometheus the manifests name (prom/prometheus:v2.55.1); Debian's 2.42 is built
+#: without Kubernetes service discovery, which the in-cluster Prometheus needs
+PROMETHEUS = "v2.55.1"
+PROMETHEUS_MODULE = "v0.55.1"  # Prometheus tags its Go module v0.<minor>.<patch>
+#: the Gateway API CRDs (standard channel) Traefik 3.6 implements
+GATEWAY_API = "v1.4.1"
+#: the Debian release every image's root filesystem comes from
+DEBIAN_SUITE = "bookworm"
+
+
+def _k8s_ldflags(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pkg = "k8s.io/component-base/version"
+    return (
+        f"-s -w -X {pkg}.gitVersion={version} -X {pkg}.gitMajor={major} "
+        f"-X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
+    )
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """Binaries built from one Go module through a small wrapper module of our own.
+
+    ``go install module/cmd@version`` refuses modules whose go.mod has ``replace`` lines; the
+    wrapper requires the module, copies its replaces (a local-path one, like kubernetes'
+    ``=> ./staging/src/k8s.io/api``, becomes the published module at ``local_replace_version``)
+    and builds each binary with ``go build``.
+    """
+
+    name: str
+    module: str
+    version: str
+    #: binary name -> import path of its main package
+    binaries: dict[str, str]
+    local_replace_version: str = ""
+    #: replaced modules the proxy does not serve and the build does not need
+    skip_replace: tuple[str, ...] = ()
+    ldflags: str = "-s -w"
+    tags: tuple[str, ...] = ()
+    #: binaries that run in a ``FROM scratch`` image must be static
+    static: bool = False
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CGO_ENABLED": "0"} if self.static else {}
+
+    @property
+    def key(self) -> str:
+        """Folder name of this build's cache: the name, the version and a hash of the recipe."""
+        recipe = repr(
+            (
+                self.module,
+                self.version,
+                sorted(self.binaries.items()),
+                self.local_replace_version,
+                self.skip_replace,
+                self.ldflags,
+                self.tags,
+                self.static,
+            )
+        )
+        return f"{self.name}-{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
+
+
+_K8S_CMD = "k8s.io/kubernetes/cmd"
+
+BUILDS: dict[str, GoBuild] = {
+    build.name: build
+    for build in (
+        GoBuild(
+            name="etcd",
+            module="go.etcd.io/etcd/server/v3",
+            version=ETCD,
+            binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+            local_replace_version=ETCD,
+        ),
+        GoBuild(
+            name="containerd",
+            module="github.com/containerd/containerd/v2",
+            version=CONTAINERD,
+            binaries={
+                "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+                "containerd-shim-runc-v2": (
+                    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+                ),
+                "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+            },
+            tags=("no_btrfs", "no_devmapper", "no_zfs"),
+        ),
+        GoBuild(
+            name="kubernetes",
+            module="k8s.io/kubernetes",
+            version=KUBERNETES,
+            binaries={
+                name: f"{_K8S_CMD}/{name}"
+                for name in (
+                    "kube-apiserver",
+                    "kube-controller-manager",
+                    "kube-scheduler",
+                    "kubelet",
+                    "kube-proxy",
+                    "kubectl",
+                )
+            },
+            local_replace_version=KUBERNETES_STAGING,
+            skip_replace=("k8s.io/sample-cli-plugin", "k8s.io/sample-controller"),
+            ldflags=_k8s_ldflags(KUBERNETES),
+        ),
+        GoBuild(
+            name="coredns",
+            module="github.com/coredns/coredns",
+            version=COREDNS,
+            binaries={"coredns": "github.com/coredns/coredns"},
+            static=True,
+        ),
+        GoBuild(
+            name="metrics-server",
+            module="sigs.k8s.io/metrics-server",
+            version=METRICS_SERVER,
+            binaries={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+            static=True,
+        ),
+        GoBuild(
+            name="keda",
+            module="github.com/kedacore/keda/v2",
+            version=KEDA,
+            binaries={
+                "keda": "github.com/kedacore/keda/v2/cmd/operator",
+                "keda-adapter": "github.com/kedacore/keda/v2/cmd/adapter",
+            },
+            ldflags=f"-s -w -X github.com/kedacore/keda/v2/version.Version={KEDA.lstrip('v')}",
+            static=True,
+        ),
+        GoBuild(
+            name="prometheus",
+            module="github.com/prometheus/prometheus",
+            version=PROMETHEUS_MODULE,
+            binaries={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+            ldflags=(
+                f"-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS.lstrip('v')}"
+            ),
+            tags=("netgo",),
+            static=True,
+        ),
+        GoBuild(
+            name="traefik",
+            module="github.com/traefik/traefik/v3",
+            version=TRAEFIK,
+            binaries={"traefik": "github.com/traefik/traefik/v3/cmd/traefik"},
+            ldflags=f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={TRAEFIK}",
+            static=True,
+        ),
+    )
+}
+
+#: modules whose source (not a binary) the cluster reads: CRDs and KEDA's install manifests
+SOURCES = {
+    "gateway-api": ("sigs.k8s.io/gateway-api", GATEWAY_API),
+    "keda": ("github.com/kedacore/keda/v2", KEDA),
+}

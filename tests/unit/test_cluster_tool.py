@@ -1,0 +1,138 @@
+"""The local cluster tool's rules that need no cluster: pins, wrapper modules, the network's
+limits (no DNS forwarder, loopback only, no machine-wide forwarding), the journal, and the
+one-line refusal when something is missing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kubescaler.devstack.cluster import addons, stack
+from kubescaler.devstack.cluster import layout as net
+from kubescaler.devstack.cluster.components import Containerd, KubeProxy
+from kubescaler.devstack.cluster.gobuild import wrapper_go_mod
+from kubescaler.devstack.cluster.host import Journal
+from kubescaler.devstack.cluster.layout import Layout
+from kubescaler.devstack.cluster.pki import Pki
+from kubescaler.devstack.cluster.progress import ClusterError, Progress
+from kubescaler.devstack.cluster.versions import BUILDS
+
+
+def test_a_build_key_changes_with_its_version_and_only_its_own() -> None:
+    keys = {name: build.key for name, build in BUILDS.items()}
+    assert len(set(keys.values())) == len(keys)
+    bumped = dataclasses.replace(BUILDS["etcd"], version="v9.9.9")
+    assert bumped.key != keys["etcd"]
+    assert bumped.key.startswith("etcd-v9.9.9-")
+
+
+def test_wrapper_module_turns_local_replaces_into_published_modules() -> None:
+    """kubernetes replaces its staging repos with ./staging folders; the wrapper names the
+    published staging version instead, keeps remote replaces, and drops the skipped ones."""
+    edit = {
+        "Go": "1.26.0",
+        "Replace": [
+            {"Old": {"Path": "k8s.io/api"}, "New": {"Path": "./staging/src/k8s.io/api"}},
+            {"Old": {"Path": "k8s.io/sample-controller"}, "New": {"Path": "./staging/x"}},
+            {"Old": {"Path": "example.com/a"}, "New": {"Path": "example.com/b", "Version": "v1"}},
+        ],
+    }
+    text = wrapper_go_mod(BUILDS["kubernetes"], edit)
+    assert "require k8s.io/kubernetes v1.37.2" in text
+    assert "replace k8s.io/api => k8s.io/api v0.37.2" in text
+    assert "sample-controller" not in text
+    assert "replace example.com/a => example.com/b v1" in text
+
+
+def test_a_local_replace_without_a_published_version_is_an_error() -> None:
+    edit = {"Replace": [{"Old": {"Path": "x.example/y"}, "New": {"Path": "./y"}}]}
+    with pytest.raises(ClusterError, match="local folder"):
+        wrapper_go_mod(BUILDS["coredns"], edit)
+
+
+def test_coredns_answers_cluster_names_only_and_forwards_nowhere(tmp_path: Path) -> None:
+    corefile = addons.COREFILE
+    assert "forward" not in corefile
+    assert f"kubernetes {net.CLUSTER_DOMAIN}" in corefile
+    out = addons.coredns(tmp_path / "coredns")
+    assert net.DNS_SERVICE_IP in (out / "coredns.yaml").read_text()
+
+
+def test_the_gateway_listens_on_loopback_only(tmp_path: Path) -> None:
+    text = (addons.traefik(tmp_path / "traefik") / "traefik.yaml").read_text()
+    assert f"--entryPoints.web.address=127.0.0.1:{net.GATEWAY_PORT}" in text
+    assert "--entryPoints.traefik.address=127.0.0.1:" in text
+    assert ':80"' not in text.replace(f"127.0.0.1:{net.GATEWAY_PORT}", "")
+
+
+def test_pods_get_no_default_route_no_nat_and_no_machine_forwarding(tmp_path: Path) -> None:
+    """The CNI config keeps pod traffic on this machine: routes to the services only, no
+    masquerade, and no `isGateway` (with which the bridge plugin turns on ip_forward)."""
+    containerd = Containerd(Layout(tmp_path), "pause", "/usr/sbin/runc", "/usr/lib/cni")
+    containerd.prepare()
+    conf = json.loads((containerd.cni_conf_dir / "10-kubescaler.conflist").read_text())
+    bridge = conf["plugins"][0]
+    assert bridge["isGateway"] is False
+    assert bridge["ipMasq"] is False
+    assert bridge["ipam"]["routes"] == [{"dst": net.SERVICE_CIDR}]
+    toml = containerd.config_file.read_text()
+    assert "netns_mounts_under_state_dir = true" in toml
+    assert str(tmp_path) in toml.split("root =")[1].splitlines()[0]
+
+
+def test_kube_proxy_touches_no_conntrack_sysctl_and_no_loopback_nodeports(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
+    lay.config.mkdir(parents=True)
+    proxy = KubeProxy(lay, Pki(lay.pki), Journal(tmp_path))
+    proxy.prepare()
+    config = json.loads(proxy.config_file.read_text())
+    assert config["mode"] == "nftables"
+    assert config["conntrack"]["maxPerCore"] == 0
+    assert config["nodePortAddresses"] == [f"{net.NODE_IP}/32"]
+    assert [c.what for c in Journal(tmp_path).entries()] == ["ip kube-proxy", "ip6 kube-proxy"]
+
+
+def test_the_journal_records_once_and_undoes_newest_first(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    made = [tmp_path / "a", tmp_path / "b"]
+    for folder in made:
+        journal.record("dir", str(folder))
+        journal.record("dir", str(folder))
+        folder.mkdir()
+    assert [c.what for c in journal.entries()] == [str(p) for p in made]
+    assert journal.undo(Progress(lambda _: None)) == []
+    assert not any(p.exists() for p in made)
+    assert not journal.path.exists()
+
+
+def test_a_missing_prerequisite_is_one_line_naming_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(stack, "_exists", lambda tool: tool not in ("podman", "nft"))
+    with pytest.raises(ClusterError) as caught:
+        stack.check_prerequisites()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "nftables podman" in message
+
+
+def test_not_root_is_refused_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ClusterError, match="needs root"):
+        stack.check_prerequisites()
+
+
+def test_status_of_a_cluster_that_is_not_up_exits_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubescaler import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.main(["cluster", "status"]) == 3
+    assert "up: False" in capsys.readouterr().out
