@@ -1,4 +1,4 @@
-"""The one image, checked statically (no container engine here to build it)."""
+"""The one image, checked statically (tests/cluster builds it and runs it on a real cluster)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,26 @@ def _instructions() -> list[tuple[str, str]]:
     return out
 
 
+def _base_image_defaults() -> dict[str, str]:
+    """The ARGs before the first FROM: the base images, overridable with --build-arg."""
+    defaults = {}
+    for op, rest in _instructions():
+        if op == "FROM":
+            break
+        if op == "ARG":
+            name, _, value = rest.partition("=")
+            defaults[name] = value
+    return defaults
+
+
 def test_base_images_are_pinned() -> None:
     """Python 3.11 slim for the app stages, a pinned Node.js for the web client's build."""
-    froms = [rest.split()[0] for op, rest in _instructions() if op == "FROM"]
+    defaults = _base_image_defaults()
+    froms = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], rest.split()[0])
+        for op, rest in _instructions()
+        if op == "FROM"
+    ]
     pythons = [image.partition(":")[2] for image in froms if image.startswith("python:")]
     nodes = [image.partition(":")[2] for image in froms if image.startswith("node:")]
     assert len(pythons) + len(nodes) == len(froms), froms
