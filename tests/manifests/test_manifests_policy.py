@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -219,8 +220,63 @@ def test_every_overlay_autoscales_main_on_cpu_and_stream_and_lock_keeper_on_thei
         ]
         assert len(kinds) == 1, f"{rendered.overlay}: {name} needs exactly one autoscaler"
     down = _hpa_behavior(rendered, "stream")["scaleDown"]
+    if rendered.overlay == "local":  # seconds, for the tests on the local cluster
+        assert down["stabilizationWindowSeconds"] >= 30
+        return
     assert down["stabilizationWindowSeconds"] >= 300
     assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """JSON paths where two documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d for key in sorted(a.keys() | b.keys())
+            for d in _differences(a.get(key), b.get(key), f"{path}/{key}")
+        ]  # fmt: skip
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}/{i}")
+        ]
+    return [] if a == b else [path]
+
+
+def test_the_local_overlay_swaps_only_what_cannot_exist_on_the_local_cluster() -> None:
+    """manifests/overlays/local is dev with: stand-in images for the data stores and
+    Prometheus, Traefik's GatewayClass, CPU requests that fit two cores, and autoscaling
+    windows in seconds. Anything else that differs is a mistake."""
+    dev, local = render("dev"), render("local")
+    allowed = re.compile(
+        r"(/spec/template/spec/(init)?[cC]ontainers/\d+/image"
+        r"|/spec/template/spec/containers/0/resources/requests/cpu"
+        r"|/spec/gatewayClassName"
+        r"|/spec/pollingInterval"
+        r"|/spec/advanced/horizontalPodAutoscalerConfig/behavior/scaleDown.*"
+        r"|/spec/behavior.*)$"
+    )
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in dev.docs}
+    assert docs.keys() == {(d["kind"], d["metadata"]["name"]) for d in local.docs}
+    swapped = set()
+    for doc in local.docs:
+        key = (doc["kind"], doc["metadata"]["name"])
+        for path in _differences(docs[key], doc):
+            assert allowed.match(path), f"{key}: {path} differs from dev"
+            if path.endswith("/image"):
+                swapped.add(doc_image(doc, path))
+    assert swapped == {
+        "kubescaler.local/cassandra:5.0.8-bookworm",
+        "kubescaler.local/redis:7.0-bookworm",
+        "kubescaler.local/prometheus:v2.55.1",
+    }
+
+
+def doc_image(doc: dict[str, Any], path: str) -> str:
+    node: Any = doc
+    for part in path.strip("/").split("/"):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return str(node)
 
 
 def test_autoscaling_numbers_come_from_one_place() -> None:
