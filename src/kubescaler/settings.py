@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -202,6 +203,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)
     lock: LockSettings = msgspec.field(default_factory=LockSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
+
+    @property
+    def process_name(self) -> str:
+        """This process as a lock requester or lock-keeper: ``instance``, else host-pid."""
+        return self.instance or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class SettingsError(ValueError):

@@ -15,7 +15,8 @@ from litestar.testing import AsyncTestClient
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.devstack.proc import Proc, free_port
 from kubescaler.devstack.redis import RedisServer
-from kubescaler.entrypoints.lock_keeper import ASYNCAPI_PATH, asyncapi_document, create_app
+from kubescaler.entrypoints.asyncapi import ASYNCAPI_PATH, asyncapi_document
+from kubescaler.entrypoints.lock_keeper import create_app
 from kubescaler.settings import LockSettings, RedisSettings, Settings
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ async def test_health_ready_and_metrics(
 
 
 def test_committed_asyncapi_document_is_current() -> None:
-    """docs/asyncapi.json is what the broker generates (`python -m ...lock_keeper` rewrites it)."""
+    """docs/asyncapi.json is what the broker generates (`python -m kubescaler.entrypoints.asyncapi` rewrites it)."""
     current = json.loads(ASYNCAPI_PATH.read_text())
     assert current == json.loads(json.dumps(asyncapi_document()))
 

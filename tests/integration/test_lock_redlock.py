@@ -31,9 +31,9 @@ async def test_owner_only_extends_and_releases(redlock: Redlock) -> None:
     assert held.holder == "a"
     assert 0 < held.holder_ttl_ms <= 5000
     assert (await redlock.extend(key, "b")).status == "held"
-    assert (await redlock.release(key, "b")).touched == 0
+    assert (await redlock.release(key, "b")).wins == 0
     assert (await redlock.extend(key, "a")).ok
-    assert (await redlock.release(key, "a")).touched == 3
+    assert (await redlock.release(key, "a")).wins == 3
     assert (await redlock.acquire(key, "b")).ok
 
 

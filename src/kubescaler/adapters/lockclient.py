@@ -1,61 +1,87 @@
-"""The requester side of the lock: publish a command, await its outcome.
+"""The requester side of the lock: publish commands, await their outcomes.
 
-Reply path: one long-lived pub/sub reply channel per client (per process) and a map from
-request id to a waiting future. One connection serves any number of concurrent requests,
-unlike a BLOCKing pop per request, which holds a pool connection while it waits.
+Publishing: commands sent in the same moment leave together. Each one joins a queue, and one
+flusher at a time writes the whole queue as one pipeline of XADDs (one round trip for any
+number of commands); commands arriving meanwhile go in the next pipeline. A lone command
+waits for nothing: the flusher runs as soon as the event loop is free.
+
+Replies: one long-lived pub/sub channel per client (per process) and a map from request id to
+a waiting future. The lock-keeper publishes one JSON array of outcomes per batch it applied,
+so one message may answer many requests. One connection serves any number of concurrent
+requests, unlike a blocking pop per request, which holds a pool connection while it waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
-from faststream.redis import RedisBroker
-from faststream.redis.annotations import RedisChannelMessage
+from faststream.redis.message import DATA_KEY
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from kubescaler.adapters.redis_client import retry_options
+from kubescaler.adapters import lockstate, redis_client
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import Action, LockCommand, LockOutcome, now_ms
 from kubescaler.settings import Settings
 
-PUBLISH_CONCURRENCY = 32
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(LockOutcome).decode
+_decode = msgspec.json.Decoder(list[LockOutcome] | LockOutcome).decode
+RECONNECT_S = 0.5
+
+
+class _Sending:
+    """One command on its way: published (or why not), then answered."""
+
+    __slots__ = ("answer", "cmd", "published")
+
+    def __init__(self, cmd: LockCommand, loop: asyncio.AbstractEventLoop) -> None:
+        self.cmd = cmd
+        self.published: asyncio.Future[None] = loop.create_future()
+        self.answer: asyncio.Future[LockOutcome] = loop.create_future()
 
 
 class LockClient:
     """Use as ``async with LockClient(settings) as locks: await locks.acquire(...)``."""
 
     def __init__(self, settings: Settings, name: str = "") -> None:
+        self.settings = settings
         self.lock = settings.lock
-        who = name or settings.instance or f"{socket.gethostname()}-{os.getpid()}"
-        self.reply_channel = f"kubescaler:lock:reply:{who}:{uuid.uuid4().hex[:8]}"
-        self.broker = RedisBroker(
-            settings.redis.url, **retry_options(settings.redis.timeout_s), log_level=logging.DEBUG
-        )
-        # Publishes borrow pool connections; bounding them keeps hundreds of concurrent
-        # requests inside the pool (the replies all arrive on the one pub/sub connection).
-        self._publishing = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-        self._waiting: dict[str, asyncio.Future[LockOutcome]] = {}
-
-        @self.broker.subscriber(channel=self.reply_channel, include_in_schema=False)
-        async def on_reply(msg: RedisChannelMessage) -> None:
-            out = _decode(msg.body)
-            future = self._waiting.get(out.request_id)
-            if future is not None and not future.done():
-                future.set_result(out)
+        who = name or settings.process_name
+        self.reply_channel = lockstate.reply_channel(f"{who}:{uuid.uuid4().hex[:8]}")
+        self.redis: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._queue: list[_Sending] = []
+        self._waiting: dict[str, _Sending] = {}
 
     async def start(self) -> None:
-        await self.broker.start()
+        """Connect and subscribe to the reply channel (before any command can be answered)."""
+        self.redis = redis_client.connect(self.settings.redis.url, self.settings.redis.timeout_s)
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self.reply_channel)
+        self._listener = asyncio.create_task(self._listen(self._pubsub), name="lock-replies")
 
     async def stop(self) -> None:
-        await self.broker.stop()
+        for task in (self._listener, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def __aenter__(self) -> LockClient:
         await self.start()
@@ -63,6 +89,89 @@ class LockClient:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+    async def ping(self) -> None:
+        """Raise DependencyUnavailable("redis") when the stream Redis does not answer."""
+        assert self.redis is not None, "client not started"
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable("redis", f"no answer to PING: {exc}") from exc
+
+    # -- replies ---------------------------------------------------------------------------
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        failing = False
+        while True:
+            try:
+                msg: Any = await pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("lock reply channel: %s; reconnecting", exc)
+                failing = True
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            failing = False
+            if msg is not None and msg.get("type") == "message":
+                self._answer(msg["data"])
+
+    def _answer(self, data: bytes) -> None:
+        try:
+            got = _decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("unreadable lock reply: %s", exc)
+            return
+        for out in got if isinstance(got, list) else [got]:
+            sending = self._waiting.get(out.request_id)
+            if sending is not None and not sending.answer.done():
+                sending.answer.set_result(out)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _enqueue(self, sending: _Sending) -> None:
+        self._queue.append(sending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="lock-publish")
+
+    async def _flush(self) -> None:
+        """Publish the queue as one pipeline, again until it stays empty."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            await self._publish(batch)
+
+    async def _publish(self, batch: Sequence[_Sending]) -> None:
+        assert self.redis is not None, "client not started"
+        live = [s for s in batch if not s.published.done()]  # a cancelled send is skipped
+        if not live:
+            return
+        lock = self.lock
+        try:
+            if len(live) == 1:  # one command costs the client less than a pipeline of one
+                await self.redis.xadd(
+                    lock.command_stream,
+                    {DATA_KEY: _encode(live[0].cmd)},
+                    maxlen=lock.command_maxlen,
+                    approximate=True,
+                )
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for s in live:
+                    pipe.xadd(
+                        lock.command_stream,
+                        {DATA_KEY: _encode(s.cmd)},
+                        maxlen=lock.command_maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            error = DependencyUnavailable("redis", f"cannot publish lock command: {exc}")
+            for s in live:
+                if not s.published.done():
+                    s.published.set_exception(error)
+            return
+        for s in live:
+            if not s.published.done():
+                s.published.set_result(None)
 
     async def send(
         self,
@@ -92,31 +201,26 @@ class LockClient:
             reply_to=self.reply_channel,
             fencing_token=token,
         )
-        future: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
-        self._waiting[cmd.request_id] = future
-        published = False
+        sending = _Sending(cmd, asyncio.get_running_loop())
+        self._waiting[cmd.request_id] = sending
         try:
             async with asyncio.timeout(timeout / 1000):
-                async with self._publishing:
-                    await self.broker.publish(
-                        _encode(cmd),
-                        stream=self.lock.command_stream,
-                        maxlen=self.lock.command_maxlen,
-                    )
-                published = True
-                return await future
+                self._enqueue(sending)
+                await sending.published
+                return await sending.answer
         except TimeoutError as exc:
-            if not published:
+            # (awaiting it when the time ran out cancelled it: cancelled = never published)
+            if not sending.published.done() or sending.published.cancelled():
                 raise DependencyUnavailable(
                     "redis", f"lock command not published in {timeout} ms"
                 ) from exc
             raise DependencyUnavailable(
                 "lock-keeper", f"no answer to {action} in {timeout} ms"
             ) from exc
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", f"cannot publish lock command: {exc}") from exc
         finally:
             self._waiting.pop(cmd.request_id, None)
+            if not sending.published.done():
+                sending.published.cancel()
 
     async def acquire(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
         """The granted outcome (with ``fencing_token`` and ``expires_at_ms``).

@@ -16,7 +16,6 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from kubescaler.domain.errors import DependencyUnavailable
@@ -24,20 +23,23 @@ from kubescaler.domain.locks import LockOutcome, now_ms
 
 PREFIX = "kubescaler"
 
-# Delete the marker and the user's entry only while the marker still names this owner.
-_UNMARK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
+#: The Redlock key of a pair on every master is this prefix and the pair (``user:profile``).
+LOCK_PREFIX = f"{PREFIX}:lock:pair:"
 
 
 def lock_key(user_id: uuid.UUID, profile_id: uuid.UUID) -> str:
     """The Redlock key on every master."""
-    return f"{PREFIX}:lock:pair:{user_id}:{profile_id}"
+    return f"{LOCK_PREFIX}{user_id}:{profile_id}"
+
+
+#: Outcomes for one requester are published on a channel named by this prefix, its process
+#: name and a per-client suffix.
+REPLY_PREFIX = f"{PREFIX}:lock:reply:"
+
+
+def reply_channel(requester: str) -> str:
+    """The reply channel of one requester (``{requester}`` in the AsyncAPI document)."""
+    return f"{REPLY_PREFIX}{requester}"
 
 
 def marker_key(user_id: uuid.UUID, profile_id: uuid.UUID) -> str:
@@ -56,16 +58,15 @@ def applied_key(request_id: str) -> str:
     return f"{PREFIX}:lock:applied:{request_id}"
 
 
-def stage_outcome(pipe: Pipeline, out: LockOutcome, ttl_ms: int, released: bool) -> None:
-    """Queue on ``pipe`` the state change ``out`` implies."""
-    marker, users = marker_key(out.user_id, out.profile_id), user_key(out.user_id)
+def state_change(out: LockOutcome, freed: bool) -> str:
+    """What ``out`` does to the launched state: ``hold`` (granted or refreshed: mark it until
+    ``expires_at_ms``), ``unmark`` (a release that freed the pair: unmark it while the marker
+    still names the owner) or nothing."""
     if out.result in ("granted", "refreshed"):
-        pipe.set(marker, out.owner, px=ttl_ms)
-        pipe.zadd(users, {str(out.profile_id): out.expires_at_ms})
-        pipe.zremrangebyscore(users, "-inf", f"({out.at_ms}")
-        pipe.pexpire(users, ttl_ms)
-    elif out.result == "released" and released:
-        pipe.eval(_UNMARK, 2, marker, users, out.owner, str(out.profile_id))
+        return "hold"
+    if out.result == "released" and freed:
+        return "unmark"
+    return ""
 
 
 async def launched_profiles(redis: Redis, user_id: uuid.UUID) -> set[uuid.UUID]:

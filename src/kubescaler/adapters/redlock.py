@@ -1,78 +1,94 @@
-"""Redlock over N independent Redis masters, with caller-supplied tokens.
+"""Redlock over N independent Redis masters: many operations per round trip, votes back.
 
-The token stored on every master is the owner's session id, so any stateless worker can
-extend or release a lock another worker took, and the same owner re-acquiring its own lock is
-granted (re-entrant). Each operation runs on all masters at once, each call bounded by a
-timeout; a master that errors or times out counts as unavailable, never as a hang.
+Each master stores, per pair, ``owner#bound``: the owner's session id (so any stateless worker
+can extend or release a lock another worker took, and the same owner re-acquiring is granted)
+and a lower bound of its fencing token (so a release by an older grant of the same session
+cannot free a newer one). :meth:`Redlock.vote` sends a whole batch of operations to every
+master at once, one pipeline per master, each bounded by a timeout; a master that errors or
+times out is a silent vote, never a hang. What the votes mean is decided in
+``domain/lockrules.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
-# Returns {1, 0} when set (or re-entered by the same token), {0, pttl, holder} otherwise.
-_ACQUIRE = """
+from kubescaler.domain.lockrules import (
+    VALUE_SEPARATOR,
+    Round,
+    Tally,
+    Vote,
+    VoteKind,
+    VoteOp,
+    quorum,
+    tally,
+)
+
+# The value's owner and bound; a value written before bounds existed is all owner, bound 0.
+_PARSE = f"""
+local function parse(v)
+  local o, t = string.match(v, '^(.*){VALUE_SEPARATOR}(%d+)$')
+  if not o then return v, 0 end
+  return o, tonumber(t)
+end
+"""
+# ARGV owner, bound, ttl. {1} when set or re-entered (keeping the higher bound), else
+# {0, pttl, holder}.
+_ACQUIRE = (
+    _PARSE
+    + f"""
 local v = redis.call('GET', KEYS[1])
-if not v or v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, 0, ''}
+local bound = tonumber(ARGV[2])
+if v then
+  local o, t = parse(v)
+  if o ~= ARGV[1] then return {{0, redis.call('PTTL', KEYS[1]), o}} end
+  if t > bound then bound = t end
 end
-return {0, redis.call('PTTL', KEYS[1]), v}
+redis.call('SET', KEYS[1], ARGV[1] .. '{VALUE_SEPARATOR}' .. bound, 'PX', ARGV[3])
+return {{1}}
 """
-# Returns 1 when the token still owns the key and its TTL was reset, 0 otherwise.
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+)
+# ARGV owner, token, ttl. 1 when the owner holds it (TTL reset, bound raised to the token).
+_EXTEND = (
+    _PARSE
+    + f"""
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local o, t = parse(v)
+if o ~= ARGV[1] then return 0 end
+local token = tonumber(ARGV[2])
+if token > t then
+  redis.call('SET', KEYS[1], o .. '{VALUE_SEPARATOR}' .. token, 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return 0
+return 1
 """
-# Returns 1 when the token owned the key and it was deleted, 0 otherwise.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+)
+# ARGV owner, token (0: unchecked). 1 when deleted: the owner's, and no newer grant's bound.
+_RELEASE = (
+    _PARSE
+    + """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local o, t = parse(v)
+if o ~= ARGV[1] then return 0 end
+local token = tonumber(ARGV[2])
+if token > 0 and token < t then return 0 end
+return redis.call('DEL', KEYS[1])
 """
-
-Status = Literal["ok", "held", "unavailable"]
-
-
-@dataclass(frozen=True, slots=True)
-class RedlockResult:
-    """One Redlock operation's result over all masters.
-
-    ``status`` is ok (quorum reached), held (another token holds it on enough masters that
-    quorum is impossible) or unavailable (too few masters answered to decide).
-    ``validity_ms`` counts from ``started_ms`` (epoch ms). ``holder`` and ``holder_ttl_ms``
-    describe the other token on a held lock.
-    """
-
-    status: Status
-    started_ms: int
-    validity_ms: int = 0
-    holder: str = ""
-    holder_ttl_ms: int = 0
-    answered: int = 0
-    touched: int = 0
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def expires_at_ms(self) -> int:
-        return self.started_ms + self.validity_ms
+)
+_SCRIPTS: dict[VoteKind, str] = {"acquire": _ACQUIRE, "extend": _EXTEND, "release": _RELEASE}
 
 
 def master_client(url: str, timeout_s: float) -> Redis:
@@ -91,127 +107,130 @@ def master_client(url: str, timeout_s: float) -> Redis:
 
 class Redlock:
     def __init__(
-        self, masters: list[Redis], ttl_ms: int, drift_factor: float, call_timeout_ms: int
+        self,
+        masters: list[Redis],
+        ttl_ms: int,
+        drift_factor: float,
+        call_timeout_ms: int,
+        key_prefix: str = "",
     ) -> None:
+        """``key_prefix`` goes before every op's key (the keeper's: ``lockstate.LOCK_PREFIX``)."""
         self.masters = masters
+        self.key_prefix = key_prefix
         self.ttl_ms = ttl_ms
         self.drift_factor = drift_factor
         self.call_timeout_s = call_timeout_ms / 1000
-        self.quorum = len(masters) // 2 + 1
-        self._acquire = [m.register_script(_ACQUIRE) for m in masters]
-        self._extend = [m.register_script(_EXTEND) for m in masters]
-        self._release = [m.register_script(_RELEASE) for m in masters]
+        self.quorum = quorum(len(masters))
+        self._sha = {kind: _sha1(text) for kind, text in _SCRIPTS.items()}
 
-    async def _each(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-        async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+    def _args(self, op: VoteOp) -> tuple[Any, ...]:
+        if op.kind == "release":
+            return (op.owner, op.token)
+        return (op.owner, op.token, self.ttl_ms)
+
+    async def _on(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any]:
+        """Every op on one master in one pipeline; a script the master lost is loaded again."""
+        replies = await self._send(master, ops)
+        lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if lost:  # a restarted master forgot the scripts: load them, send those ops again
+            for text in _SCRIPTS.values():
+                await master.script_load(text)
+            again = await self._send(master, [ops[i] for i in lost])
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any]:
+        if len(ops) == 1:  # one command costs the client less than a pipeline of one
+            (op,) = ops
             try:
-                async with asyncio.timeout(self.call_timeout_s):
-                    return await call()
-            except Exception as exc:
-                return exc
+                return [
+                    await master.evalsha(
+                        self._sha[op.kind], 1, self.key_prefix + op.key, *self._args(op)
+                    )
+                ]
+            except NoScriptError as exc:
+                return [exc]
+        pipe = master.pipeline(transaction=False)
+        for op in ops:
+            pipe.evalsha(self._sha[op.kind], 1, self.key_prefix + op.key, *self._args(op))
+        return list(await pipe.execute(raise_on_error=False))
 
-        return list(await asyncio.gather(*(one(c) for c in calls)))
+    async def _bounded(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any] | BaseException:
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                return await self._on(master, ops)
+        except Exception as exc:
+            return exc
 
-    def _validity(self, start: float) -> int:
-        elapsed = int((time.monotonic() - start) * 1000)
-        drift = int(self.ttl_ms * self.drift_factor) + 2
-        return self.ttl_ms - elapsed - drift
-
-    def _decide(self, wins: int, refusals: int) -> Status:
-        if wins >= self.quorum:
-            return "ok"
-        # Refusals by another owner make quorum impossible even if every silent master agreed.
-        if refusals > len(self.masters) - self.quorum:
-            return "held"
-        return "unavailable"
-
-    async def acquire(self, key: str, token: str) -> RedlockResult:
+    async def vote(self, ops: Sequence[VoteOp]) -> Round:
+        """Send ``ops`` to every master at once and collect each master's vote on each op."""
         started_ms, start = time.time_ns() // 1_000_000, time.monotonic()
-        replies = await self._each(
-            [partial(s, keys=[key], args=[token, self.ttl_ms]) for s in self._acquire]
-        )
-        wins, refused = 0, []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                continue
-            if int(reply[0]) == 1:
-                wins += 1
-            else:
-                refused.append((int(reply[1]), reply[2].decode()))
-        answered = wins + len(refused)
-        status = self._decide(wins, len(refused))
-        validity = self._validity(start)
-        if status == "ok" and validity > 0:
-            return RedlockResult("ok", started_ms, validity, answered=answered, touched=wins)
-        await self.release(key, token)
-        if status == "ok":
-            status = "unavailable"
-        ttl, holder = max(refused, default=(0, ""))
-        return RedlockResult(
-            status,
-            started_ms,
-            holder=holder,
-            holder_ttl_ms=max(ttl, 0),
-            answered=answered,
-            error=_first_error(replies),
-        )
+        per_master = await asyncio.gather(*(self._bounded(m, ops) for m in self.masters))
+        elapsed_ms = int((time.monotonic() - start) * 1000)
+        votes = [[_vote(op.kind, replies, i) for replies in per_master] for i, op in enumerate(ops)]
+        return Round(votes, started_ms, elapsed_ms)
 
-    async def extend(self, key: str, token: str) -> RedlockResult:
-        """Reset the TTL where ``token`` still owns ``key``; ok only on a quorum."""
-        started_ms, start = time.time_ns() // 1_000_000, time.monotonic()
-        replies = await self._each(
-            [partial(s, keys=[key], args=[token, self.ttl_ms]) for s in self._extend]
-        )
-        answers = [int(r) for r in replies if not isinstance(r, Exception)]
-        wins = sum(answers)
-        status = self._decide(wins, len(answers) - wins)
-        validity = self._validity(start)
-        if status == "ok" and validity <= 0:
-            status = "unavailable"
-        return RedlockResult(
-            status,
-            started_ms,
-            validity if status == "ok" else 0,
-            answered=len(answers),
-            touched=wins,
-            error=_first_error(replies),
-        )
+    def tally(self, got: Round, i: int) -> Tally:
+        """What the votes on op ``i`` of ``got`` decide, and how long a quorum is valid."""
+        return tally(got.votes[i], got.started_ms, got.elapsed_ms, self.ttl_ms, self.drift_factor)
 
-    async def release(self, key: str, token: str) -> RedlockResult:
-        """Delete ``key`` wherever ``token`` owns it. ok when a quorum answered."""
-        started_ms = time.time_ns() // 1_000_000
-        replies = await self._each([partial(s, keys=[key], args=[token]) for s in self._release])
-        answers = [int(r) for r in replies if not isinstance(r, Exception)]
-        status: Status = "ok" if len(answers) >= self.quorum else "unavailable"
-        return RedlockResult(
-            status,
-            started_ms,
-            answered=len(answers),
-            touched=sum(answers),
-            error=_first_error(replies),
-        )
+    async def one(self, op: VoteOp) -> Tally:
+        return self.tally(await self.vote([op]), 0)
+
+    async def acquire(self, key: str, owner: str, bound: int = 0) -> Tally:
+        """Take ``key`` for ``owner``; a failed attempt is released where it won."""
+        got = await self.one(VoteOp("acquire", key, owner, bound))
+        if not got.ok or got.valid_ms <= 0:
+            await self.release(key, owner, bound)
+        return got
+
+    async def extend(self, key: str, owner: str, token: int = 0) -> Tally:
+        """Reset the TTL where ``owner`` still holds ``key``."""
+        return await self.one(VoteOp("extend", key, owner, token))
+
+    async def release(self, key: str, owner: str, token: int = 0) -> Tally:
+        """Delete ``key`` wherever ``owner`` holds it at a bound no higher than ``token``."""
+        return await self.one(VoteOp("release", key, owner, token))
 
     async def ping(self) -> list[str]:
         """Addresses of the masters that do not answer PING."""
-        replies = await self._each([m.ping for m in self.masters])
-        return [
-            _address(m)
-            for m, r in zip(self.masters, replies, strict=True)
-            if isinstance(r, Exception)
-        ]
+
+        async def one(master: Redis) -> BaseException | None:
+            try:
+                async with asyncio.timeout(self.call_timeout_s):
+                    await master.ping()
+            except Exception as exc:
+                return exc
+            return None
+
+        replies = await asyncio.gather(*(one(m) for m in self.masters))
+        return [_address(m) for m, r in zip(self.masters, replies, strict=True) if r is not None]
 
     async def aclose(self) -> None:
         for master in self.masters:
             await master.aclose()
 
 
+def _vote(kind: VoteKind, replies: list[Any] | BaseException, i: int) -> Vote:
+    """One master's answer to op ``i`` as a vote."""
+    if isinstance(replies, BaseException):
+        return Vote(answer="silent", error=f"{type(replies).__name__}: {replies}")
+    reply = replies[i]
+    if isinstance(reply, Exception):
+        return Vote(answer="silent", error=f"{type(reply).__name__}: {reply}")
+    if kind == "acquire":
+        if int(reply[0]) == 1:
+            return Vote(answer="won")
+        holder = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        return Vote(answer="refused", holder=holder, ttl_ms=int(reply[1]))
+    return Vote(answer="won" if int(reply) == 1 else "refused")
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
 def _address(client: Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-
-
-def _first_error(replies: list[Any]) -> str:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            return f"{type(reply).__name__}: {reply}"
-    return ""

@@ -1,40 +1,42 @@
-"""The lock-keeper worker: consumes lock commands, applies them, answers the requester.
+"""The lock-keeper process: reads lock commands in batches, hands them to the use case.
 
-Two subscribers share the consumer group: one reads new commands, the other (FastStream's
-``min_idle_time``, i.e. XAUTOCLAIM) takes over commands a dead worker left pending. Both hand
-the command to :class:`~kubescaler.adapters.lockkeeper.LockKeeper` and publish the outcome on
-the requester's reply channel. Beside the broker, a small Litestar app serves liveness,
-readiness and ``/metrics``.
+Two FastStream subscribers share the consumer group: one reads new commands, up to
+``BATCH`` per read; the other (``min_idle_time``, i.e. XAUTOCLAIM) takes over commands a dead
+worker left pending. Both decode their entries and call
+:class:`~kubescaler.services.lockkeeping.LockKeeping`, which applies, commits, acknowledges
+and answers each batch (acknowledgement is manual: it happens in the commit). Beside the
+broker, a small Litestar app serves liveness, readiness and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import prometheus_client as prom
+from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisStreamMessage
+from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage, bDATA_KEY
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 from litestar import Litestar
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from kubescaler.adapters import redis_client
-from kubescaler.adapters.lockkeeper import LockKeeper
+from kubescaler.adapters import lockstate, redis_client
+from kubescaler.adapters.lockgroup import CommandGroup
+from kubescaler.adapters.lockledger import LockLedger
 from kubescaler.adapters.redis_client import retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.domain.errors import DependencyUnavailable
-from kubescaler.domain.locks import LockCommand, LockOutcome
+from kubescaler.domain.lockrules import quorum
+from kubescaler.domain.locks import LockCommand
+from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
+from kubescaler.services.lockkeeping import Delivery, Handled, LockKeeping
 from kubescaler.settings import Settings
 
 COMMANDS = prom.Counter(
@@ -44,97 +46,165 @@ COMMANDS = prom.Counter(
 )
 APPLY = prom.Histogram(
     "kubescaler_lock_apply_seconds",
-    "Time to apply one lock command.",
+    "Time to apply one lock command (the batch it came in).",
     ["action"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_SIZE = prom.Histogram(
+    "kubescaler_lock_batch_commands",
+    "Commands per batch a lock-keeper applied.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 PENDING = prom.Gauge(
     "kubescaler_lock_commands_pending",
     "Commands read by some worker and not yet acked.",
 )
 
-_decode = msgspec.json.Decoder(LockCommand).decode
-_encode = msgspec.json.Encoder().encode
-log = logging.getLogger(__name__)
-REPLY_CHANNEL = "kubescaler:lock:reply:{requester}"
+#: Most commands one read takes: a batch costs the same round trips whatever its size.
+BATCH = 256
 WATCH_EVERY_S = 2.0
+_decode = msgspec.json.Decoder(LockCommand).decode
+_BINARY = BinaryMessageFormatV1.IDENTITY_HEADER
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[Delivery], str], Awaitable[None]]
 
 
-def worker_name(settings: Settings) -> str:
-    return settings.instance or f"{socket.gethostname()}-{os.getpid()}"
+def deliveries(raw: Any) -> list[Delivery]:
+    """The entries of one FastStream stream message (batch or single) as deliveries.
+
+    A command's JSON is the entry's ``__data__`` field, bare (as LockClient writes it) or in
+    FastStream's binary envelope (as a FastStream publisher writes it); one that does not
+    decode is an unreadable delivery, acknowledged and dropped.
+    """
+    data = raw["data"]
+    entries = data if isinstance(data, list) else [data]
+    ids = list(raw.get("message_ids") or [])  # none in FastStream's in-memory test broker
+    ids += [b""] * (len(entries) - len(ids))
+    out = []
+    for receipt, fields in zip(ids, entries, strict=True):
+        body = fields.get(bDATA_KEY, b"")
+        if body.startswith(_BINARY):
+            body = BinaryMessageFormatV1.parse(body)[0]
+        try:
+            cmd: LockCommand | None = _decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("dropping an unreadable lock command %s: %.200r", receipt, body)
+            cmd = None
+        out.append(Delivery(receipt, cmd))
+    return out
+
+
+async def _entries(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """The subscribers' parser: the message as read, nothing decoded (:func:`deliveries`
+    decodes each entry once; FastStream's own parser would decode and re-encode them all).
+    Entries in FastStream's envelope (its publishers, its test broker) keep its parser, which
+    reads the envelope's headers."""
+    data = msg["data"]
+    first = data[0] if isinstance(data, list) and data else data
+    if first and first.get(bDATA_KEY, b"").startswith(_BINARY):
+        return await original(msg)
+    return RedisBatchStreamMessage(raw_message=msg, body=b"", consumer=FAKE_CONSUMER, group=None)
+
+
+async def _raw(msg: RedisBatchStreamMessage, _: Any) -> Any:
+    """The subscribers' decoder: the handler gets the raw message (entries and their ids)."""
+    return msg.raw_message
+
+
+def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
+    """The worker's broker: the two subscribers of the consumer group, and the reply channel
+    (declared for the AsyncAPI document; replies are published by the commit)."""
+    lock = settings.lock
+    broker = RedisBroker(
+        settings.redis.url,
+        **retry_options(settings.redis.timeout_s),
+        log_level=logging.DEBUG,
+        apply_types=False,  # the handlers take the raw entries: no injection per message
+    )
+    fresh = StreamSub(
+        lock.command_stream,
+        group=lock.command_group,
+        consumer=name,
+        batch=True,
+        max_records=BATCH,
+        polling_interval=1000,
+    )
+    claimed = StreamSub(
+        lock.command_stream,
+        group=lock.command_group,
+        consumer=name,
+        batch=True,
+        min_idle_time=lock.claim_idle_ms,
+        polling_interval=min(lock.claim_idle_ms, 1000),
+    )
+
+    @broker.subscriber(
+        stream=fresh,
+        ack_policy=AckPolicy.MANUAL,
+        parser=_entries,
+        decoder=_raw,
+        title="lock-commands",
+        description="LockCommand: acquire, refresh or release a pair (read in batches).",
+    )
+    async def on_commands(raw: Any) -> None:
+        await handle(deliveries(raw), "fresh")
+
+    @broker.subscriber(
+        stream=claimed,
+        ack_policy=AckPolicy.MANUAL,
+        parser=_entries,
+        decoder=_raw,
+        title="lock-commands-claimed",
+        description="Commands a dead worker left pending (XAUTOCLAIM).",
+    )
+    async def on_claimed(raw: Any) -> None:
+        await handle(deliveries(raw), "claimed")
+
+    broker.publisher(
+        channel=lockstate.reply_channel("{requester}"),
+        title="lock-outcomes",
+        description="The LockOutcomes of a requester's commands, a JSON array per batch.",
+    )
+    return broker
 
 
 class Worker:
-    """One lock-keeper: its broker, its Redis clients and the keeper, opened by start()."""
+    """One lock-keeper: its broker, its Redis clients and the use case, opened by start()."""
 
     def __init__(self, settings: Settings, name: str = "") -> None:
         self.settings = settings
-        self.name = name or worker_name(settings)
-        lock = settings.lock
-        self.broker = RedisBroker(
-            settings.redis.url, **retry_options(settings.redis.timeout_s), log_level=logging.DEBUG
-        )
+        self.name = name or settings.process_name
+        self.broker = build_broker(settings, self.name, self.handle)
         self.state: Redis | None = None
         self.redlock: Redlock | None = None
-        self.keeper: LockKeeper | None = None
-        fresh = StreamSub(
-            lock.command_stream,
-            group=lock.command_group,
-            consumer=self.name,
-            polling_interval=1000,
-            max_records=16,
-        )
-        claimed = StreamSub(
-            lock.command_stream,
-            group=lock.command_group,
-            consumer=self.name,
-            min_idle_time=lock.claim_idle_ms,
-            polling_interval=min(lock.claim_idle_ms, 1000),
-        )
-        reply = self.broker.publisher(
-            channel=REPLY_CHANNEL,
-            title="lock-outcomes",
-            description="The LockOutcome of a command, on the requester's reply channel.",
-        )
+        self.keeping: LockKeeping | None = None
+        self.group: CommandGroup | None = None
 
-        @self.broker.subscriber(
-            stream=fresh,
-            title="lock-commands",
-            description="LockCommand: acquire, refresh or release a pair.",
-        )
-        async def on_command(msg: RedisStreamMessage) -> None:
-            await self.handle(msg.body, "fresh")
-
-        @self.broker.subscriber(
-            stream=claimed,
-            title="lock-commands-claimed",
-            description="Commands a dead worker left pending (XAUTOCLAIM).",
-        )
-        async def on_claimed(msg: RedisStreamMessage) -> None:
-            await self.handle(msg.body, "claimed")
-
-        self._reply = reply
-
-    async def handle(self, body: bytes, path: str) -> None:
-        """Apply one command and answer it. Raising leaves it pending for another worker."""
-        assert self.keeper is not None, "worker not started"
-        cmd = _decode(body)
+    async def handle(self, batch: Sequence[Delivery], path: str) -> None:
+        """Apply one batch; raising leaves its entries pending for another worker."""
+        assert self.keeping is not None, "worker not started"
         start = time.perf_counter()
-        out, applied = await self.keeper.apply(cmd)  # InFlight: leave it pending
-        if applied:
-            APPLY.labels(cmd.action).observe(time.perf_counter() - start)
-        COMMANDS.labels(cmd.action, out.result, path if applied else "redelivered").inc()
-        if cmd.reply_to:
-            await self.broker.publish(_encode(out), channel=cmd.reply_to)
+        handled = await self.keeping.apply(batch)
+        took = time.perf_counter() - start
+        BATCH_SIZE.observe(len(batch))
+        for h in handled:
+            _count(h, path, took)
 
     async def start(self) -> None:
         s = self.settings
         self.state = redis_client.connect(s.redis.url, s.redis.timeout_s)
         masters = [master_client(u, s.lock.master_timeout_ms / 1000) for u in s.redis.redlock_urls]
         self.redlock = Redlock(
-            masters, s.lock.ttl_ms, s.lock.clock_drift_factor, s.lock.master_timeout_ms
+            masters,
+            s.lock.ttl_ms,
+            s.lock.clock_drift_factor,
+            s.lock.master_timeout_ms,
+            key_prefix=lockstate.LOCK_PREFIX,
         )
-        self.keeper = LockKeeper(self.redlock, self.state, s.lock, self.name)
+        ledger = LockLedger(self.state, s.lock, self.name)
+        self.keeping = LockKeeping(self.redlock, ledger)
+        self.group = CommandGroup(self.state, s.lock, self.broker)
         await self.broker.start()
 
     async def stop(self) -> None:
@@ -144,56 +214,16 @@ class Worker:
         if self.state is not None:
             await self.state.aclose()
 
-    async def failing(self) -> list[str]:
-        """Dependencies that do not answer: the stream Redis and each Redlock master."""
-        assert self.state is not None
-        assert self.redlock is not None
-        out = [f"redlock-master {a}" for a in await self.redlock.ping()]
-        try:
-            await self.state.ping()
-        except Exception:
-            out.insert(0, "redis")
-        return out
 
-    async def ensure_group(self) -> bool:
-        """Create the consumer group if it is gone (Redis restarted without its data).
-
-        FastStream creates it only at start; without this a restarted, empty Redis would leave
-        every worker polling a group that no longer exists. From id 0, so commands published
-        before the group came back are read too (late ones are answered "expired").
-        True when it had to be created.
-        """
-        assert self.state is not None
-        lock = self.settings.lock
-        try:
-            await self.state.xgroup_create(
-                lock.command_stream, lock.command_group, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise
-        return True
-
-    async def revive(self) -> bool:
-        """Restart the broker if FastStream stopped a subscriber for good.
-
-        FastStream stops a stream subscriber whose consumer group vanished (Redis restarted
-        empty) and expects the process to be restarted. A restart of the broker in place
-        does the same without dropping the health endpoint. True when it restarted.
-        """
-        if all(sub.running for sub in self.broker.subscribers):
-            return False
-        await self.broker.stop()
-        await self.broker.start()
-        return True
-
-    async def pending(self) -> int:
-        assert self.state is not None
-        info = await self.state.xpending(
-            self.settings.lock.command_stream, self.settings.lock.command_group
-        )
-        return int(info["pending"])
+def _count(h: Handled, path: str, took: float) -> None:
+    action = h.cmd.action if h.cmd is not None else "unknown"
+    if h.path == "applied":
+        APPLY.labels(action).observe(took)
+        COMMANDS.labels(action, h.outcome.result if h.outcome else "", path).inc()
+    elif h.path == "redelivered":
+        COMMANDS.labels(action, h.outcome.result if h.outcome else "", "redelivered").inc()
+    else:
+        COMMANDS.labels(action, h.path, path).inc()
 
 
 def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
@@ -203,14 +233,16 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
     async def watch() -> None:
         """Every few seconds: the consumer group still exists, and the backlog gauge."""
         while True:
+            group = keeper.group
             try:
-                if await keeper.ensure_group():
+                assert group is not None
+                if await group.ensure():
                     log.warning(
                         "consumer group %s was gone; created it again", settings.lock.command_group
                     )
-                if await keeper.revive():
+                if await group.revive():
                     log.warning("restarted the broker: a subscriber had stopped")
-                PENDING.set(await keeper.pending())
+                PENDING.set(await group.pending())
             except Exception:  # the backlog is unknown while Redis is down
                 PENDING.set(float("nan"))
             await asyncio.sleep(WATCH_EVERY_S)
@@ -233,7 +265,7 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
         assert keeper.redlock is not None
         down = await keeper.redlock.ping()
         masters = len(settings.redis.redlock_urls)
-        if masters - len(down) < masters // 2 + 1:
+        if masters - len(down) < quorum(masters):
             raise DependencyUnavailable("redlock", "lock quorum unavailable: " + ", ".join(down))
 
     return create_service_app(
@@ -245,66 +277,6 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
     )
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings) -> int:
     """Run one lock-keeper until SIGTERM/SIGINT (uvicorn stops the lifespan gracefully)."""
-    import uvicorn
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.lock.keeper_port,
-        log_level=settings.log_level,
-        lifespan="on",
-    )
-
-
-# ---------------------------------------------------------------- AsyncAPI
-
-ASYNCAPI_PATH = Path(__file__).resolve().parents[3] / "docs" / "asyncapi.json"
-
-
-def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI document of the lock-keeper, built from its broker (no connection).
-
-    FastStream derives payload schemas with pydantic, which cannot read msgspec structs, so
-    the handlers take ``bytes`` and the message payloads are filled in from msgspec's schema.
-    """
-    from faststream.specification import AsyncAPI
-
-    broker = Worker(Settings(), name="{worker}").broker
-    doc: dict[str, Any] = (
-        AsyncAPI(
-            broker,
-            title="kubescaler lock-keeper",
-            version="1.0.0",
-            description="Lock commands in, lock outcomes out; see docs/locks.md.",
-        )
-        .to_specification()
-        .to_jsonable()
-    )
-    (cmd_schema, out_schema), defs = msgspec.json.schema_components([LockCommand, LockOutcome])
-    for name, message in doc.get("components", {}).get("messages", {}).items():
-        message["payload"] = out_schema if "outcomes" in name.lower() else cmd_schema
-    doc.setdefault("components", {}).setdefault("schemas", {}).update(
-        {k: _refs(v) for k, v in defs.items()}
-    )
-    for message in doc["components"]["messages"].values():
-        message["payload"] = _refs(message["payload"])
-    doc["components"]["schemas"].pop("EmptyPayload", None)  # the bytes handlers' placeholder
-    return doc
-
-
-def _refs(schema: Any) -> Any:
-    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/')
-    return json.loads(text)
-
-
-def write_asyncapi(path: Path = ASYNCAPI_PATH) -> str:
-    text = json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return text
-
-
-if __name__ == "__main__":
-    write_asyncapi()
+    return serve(create_app(settings), settings, settings.lock.keeper_port)

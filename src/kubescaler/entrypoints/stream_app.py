@@ -145,15 +145,11 @@ def create_app(settings: Settings) -> Litestar:
         if hub.draining:
             raise DependencyUnavailable("stream", "draining")
 
-    async def redis_ping() -> None:
-        if not await locks.broker.ping(timeout=settings.redis.timeout_s):
-            raise DependencyUnavailable("redis", "no answer to PING")
-
     app = create_service_app(
         "stream",
         settings,
         handlers=[stream, index, dashboard, instance, web_assets(settings.stream.web_path)],
-        checks={"base": base.ping, "redis": redis_ping, "draining": not_draining},
+        checks={"base": base.ping, "redis": locks.ping, "draining": not_draining},
         dependencies={"hub": hub, "settings": settings},
         lifespan=[clients],
     )

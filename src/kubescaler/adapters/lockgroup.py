@@ -1,0 +1,54 @@
+"""Upkeep of the lock-keepers' consumer group on the command stream.
+
+FastStream creates the group when its subscribers start and stops a subscriber for good when
+the group vanishes (a Redis restarted without its data). :class:`CommandGroup` puts the group
+back, restarts a broker whose subscriber stopped, and reads the backlog for the autoscaler.
+"""
+
+from __future__ import annotations
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from kubescaler.settings import LockSettings
+
+
+class CommandGroup:
+    def __init__(self, redis: Redis, lock: LockSettings, broker: RedisBroker) -> None:
+        self.redis = redis
+        self.lock = lock
+        self.broker = broker
+
+    async def ensure(self) -> bool:
+        """Create the consumer group if it is gone; True when it had to be created.
+
+        From id 0, so commands published before the group came back are read too (late ones
+        are answered "expired").
+        """
+        try:
+            await self.redis.xgroup_create(
+                self.lock.command_stream, self.lock.command_group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def revive(self) -> bool:
+        """Restart the broker if FastStream stopped a subscriber; True when it restarted.
+
+        A restart in place does what FastStream expects of a process restart, without dropping
+        the worker's health endpoint.
+        """
+        if all(sub.running for sub in self.broker.subscribers):
+            return False
+        await self.broker.stop()
+        await self.broker.start()
+        return True
+
+    async def pending(self) -> int:
+        """Commands read by some worker and not yet acknowledged (the autoscaling backlog)."""
+        info = await self.redis.xpending(self.lock.command_stream, self.lock.command_group)
+        return int(info["pending"])

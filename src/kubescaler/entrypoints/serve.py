@@ -1,0 +1,57 @@
+"""The one way kubescaler's HTTP processes run: uvicorn with the house options.
+
+Every process (base, main, stream, the lock-keeper's health endpoint) serves through
+:func:`serve`: its app on ``settings.host``, no access log (Prometheus counts requests), the
+lifespan on, and a bounded graceful shutdown. ``on_signal`` runs in the event loop on the
+first SIGTERM/SIGINT, before uvicorn stops accepting (the stream service drains there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Litestar
+
+from kubescaler.settings import Settings
+
+GRACE_S = 30
+
+
+def serve(
+    app: Litestar,
+    settings: Settings,
+    port: int,
+    *,
+    grace_s: float = GRACE_S,
+    on_signal: Callable[[], None] | None = None,
+) -> int:
+    """Serve ``app`` on ``port`` until SIGTERM/SIGINT; 0 once it stopped."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        loop: asyncio.AbstractEventLoop | None = None
+        signalled = False
+
+        async def startup(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().startup(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if on_signal is not None and self.loop is not None and not self.signalled:
+                self.signalled = True
+                self.loop.call_soon_threadsafe(on_signal)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(grace_s),
+    )
+    Server(config).run()
+    return 0

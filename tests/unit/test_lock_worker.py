@@ -1,0 +1,81 @@
+"""The lock-keeper's subscribers under FastStream's in-memory TestRedisBroker, with fake ports."""
+
+from __future__ import annotations
+
+import msgspec
+import prometheus_client
+import pytest
+from faststream.redis import TestRedisBroker
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from lockfakes import Clock, FakeLedger, FakeMasters, command
+
+from kubescaler.entrypoints.lock_keeper import Worker, deliveries
+from kubescaler.services.lockkeeping import LockKeeping
+from kubescaler.settings import LockSettings, Settings
+
+SETTINGS = Settings(instance="w-test", lock=LockSettings(command_stream="t:worker:cmd"))
+
+
+@pytest.fixture
+def worker() -> tuple[Worker, FakeLedger, Clock]:
+    clock = Clock()
+    ledger = FakeLedger(clock)
+    worker = Worker(SETTINGS)
+    worker.keeping = LockKeeping(FakeMasters(clock), ledger, clock)
+    return worker, ledger, clock
+
+
+def commands_total(action: str, result: str) -> float:
+    """kubescaler_lock_commands_total over the paths a first delivery can take."""
+    return sum(
+        prometheus_client.REGISTRY.get_sample_value(
+            "kubescaler_lock_commands_total", {"action": action, "result": result, "path": path}
+        )
+        or 0.0
+        for path in ("fresh", "claimed")
+    )
+
+
+async def test_a_published_command_is_applied_once_answered_and_counted(
+    worker: tuple[Worker, FakeLedger, Clock],
+) -> None:
+    """A LockCommand published on the command stream reaches a subscriber of the group, is
+    applied once through the use case, answered on its reply channel and counted. (The
+    in-memory broker may also hand it to the claiming subscriber, as Redis would after the
+    idle time: that delivery is answered from the store, not applied again.)"""
+    keeper, ledger, clock = worker
+    before = commands_total("acquire", "granted")
+    cmd = command("acquire", "alice", clock=clock, reply_to="reply:w")
+    async with TestRedisBroker(keeper.broker) as broker:
+        await broker.publish(msgspec.json.encode(cmd), stream=SETTINGS.lock.command_stream)
+    assert [out.request_id for out in ledger.log] == [cmd.request_id]
+    answers = ledger.answers()
+    assert {(out.request_id, out.result) for out in answers} == {(cmd.request_id, "granted")}
+    assert {channel for channel, _ in ledger.published} == {"reply:w"}
+    assert commands_total("acquire", "granted") == before + 1
+
+
+async def test_an_unreadable_entry_is_dropped_and_counted(
+    worker: tuple[Worker, FakeLedger, Clock],
+) -> None:
+    """A stream entry that is no LockCommand: nothing applied, nothing answered, counted."""
+    keeper, ledger, _ = worker
+    before = commands_total("unknown", "unreadable")
+    async with TestRedisBroker(keeper.broker) as broker:
+        await broker.publish(b'{"action": "steal"}', stream=SETTINGS.lock.command_stream)
+    assert ledger.log == []
+    assert ledger.published == []
+    assert commands_total("unknown", "unreadable") > before
+
+
+async def test_entries_are_read_bare_or_in_faststreams_envelope() -> None:
+    """LockClient writes bare JSON, FastStream publishers their binary envelope: both decode,
+    with their entry ids as receipts."""
+    cmd = command("refresh", "alice", 3, clock=Clock())
+    bare = msgspec.json.encode(cmd)
+    wrapped = await BinaryMessageFormatV1.encode(
+        message=bare, reply_to=None, headers=None, correlation_id="c"
+    )
+    raw = {"data": [{b"__data__": bare}, {b"__data__": wrapped}], "message_ids": [b"1-0", b"2-0"]}
+    got = deliveries(raw)
+    assert [(d.receipt, d.cmd) for d in got] == [(b"1-0", cmd), (b"2-0", cmd)]
