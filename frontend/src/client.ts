@@ -4,18 +4,11 @@
  * callbacks, and tests pass a fake fetch, clock and sleep.
  */
 
+import { EVENT_NAMES, type DataEvent, type Hello } from "./events";
 import { SseParser, type SseMessage } from "./sse";
-import type { DataEvent } from "./stats";
 import { backoffMs, drainRetryMs, onRefusal, type LockState, type RefusalBody } from "./state";
 
-export interface Hello {
-  session: string;
-  instance: string;
-  token: number;
-  expires_at_ms: number;
-  user_id: string;
-  profile_id: string;
-}
+export type { Hello } from "./events";
 
 export interface StreamListener {
   state(state: LockState): void;
@@ -155,7 +148,7 @@ export class StreamClient {
 
   private handle(message: SseMessage, onHello: () => void): LockState | null {
     switch (message.event) {
-      case "hello": {
+      case EVENT_NAMES.Hello: {
         const hello = JSON.parse(message.data) as Hello;
         onHello();
         this.listener.hello(hello);
@@ -170,15 +163,15 @@ export class StreamClient {
       case "data":
         this.listener.data(JSON.parse(message.data) as DataEvent);
         return null;
-      case "lock-lost": {
+      case EVENT_NAMES.LockLost: {
         const reason = parseField(message.data, "reason") ?? "unknown";
         return { kind: "lost", reason };
       }
-      case "superseded": {
+      case EVENT_NAMES.Superseded: {
         const token = parseNumber(message.data, "token");
         return { kind: "superseded", token: token ?? 0 };
       }
-      case "reconnect":
+      case EVENT_NAMES.Reconnect:
         return { kind: "reconnecting", reason: "draining", retryInMs: drainRetryMs(this.retryMs) };
       default:
         return null;

@@ -7,14 +7,9 @@
  * (never expected) is counted as `unexplainedGaps` so the page can say so.
  */
 
-export interface DataEvent {
-  seq: number;
-  instance: string;
-  ts_ms: number;
-  token: number;
-  dropped: number;
-  payload: string;
-}
+import type { DataEvent } from "./events";
+
+export type { DataEvent } from "./events";
 
 export class StreamStats {
   events = 0;

@@ -1,4 +1,12 @@
-"""Stream events and the rules of a stream session (pure logic, no I/O)."""
+"""Stream events and the rules of a stream session (pure logic, no I/O).
+
+The events a stream sends are typed structs: :class:`StreamEvent` (the ``data`` events) and
+the control events (:class:`Hello`, :class:`LockLost`, :class:`Reconnect`,
+:class:`Superseded`), each with a schema version ``v``. ``entrypoints/sse.py`` frames them as
+Server-Sent Events and generates the web client's TypeScript types from them. The rules a
+session follows — what a refresh outcome means, when a newer grant ends it, how drops are
+counted — are the functions below; ``services/streaming.py`` applies them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from typing import ClassVar
 import msgspec
 
 from kubescaler.domain.errors import InvalidInput
+from kubescaler.domain.locks import LockOutcome, superseded
 
 _SESSION = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -56,30 +65,15 @@ class StreamEvent(msgspec.Struct, kw_only=True):
     payload: str
 
 
-_encode = msgspec.json.Encoder().encode
-
-
-def sse(
-    event: str, data: bytes | str, ident: int | None = None, retry_ms: int | None = None
-) -> bytes:
-    """One Server-Sent Event on the wire. ``data`` must not contain newlines (JSON here)."""
-    head = b""
-    if ident is not None:
-        head += b"id: %d\n" % ident
-    if retry_ms is not None:
-        head += b"retry: %d\n" % retry_ms
-    body = data.encode() if isinstance(data, str) else data
-    return head + b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
-
-
-def data_event(ev: StreamEvent) -> bytes:
-    return sse("data", _encode(ev), ident=ev.seq)
+EVENT_VERSION = 1
 
 
 class ControlEvent(msgspec.Struct, kw_only=True):
-    """The `data` of a small event the client acts on; ``event`` is its SSE event name."""
+    """The `data` of a small event the client acts on; ``event`` is its SSE event name and
+    ``v`` the version of its schema (readers ignore fields they do not know)."""
 
     event: ClassVar[str]
+    v: int = EVENT_VERSION
 
 
 class Hello(ControlEvent):
@@ -118,9 +112,78 @@ class Superseded(ControlEvent):
     reason: str
 
 
-def control_event(body: ControlEvent, retry_ms: int | None = None) -> bytes:
-    """hello, lock-lost, reconnect, superseded on the wire."""
-    return sse(body.event, _encode(body), retry_ms=retry_ms)
+# ------------------------------------------------------------------ a session's rules
+
+
+class Drops:
+    """Numbers a stream's events and counts the ones its client could not take.
+
+    ``seq`` counts every event produced, sent or dropped; an event sent carries how many were
+    dropped since the previous one sent.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.dropped = 0
+
+    def tick(self, room: bool) -> tuple[int, int] | None:
+        """One event is due: (seq, dropped since the last one sent) when the queue has
+        ``room``, else None (dropped, counted for the next)."""
+        self.seq += 1
+        if not room:
+            self.dropped += 1
+            return None
+        dropped, self.dropped = self.dropped, 0
+        return self.seq, dropped
+
+
+class Keep(msgspec.Struct, frozen=True):
+    """The lock was refreshed: hold it until ``expires_at_ms``."""
+
+    expires_at_ms: int
+
+
+class Retry(msgspec.Struct, frozen=True):
+    """The refresh got no answer, but the hold outlasts the next attempt: stream on."""
+
+
+class End(msgspec.Struct, frozen=True):
+    """The lock is not ours any more: send ``event`` and end the stream."""
+
+    event: ControlEvent
+
+
+Verdict = Keep | Retry | End
+
+
+def superseded_event(held_token: int, newest_token: int) -> Superseded | None:
+    """The ``superseded`` event when ``newest_token`` is a later grant of the pair than the
+    stream's ``held_token``, else None."""
+    if not superseded(held_token, newest_token):
+        return None
+    reason = f"a newer stream of this pair took over (fencing token {newest_token})"
+    return Superseded(token=newest_token, held_token=held_token, reason=reason)
+
+
+def after_refresh(
+    out: LockOutcome | None, held_token: int, now_ms: int, expires_at_ms: int, interval_ms: int
+) -> Verdict:
+    """What a refresh's outcome (None: no answer, or undecidable) means for the stream.
+
+    refreshed: keep. No answer: stream on while the hold outlasts the next attempt, else end
+    with ``lock-lost``. lost because a newer grant superseded this one: end with
+    ``superseded``. Any other answer (lost, not the owner): end with ``lock-lost``.
+    """
+    if out is None:
+        if now_ms + interval_ms < expires_at_ms:
+            return Retry()
+        return End(LockLost(reason="refresh failed"))
+    if out.result == "refreshed":
+        return Keep(out.expires_at_ms)
+    newer = superseded_event(held_token, out.superseded_by)
+    if newer is not None:
+        return End(newer)
+    return End(LockLost(reason=out.detail or out.result))
 
 
 class SseMessage(msgspec.Struct):

@@ -23,10 +23,13 @@ from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.locklog import LogTail
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import parse_uuid
-from kubescaler.domain.stream import session_id
+from kubescaler.domain.stream import StreamEvent, session_id
+from kubescaler.entrypoints.serve import serve
+from kubescaler.entrypoints.sse import frame
 from kubescaler.entrypoints.web import create_service_app
+from kubescaler.services import stream_metrics as m
 from kubescaler.services.podcost import pod_cost_updates
-from kubescaler.services.streaming import StreamHub
+from kubescaler.services.streaming import Item, StreamHub
 from kubescaler.settings import Settings
 
 SESSION_COOKIE = "kubescaler_session"
@@ -54,8 +57,25 @@ async def stream(
         cookies.append(Cookie(key=SESSION_COOKIE, value=owner, path="/", samesite="lax"))
     opened = await hub.open(uid, pid, owner)
     return Stream(
-        opened.events(), media_type="text/event-stream", headers=SSE_HEADERS, cookies=cookies
+        frames(opened.events(), hub.retry_ms),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+        cookies=cookies,
     )
+
+
+async def frames(events: AsyncIterator[Item], retry_ms: int) -> AsyncIterator[bytes]:
+    """A session's events as Server-Sent Events; data events count as sent stream bytes."""
+    try:
+        async for event in events:
+            data = frame(event, retry_ms)
+            if isinstance(event, StreamEvent):
+                m.BYTES.inc(len(data))
+                m.EVENTS.inc()
+            yield data
+    finally:  # the client went away: end the session now, not when it is collected
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
 
 
 NOT_BUILT = """<!doctype html>
@@ -129,6 +149,7 @@ def create_app(settings: Settings) -> Litestar:
         await locks.start()
         # grants made on any instance end this one's older streams of the same pair
         follower = asyncio.create_task(hub.follow(tail.follow()))
+        refresher = asyncio.create_task(hub.keep_refreshed())
         try:
             # the pod's deletion cost follows its live connections (off unless configured)
             async with pod_cost_updates(settings.stream, lambda: len(hub.sessions)):
@@ -136,6 +157,7 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             hub.drain()
             follower.cancel()
+            refresher.cancel()
             await hub.wait_background()
             await locks.stop()
             await base.close()
@@ -157,32 +179,10 @@ def create_app(settings: Settings) -> Litestar:
     return app
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings) -> int:
     """Serve streams until SIGTERM/SIGINT; the first signal drains before uvicorn shuts down."""
-    import uvicorn
-
     app = create_app(settings)
     hub: StreamHub = app.state.hub
-
-    class DrainingServer(uvicorn.Server):
-        loop: asyncio.AbstractEventLoop | None = None
-
-        async def startup(self, sockets: Any = None) -> None:
-            self.loop = asyncio.get_running_loop()
-            await super().startup(sockets)
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if self.loop is not None and not hub.draining:
-                self.loop.call_soon_threadsafe(hub.drain)
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.stream_port,
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.stream.grace_s),
+    return serve(
+        app, settings, settings.stream_port, grace_s=settings.stream.grace_s, on_signal=hub.drain
     )
-    DrainingServer(config).run()

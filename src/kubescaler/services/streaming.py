@@ -1,9 +1,16 @@
 """Exclusive streams: open one for a bound (user, profile) pair under its lock, feed it, end it.
 
-One :class:`StreamHub` per stream process holds what its streams share (the lock client, the
-base client, the drain switch); one :class:`StreamSession` per client produces events into a
-small bounded queue and drops what the client cannot take, refreshes the lock while the client
-stays, and ends with a ``lock-lost``, ``reconnect`` or ``superseded`` event when it must.
+One :class:`StreamHub` per stream process holds what its streams share: the ports to base
+(:class:`Bindings`) and to the lock (:class:`Locks`), the drain switch, and the one refresher
+of every stream's lock. One :class:`StreamSession` per client produces events into a small
+bounded queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
+``lock-lost``, ``reconnect`` or ``superseded`` event when it must. What a refresh outcome
+means is ``domain.stream.after_refresh``'s to say.
+
+Refreshing: the hub, not each stream, refreshes. Every ``tick`` it sends the refresh of every
+stream whose turn has come, all at once (the lock client publishes them in one pipeline and
+the keeper applies them in batches), so 10,000 streams cost one task and a few round trips per
+tick instead of 10,000 sleeping tasks each with its own round trips.
 
 One live stream per pair: when a pair is granted again (the same session re-entering, or after
 a hand-over) the hub ends its own older streams of that pair at once, and learns of grants made
@@ -18,27 +25,55 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol
 
-from kubescaler.adapters.base_client import BaseClient
-from kubescaler.adapters.lockclient import LockClient
 from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden, KubescalerError
-from kubescaler.domain.locks import LockOutcome, superseded
+from kubescaler.domain.locks import LockOutcome, now_ms
+from kubescaler.domain.models import Binding
 from kubescaler.domain.stream import (
+    ControlEvent,
+    Drops,
+    End,
     Hello,
-    LockLost,
+    Keep,
     Payload,
     Reconnect,
     StreamEvent,
-    Superseded,
-    control_event,
-    data_event,
+    after_refresh,
+    superseded_event,
 )
 from kubescaler.services import stream_metrics as m
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The most time between two refresh rounds of the hub (a stream's refresh is at most this
+#: late), and the least.
+TICK_MAX_S = 1.0
+TICK_MIN_S = 0.05
+
+
+class Bindings(Protocol):
+    """Base: whether a user is bound to a profile."""
+
+    async def binding(self, user_id: uuid.UUID, profile_id: uuid.UUID) -> Binding: ...
+
+
+class Locks(Protocol):
+    """The lock's requester side (``adapters.lockclient.LockClient``)."""
+
+    async def acquire(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str
+    ) -> LockOutcome: ...
+
+    async def refresh(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome: ...
+
+    async def release(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome: ...
 
 
 class Draining(KubescalerError):
@@ -47,23 +82,35 @@ class Draining(KubescalerError):
     status = 503
 
 
+Item = StreamEvent | ControlEvent
+
+
 class StreamHub:
-    def __init__(self, settings: Settings, base: BaseClient, locks: LockClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        base: Bindings,
+        locks: Locks,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.settings = settings
         self.instance = settings.instance or f"{settings.host}:{settings.stream_port}"
         self.base = base
         self.locks = locks
+        self.clock = clock
         self.payload = Payload(settings.stream.event_bytes)
         self.sessions: set[StreamSession] = set()
         self.by_pair: dict[str, set[StreamSession]] = {}
         self.draining = False
+        self.interval_ms = settings.lock.refresh_interval_ms
+        self.tick_s = max(TICK_MIN_S, min(TICK_MAX_S, self.interval_ms / 4000))
         self._background: set[asyncio.Task[None]] = set()
 
     async def open(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> StreamSession:
         """Check the binding, take the pair's lock for ``owner``; the caller streams the result."""
         if self.draining:
             m.REFUSED.labels("draining").inc()
-            raise Draining("this stream instance is draining; reconnect", retry_ms=self._retry)
+            raise Draining("this stream instance is draining; reconnect", retry_ms=self.retry_ms)
         binding = await self.base.binding(user_id, profile_id)
         if not binding.bound:
             m.REFUSED.labels("not_bound").inc()
@@ -93,7 +140,7 @@ class StreamHub:
                 self.supersede(record)
 
     def track(self, session: StreamSession) -> None:
-        """A stream started here (live connections, and the pair's streams to supersede)."""
+        """A stream started here (live connections, refreshes, and the pair's streams)."""
         self.sessions.add(session)
         self.by_pair.setdefault(session.grant.pair, set()).add(session)
 
@@ -107,7 +154,7 @@ class StreamHub:
                 del self.by_pair[session.grant.pair]
 
     @property
-    def _retry(self) -> int:
+    def retry_ms(self) -> int:
         return self.settings.stream.drain_retry_ms
 
     def drain(self) -> None:
@@ -118,9 +165,47 @@ class StreamHub:
         """
         self.draining = True
         for session in list(self.sessions):
-            session.finish(
-                control_event(Reconnect(reason="draining", session=session.owner), self._retry)
-            )
+            session.finish(Reconnect(reason="draining", session=session.owner))
+
+    # -- refreshing ----------------------------------------------------------------------
+
+    async def refresh_due(self) -> int:
+        """Refresh every stream whose turn has come, all at once; how many were sent."""
+        now = self.clock()
+        due = [s for s in self.sessions if not s.finished and s.refresh_at_ms <= now]
+        if not due:
+            return 0
+        for session in due:
+            session.refresh_at_ms = now + self.interval_ms
+        got = await asyncio.gather(*(self._refresh(s) for s in due), return_exceptions=True)
+        now = self.clock()
+        for session, out in zip(due, got, strict=True):
+            if isinstance(out, BaseException):
+                if not isinstance(out, KubescalerError):
+                    log.error("refresh of %s failed", session.grant.pair, exc_info=out)
+                m.REFRESH_FAILURES.inc()
+                result = "failed"
+                outcome = None
+            else:
+                result, outcome = out.result, out
+            m.LOCK_OUTCOMES.labels("refresh", result).inc()
+            session.refreshed(outcome, now, self.interval_ms)
+        return len(due)
+
+    async def _refresh(self, session: StreamSession) -> LockOutcome:
+        g = session.grant
+        return await self.locks.refresh(g.user_id, g.profile_id, session.owner, g.fencing_token)
+
+    async def keep_refreshed(self) -> None:
+        """Refresh rounds every ``tick_s`` until cancelled; a failing round is logged."""
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.refresh_due()
+            except Exception:  # never let one bad round stop every stream's refreshes
+                log.exception("refresh round failed")
+
+    # -- background work -----------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -139,23 +224,25 @@ class StreamSession:
         self.grant = grant
         self.owner = grant.owner
         self.expires_at_ms = grant.expires_at_ms
+        self.refresh_at_ms = hub.clock() + hub.interval_ms
         size = max(2, hub.settings.stream.queue_events)
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(size)
+        self.drops = Drops()
         self.finished = False
         self.release_on_end = hub.settings.stream.release_on_disconnect
         self._producer: asyncio.Task[None] | None = None
 
     # -- the client's side -------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[bytes]:
-        """The bytes of the stream, from ``hello`` to the end; ends the session however it ends."""
+    async def events(self) -> AsyncIterator[Item]:
+        """The stream's events, from ``hello`` to the end; ends the session however it ends."""
         hub, grant = self.hub, self.grant
         hub.track(self)
         m.CONNECTIONS.inc()
-        self._producer = asyncio.create_task(self._produce())
-        refresher = asyncio.create_task(self._refresh())
+        if hub.settings.stream.events_per_s > 0:
+            self._producer = asyncio.create_task(self._produce())
         try:
-            hello = Hello(
+            yield Hello(
                 session=self.owner,
                 instance=hub.instance,
                 token=grant.fencing_token,
@@ -163,21 +250,18 @@ class StreamSession:
                 user_id=str(grant.user_id),
                 profile_id=str(grant.profile_id),
             )
-            yield control_event(hello)
             while (item := await self.queue.get()) is not None:
                 yield item
-                m.BYTES.inc(len(item))
-                m.EVENTS.inc()
         finally:
             self.finished = True
-            self._producer.cancel()
-            refresher.cancel()
+            if self._producer is not None:
+                self._producer.cancel()
             hub.untrack(self)
             m.CONNECTIONS.dec()
             if self.release_on_end:
                 hub.spawn(self._release())
 
-    def finish(self, last: bytes) -> None:
+    def finish(self, last: ControlEvent) -> None:
         """End the stream after ``last``: stop producing, discard queued data, send ``last``."""
         if self.finished:
             return
@@ -192,21 +276,50 @@ class StreamSession:
 
     def supersede(self, newest_token: int) -> None:
         """End with ``superseded`` if ``newest_token`` is a later grant of this pair than ours."""
-        held = self.grant.fencing_token
-        if self.finished or not superseded(held, newest_token):
-            return
-        m.SUPERSEDED.inc()
-        reason = f"a newer stream of this pair took over (fencing token {newest_token})"
-        self.finish(control_event(Superseded(token=newest_token, held_token=held, reason=reason)))
+        event = superseded_event(self.grant.fencing_token, newest_token)
+        if event is not None and not self.finished:
+            m.SUPERSEDED.inc()
+            self.finish(event)
 
-    # -- background work ---------------------------------------------------------------------
+    def refreshed(self, out: LockOutcome | None, now: int, interval_ms: int) -> None:
+        """Apply a refresh's outcome (None: no answer): keep streaming, or end as it says."""
+        if self.finished:
+            return
+        verdict = after_refresh(out, self.grant.fencing_token, now, self.expires_at_ms, interval_ms)
+        if isinstance(verdict, Keep):
+            self.expires_at_ms = verdict.expires_at_ms
+        elif isinstance(verdict, End):
+            if verdict.event.event == "superseded":
+                m.SUPERSEDED.inc()
+            else:
+                log.warning("stream of %s ends: %s", self.grant.pair, verdict.event)
+            self.finish(verdict.event)
+
+    # -- producing -----------------------------------------------------------------------
+
+    def produce(self) -> None:
+        """One event is due: queue it, or count it dropped when the client is behind."""
+        due = self.drops.tick(room=not self.queue.full())
+        if due is None:
+            m.DROPPED.inc()
+            return
+        seq, dropped = due
+        self.queue.put_nowait(
+            StreamEvent(
+                seq=seq,
+                instance=self.hub.instance,
+                ts_ms=int(time.time() * 1000),
+                token=self.grant.fencing_token,
+                dropped=dropped,
+                payload=self.hub.payload.take(),
+            )
+        )
 
     async def _produce(self) -> None:
-        """Make events at the configured rate; a full queue means the client is slow: drop."""
-        cfg, hub = self.hub.settings.stream, self.hub
+        """Make events at the configured rate; never burst to catch up after a stall."""
         loop = asyncio.get_running_loop()
-        interval = 1.0 / cfg.events_per_s
-        next_at, seq, dropped = loop.time(), 0, 0
+        interval = 1.0 / self.hub.settings.stream.events_per_s
+        next_at = loop.time()
         while True:
             next_at += interval
             delay = next_at - loop.time()
@@ -214,46 +327,7 @@ class StreamSession:
                 await asyncio.sleep(delay)
             elif delay < -1.0:  # far behind (an overloaded loop): do not burst to catch up
                 next_at = loop.time()
-            seq += 1
-            if self.queue.full():
-                dropped += 1
-                m.DROPPED.inc()
-                continue
-            event = StreamEvent(
-                seq=seq,
-                instance=hub.instance,
-                ts_ms=int(time.time() * 1000),
-                token=self.grant.fencing_token,
-                dropped=dropped,
-                payload=hub.payload.take(),
-            )
-            dropped = 0
-            self.queue.put_nowait(data_event(event))
-
-    async def _refresh(self) -> None:
-        """Refresh the lock while the client stays; end the stream once it is not ours."""
-        hub, g = self.hub, self.grant
-        interval = hub.settings.lock.refresh_interval_ms / 1000
-        while not self.finished:
-            await asyncio.sleep(interval)
-            try:
-                out = await hub.locks.refresh(g.user_id, g.profile_id, self.owner, g.fencing_token)
-            except DependencyUnavailable as exc:
-                m.REFRESH_FAILURES.inc()
-                log.warning("refresh of %s failed: %s", g.pair, exc.message)
-                if time.time() * 1000 + interval * 1000 < self.expires_at_ms:
-                    continue  # still valid past the next try
-                out = None
-            m.LOCK_OUTCOMES.labels("refresh", out.result if out else "failed").inc()
-            if out is not None and out.result == "refreshed":
-                self.expires_at_ms = out.expires_at_ms
-                continue
-            if out is not None and out.superseded_by:  # the keeper saw the newer grant first
-                self.supersede(out.superseded_by)
-                return
-            reason = out.detail or out.result if out else "refresh failed"
-            self.finish(control_event(LockLost(reason=reason)))
-            return
+            self.produce()
 
     async def _release(self) -> None:
         g = self.grant

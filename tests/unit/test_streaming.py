@@ -1,0 +1,294 @@
+"""Stream sessions and their hub on a fake clock with fake base and lock ports: drops, refresh
+verdicts, supersession, drain, release on disconnect. No server, no real time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import prometheus_client
+import pytest
+from lockfakes import Clock
+
+from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden
+from kubescaler.domain.locks import LockOutcome
+from kubescaler.domain.models import Binding
+from kubescaler.domain.stream import (
+    Drops,
+    Hello,
+    LockLost,
+    Reconnect,
+    StreamEvent,
+    Superseded,
+)
+from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession
+from kubescaler.settings import LockSettings, Settings, StreamSettings
+
+SETTINGS = Settings(
+    instance="unit",
+    lock=LockSettings(ttl_ms=3000, refresh_interval_ms=1000),
+    stream=StreamSettings(events_per_s=0, queue_events=2, event_bytes=16),
+)
+USER = uuid.UUID(int=7)
+
+
+def out(result: str, owner: str, profile: uuid.UUID, **kw: object) -> LockOutcome:
+    return LockOutcome(
+        request_id=uuid.uuid4().hex,
+        action="acquire" if result in ("granted", "denied") else "refresh",
+        result=result,  # type: ignore[arg-type]
+        user_id=USER,
+        profile_id=profile,
+        owner=owner,
+        at_ms=0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class FakeBase:
+    unbound: set[uuid.UUID] = field(default_factory=set)
+
+    async def binding(self, user_id: uuid.UUID, profile_id: uuid.UUID) -> Binding:
+        return Binding(user_id=user_id, profile_id=profile_id, bound=profile_id not in self.unbound)
+
+
+@dataclass
+class FakeLocks:
+    """Grants tokens 1, 2, ...; ``refresh_with`` answers refreshes (an exception is raised)."""
+
+    clock: Clock
+    token: int = 0
+    holder: dict[uuid.UUID, str] = field(default_factory=dict)
+    refresh_with: LockOutcome | Exception | None = None
+    refreshes: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    releases: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+
+    async def acquire(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
+        if self.holder.setdefault(profile_id, owner) != owner:
+            raise Conflict("held", holder_expires_at_ms=self.clock() + 3000)
+        self.token += 1
+        return out(
+            "granted",
+            owner,
+            profile_id,
+            fencing_token=self.token,
+            expires_at_ms=self.clock() + 3000,
+        )
+
+    async def refresh(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome:
+        self.refreshes.append((profile_id, token))
+        if isinstance(self.refresh_with, Exception):
+            raise self.refresh_with
+        return self.refresh_with or out(
+            "refreshed", owner, profile_id, fencing_token=token, expires_at_ms=self.clock() + 3000
+        )
+
+    async def release(
+        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+    ) -> LockOutcome:
+        self.releases.append((profile_id, token))
+        return out("released", owner, profile_id)
+
+
+@dataclass
+class Hub:
+    clock: Clock
+    base: FakeBase
+    locks: FakeLocks
+    hub: StreamHub
+
+    async def stream(self, owner: str = "s1", profile: uuid.UUID | None = None) -> Opened:
+        session = await self.hub.open(USER, profile or uuid.uuid4(), owner)
+        opened = Opened(session, session.events())
+        assert isinstance(await opened.next(), Hello)
+        return opened
+
+
+@dataclass
+class Opened:
+    session: StreamSession
+    events: AsyncIterator[Item]
+
+    async def next(self) -> Item:
+        return await asyncio.wait_for(anext(self.events), 1)
+
+    async def rest(self) -> list[Item]:
+        return [item async for item in self.events]
+
+
+def hub_with(settings: Settings = SETTINGS) -> Hub:
+    clock = Clock()
+    base, locks = FakeBase(), FakeLocks(clock)
+    return Hub(clock, base, locks, StreamHub(settings, base, locks, clock))
+
+
+def sample(name: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_drops_number_every_event_and_report_the_gap_on_the_next_one_sent() -> None:
+    """seq counts sent and dropped events; the next event sent says how many were dropped."""
+    drops = Drops()
+    assert drops.tick(room=True) == (1, 0)
+    assert drops.tick(room=False) is None
+    assert drops.tick(room=False) is None
+    assert drops.tick(room=True) == (4, 2)
+    assert drops.tick(room=True) == (5, 0)
+
+
+async def test_a_slow_client_has_events_dropped_not_buffered() -> None:
+    """Queue of 2: five due events while the client reads nothing queue two and drop three;
+    the next one sent carries dropped=3 and seq=6."""
+    h = hub_with()
+    opened = await h.stream()
+    before = sample("kubescaler_stream_dropped_events_total")
+    for _ in range(5):
+        opened.session.produce()
+    assert sample("kubescaler_stream_dropped_events_total") == before + 3
+    first = await opened.next()
+    assert isinstance(first, StreamEvent)
+    assert (first.seq, first.dropped) == (1, 0)
+    await opened.next()
+    opened.session.produce()
+    late = await opened.next()
+    assert isinstance(late, StreamEvent)
+    assert (late.seq, late.dropped, late.token) == (6, 3, 1)
+
+
+async def test_a_profile_the_user_is_not_bound_to_is_forbidden() -> None:
+    """open: base says not bound, so 403 and no lock is asked for."""
+    h = hub_with()
+    profile = uuid.uuid4()
+    h.base.unbound.add(profile)
+    with pytest.raises(Forbidden):
+        await h.hub.open(USER, profile, "s1")
+    assert h.locks.token == 0
+
+
+async def test_a_pair_held_by_another_session_is_a_conflict() -> None:
+    """open: the lock is another session's, so the Conflict (409) goes to the client."""
+    h = hub_with()
+    profile = uuid.uuid4()
+    await h.stream("s1", profile)
+    with pytest.raises(Conflict):
+        await h.hub.open(USER, profile, "s2")
+
+
+async def test_refresh_rounds_send_only_the_streams_due_and_all_at_once() -> None:
+    """Nothing is due before the interval; after it, every stream's refresh goes in one round
+    with its own fencing token, and the next turn is one interval later."""
+    h = hub_with()
+    streams = [await h.stream(f"s{i}") for i in range(3)]
+    assert await h.hub.refresh_due() == 0
+    h.clock.now += 1000
+    assert await h.hub.refresh_due() == 3
+    assert sorted(t for _, t in h.locks.refreshes) == [1, 2, 3]
+    assert all(s.session.expires_at_ms == h.clock.now + 3000 for s in streams)
+    assert await h.hub.refresh_due() == 0
+
+
+async def test_a_lost_lock_ends_the_stream_with_lock_lost() -> None:
+    """refresh answered lost (not the owner): the stream's last event is lock-lost."""
+    h = hub_with()
+    opened = await h.stream()
+    opened.session.produce()
+    h.locks.refresh_with = out("lost", "s1", uuid.uuid4(), detail="not the owner any more")
+    h.clock.now += 1000
+    await h.hub.refresh_due()
+    assert await opened.rest() == [LockLost(reason="not the owner any more")]
+    assert h.hub.sessions == set()
+
+
+async def test_a_refresh_superseded_by_a_newer_grant_ends_with_superseded() -> None:
+    """refresh answered lost with superseded_by: the stream ends with superseded naming both
+    tokens."""
+    h = hub_with()
+    opened = await h.stream()
+    h.locks.refresh_with = out("lost", "s1", uuid.uuid4(), fencing_token=1, superseded_by=4)
+    h.clock.now += 1000
+    await h.hub.refresh_due()
+    (last,) = await opened.rest()
+    assert isinstance(last, Superseded)
+    assert (last.token, last.held_token) == (4, 1)
+
+
+async def test_an_unanswered_refresh_streams_on_while_the_hold_lasts_then_ends() -> None:
+    """No answer with the hold still good past the next try: counted, streaming goes on; no
+    answer when it would lapse first: lock-lost "refresh failed"."""
+    h = hub_with()
+    opened = await h.stream()
+    h.locks.refresh_with = DependencyUnavailable("lock-keeper", "no answer")
+    before = sample("kubescaler_stream_refresh_failures_total")
+    h.clock.now += 1000
+    await h.hub.refresh_due()
+    assert not opened.session.finished
+    assert sample("kubescaler_stream_refresh_failures_total") == before + 1
+    h.clock.now += 1000
+    await h.hub.refresh_due()
+    assert await opened.rest() == [LockLost(reason="refresh failed")]
+
+
+async def test_drain_tells_every_stream_to_reconnect_and_refuses_new_ones() -> None:
+    """SIGTERM's drain: open streams end with reconnect (their session named), new opens are
+    refused with 503 Draining, and no lock is released (it is handed over)."""
+    h = hub_with()
+    opened = await h.stream("s9")
+    h.hub.drain()
+    assert await opened.rest() == [Reconnect(reason="draining", session="s9")]
+    with pytest.raises(Draining):
+        await h.hub.open(USER, uuid.uuid4(), "s9")
+    assert h.locks.releases == []
+
+
+async def test_a_newer_grant_in_the_log_supersedes_the_older_stream_of_its_pair() -> None:
+    """follow(): a granted record with a larger token ends the pair's stream with superseded;
+    one with an older token, or for another pair, does nothing."""
+    h = hub_with()
+    profile = uuid.uuid4()
+    opened = await h.stream("s1", profile)
+
+    async def log() -> AsyncIterator[LockOutcome]:
+        yield out("granted", "s1", profile, fencing_token=1)
+        yield out("granted", "s1", uuid.uuid4(), fencing_token=9)
+        assert not opened.session.finished
+        yield out("granted", "s1", profile, fencing_token=2)
+
+    await h.hub.follow(log())
+    (last,) = await opened.rest()
+    assert isinstance(last, Superseded)
+    assert (last.token, last.held_token) == (2, 1)
+
+
+async def test_reopening_a_pair_here_ends_the_older_stream_at_once() -> None:
+    """The same session opening its pair again on this instance: the older stream ends with
+    superseded before the new one starts."""
+    h = hub_with()
+    profile = uuid.uuid4()
+    older = await h.stream("s1", profile)
+    newer = await h.stream("s1", profile)
+    (last,) = await older.rest()
+    assert isinstance(last, Superseded)
+    assert not newer.session.finished
+
+
+async def test_release_on_disconnect_frees_the_pair_with_its_token() -> None:
+    """release_on_disconnect: a client that goes away releases its grant's token; a stream
+    that ended because its lock was lost releases nothing."""
+    settings = Settings(
+        instance="unit",
+        lock=SETTINGS.lock,
+        stream=StreamSettings(events_per_s=0, queue_events=2, release_on_disconnect=True),
+    )
+    h = hub_with(settings)
+    gone = await h.stream("s1")
+    await gone.events.aclose()  # type: ignore[attr-defined]
+    lost = await h.stream("s2")
+    lost.session.finish(LockLost(reason="x"))
+    await lost.rest()
+    await h.hub.wait_background()
+    assert h.locks.releases == [(gone.session.grant.profile_id, 1)]
