@@ -7,11 +7,15 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from kubescaler import settings as settings_module
 from kubescaler.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 DESCRIPTION = """\
 kubescaler: exclusive, autoscaled Server-Sent-Event streams guarded by an event-driven Redlock.
@@ -19,38 +23,29 @@ Every process reads its settings from KUBESCALER_* environment variables (`kubes
 lists them); the flags below override a few of them."""
 
 
-def _serve(name: str, factory: Callable[[Settings], object], port: int, settings: Settings) -> int:
-    import uvicorn
+def _serve(factory: Callable[[Settings], Litestar], port: int, settings: Settings) -> int:
+    from kubescaler.entrypoints.serve import serve
 
-    uvicorn.run(
-        factory(settings),  # type: ignore[arg-type]
-        host=settings.host,
-        port=port,
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
-    return 0
+    return serve(factory(settings), settings, port)
 
 
 def _cmd_base(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints.base_app import create_app
 
-    return _serve("base", create_app, args.port or settings.base_port, settings)
+    return _serve(create_app, args.port or settings.base_port, settings)
 
 
 def _cmd_main(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints.main_app import create_app
 
-    return _serve("main", create_app, args.port or settings.main_port, settings)
+    return _serve(create_app, args.port or settings.main_port, settings)
 
 
 def _cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints import stream_app
 
-    stream_app.run(msgspec.structs.replace(settings, stream_port=args.port or settings.stream_port))
-    return 0
+    port = args.port or settings.stream_port
+    return stream_app.run(msgspec.structs.replace(settings, stream_port=port))
 
 
 def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,8 +54,7 @@ def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         lock = msgspec.structs.replace(settings.lock, keeper_port=args.port)
         settings = msgspec.structs.replace(settings, lock=lock)
-    lock_keeper.run(settings)
-    return 0
+    return lock_keeper.run(settings)
 
 
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
