@@ -67,7 +67,7 @@ class BaseClientSettings(msgspec.Struct, frozen=True, kw_only=True):
     )
     timeout_s: Annotated[float, _doc("Timeout of one request to base, in seconds.")] = 3.0
     retries: Annotated[
-        int, _doc("Extra attempts for idempotent reads to base after a connection error.")
+        int, _doc("Extra attempts to connect to base when a connection is refused or times out.")
     ] = 2
 
 

@@ -1,13 +1,14 @@
 """The async HTTP client main and stream use to reach base.
 
-Reads retry on connection errors (they are idempotent); writes never retry. A base that does not
-answer is DependencyUnavailable("base"); an error base answers is passed on with its status and
-message, so a Cassandra outage behind base reaches the caller as a 503 naming both.
+A connection base refuses is tried again by httpx's transport (``retries`` more times, with a
+short exponential back-off): nothing was sent, so that is safe for writes too; a request that
+was sent is never repeated. A base that does not answer is DependencyUnavailable("base"); an
+error base answers is passed on with its status and message, so a Cassandra outage behind base
+reaches the caller as a 503 naming both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any, TypeVar
 
@@ -38,52 +39,48 @@ class UpstreamError(KubescalerError):
 
 
 class BaseClient:
-    def __init__(self, settings: BaseClientSettings, admin_token: str = "") -> None:
+    def __init__(
+        self,
+        settings: BaseClientSettings,
+        admin_token: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport``: httpx's own (with connect retries) unless a test passes another."""
         self.settings = settings
         headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         self._http = httpx.AsyncClient(
             base_url=settings.url,
             timeout=httpx.Timeout(settings.timeout_s),
             headers=headers,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport
+            or httpx.AsyncHTTPTransport(retries=settings.retries, limits=limits),
         )
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        idempotent: bool,
-        timeout: float | None = None,
-        **kwargs: Any,
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
     ) -> httpx.Response:
-        attempts = 1 + (self.settings.retries if idempotent else 0)
-        for attempt in range(attempts):
-            try:
-                response = await self._http.request(
-                    method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
-                )
-            except (httpx.TransportError, OSError) as exc:
-                if attempt + 1 < attempts and isinstance(exc, httpx.ConnectError):
-                    await asyncio.sleep(0.05 * 2**attempt)
-                    continue
-                raise DependencyUnavailable(
-                    "base", f"{type(exc).__name__} calling {method} {path}: {exc}"
-                ) from exc
-            if response.status_code >= 400:
-                raise _error_from(response)
-            return response
-        raise AssertionError("unreachable")
+        try:
+            response = await self._http.request(
+                method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
+        except (httpx.TransportError, OSError) as exc:
+            raise DependencyUnavailable(
+                "base", f"{type(exc).__name__} calling {method} {path}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
 
     async def _get(self, path: str, into: type[T], **params: Any) -> T:
-        response = await self._request("GET", path, idempotent=True, params=params)
+        response = await self._request("GET", path, params=params)
         return msgspec.json.decode(response.content, type=into)
 
     async def ping(self) -> None:
-        await self._request("GET", "/healthz", idempotent=False, timeout=1.0)
+        await self._request("GET", "/healthz", timeout=1.0)
 
     async def users(self, limit: int, page: str | None) -> UserPage:
         return await self._get("/users", UserPage, limit=limit, **_page(page))
@@ -101,7 +98,6 @@ class BaseClient:
         response = await self._request(
             "POST",
             "/bulk",
-            idempotent=False,
             timeout=timeout,
             content=msgspec.json.encode(bulk),
             headers={"content-type": "application/json"},
@@ -112,14 +108,13 @@ class BaseClient:
         await self._request(
             "POST",
             "/bulk/delete",
-            idempotent=False,
             timeout=timeout,
             content=msgspec.json.encode(ids),
             headers={"content-type": "application/json"},
         )
 
     async def drop_all(self, timeout: float) -> None:
-        await self._request("DELETE", "/data", idempotent=False, timeout=timeout)
+        await self._request("DELETE", "/data", timeout=timeout)
 
 
 def _page(page: str | None) -> dict[str, str]:

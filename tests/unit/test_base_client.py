@@ -1,0 +1,67 @@
+"""main's and stream's client for base, against an in-memory transport: how base's answers and
+failures reach callers (no server)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from kubescaler.adapters.base_client import BaseClient, UpstreamError
+from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler.settings import BaseClientSettings
+
+USER = uuid.UUID(int=1)
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response]) -> BaseClient:
+    return BaseClient(BaseClientSettings(url="http://base"), transport=httpx.MockTransport(handler))
+
+
+async def test_a_503_from_base_names_base_and_its_own_failing_dependency() -> None:
+    """base answering 503 for Cassandra: DependencyUnavailable("base") with cause cassandra."""
+    body = {"status": 503, "error": "cassandra unavailable: down", "dependency": "cassandra"}
+    base = client(lambda _: httpx.Response(503, json=body))
+    with pytest.raises(DependencyUnavailable) as caught:
+        await base.profiles_of_user(USER)
+    assert caught.value.dependency == "base"
+    assert caught.value.extra["cause"] == "cassandra"
+    assert "base answered 503: cassandra unavailable: down" in caught.value.message
+
+
+async def test_a_client_error_from_base_keeps_its_status_and_message() -> None:
+    """base's 404 reaches the caller as a 404 with base's message."""
+    base = client(lambda _: httpx.Response(404, json={"status": 404, "error": "user x not found"}))
+    with pytest.raises(UpstreamError) as caught:
+        await base.profiles_of_user(USER)
+    assert (caught.value.status, caught.value.message) == (404, "user x not found")
+
+
+async def test_a_non_json_error_body_is_passed_on_as_text() -> None:
+    """An error page that is not JSON: its text (cut short) is the message."""
+    base = client(lambda _: httpx.Response(500, text="<html>oops</html>"))
+    with pytest.raises(DependencyUnavailable, match="oops"):
+        await base.binding(USER, USER)
+
+
+async def test_base_not_answering_is_dependency_base_naming_the_request() -> None:
+    """A connection that fails: 503 dependency base, saying which call failed and why."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(DependencyUnavailable) as caught:
+        await client(refuse).binding(USER, USER)
+    assert caught.value.dependency == "base"
+    assert f"ConnectError calling GET /users/{USER}/profiles/{USER}" in caught.value.message
+
+
+async def test_connection_retries_are_httpxs_own() -> None:
+    """The default transport retries refused connections as configured (no loop of our own)."""
+    base = BaseClient(BaseClientSettings(url="http://127.0.0.1:1", retries=3))
+    transport = base._http._transport
+    assert isinstance(transport, httpx.AsyncHTTPTransport)
+    assert transport._pool._retries == 3
+    await base.close()
