@@ -6,6 +6,7 @@ import random
 import uuid
 from collections import Counter
 
+import msgspec
 import pytest
 
 from kubescaler.domain.errors import InvalidInput
@@ -101,3 +102,14 @@ def test_profiles_over_the_user_cap_are_refused_up_front() -> None:
         profiles_per_shared_user=2,
     )
     assert max(len(p.users) for p in generate(fits).profiles) == MAX_PROFILE_USERS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("users", -1), ("users", 100_001), ("profiles_per_shared_user", 1), ("users_per_profile", 0)],
+)
+def test_a_request_outside_its_bounds_is_refused_naming_the_field(field: str, value: int) -> None:
+    """TestDataRequest's bounds hold for a struct built in code too, not only a decoded one."""
+    req = msgspec.structs.replace(TestDataRequest(), **{field: value})
+    with pytest.raises(InvalidInput, match=field):
+        generate(req)

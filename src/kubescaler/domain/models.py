@@ -61,14 +61,30 @@ class SuggestedUser(Model):
     profiles: list[uuid.UUID]
 
 
+#: The least and most of each test-data parameter (``POST /main/testdata``); TestDataRequest
+#: holds them and main's route documents them.
+TESTDATA_BOUNDS: dict[str, tuple[int, int]] = {
+    "users": (0, 100_000),
+    "profiles": (0, 10_000),
+    "users_per_profile": (1, 1000),
+    "shared_users": (0, 100_000),
+    "profiles_per_shared_user": (2, 100),
+}
+
+
+def _bounds(name: str, description: str = "") -> msgspec.Meta:
+    least, most = TESTDATA_BOUNDS[name]
+    return msgspec.Meta(ge=least, le=most, description=description or None)
+
+
 class TestDataRequest(Model):
-    users: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
-    profiles: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 20
-    users_per_profile: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
-    shared_users: Annotated[
-        int, msgspec.Meta(ge=0, le=100_000, description="users bound to several profiles")
-    ] = 10
-    profiles_per_shared_user: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3
+    """What random test data to make; ``domain.testdata.generate`` checks the bounds."""
+
+    users: Annotated[int, _bounds("users")] = 100
+    profiles: Annotated[int, _bounds("profiles")] = 20
+    users_per_profile: Annotated[int, _bounds("users_per_profile")] = 3
+    shared_users: Annotated[int, _bounds("shared_users", "users bound to several profiles")] = 10
+    profiles_per_shared_user: Annotated[int, _bounds("profiles_per_shared_user")] = 3
 
 
 class TestDataSummary(Model):

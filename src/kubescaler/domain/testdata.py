@@ -7,6 +7,8 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 
+import msgspec
+
 from kubescaler.domain.errors import InvalidInput
 from kubescaler.domain.models import (
     MAX_PROFILE_USERS,
@@ -27,6 +29,7 @@ def generate(req: TestDataRequest, rng: random.Random | None = None) -> Bulk:
     last. A request whose profiles would exceed ``MAX_PROFILE_USERS`` is refused up front.
     """
     rng = rng or random.Random()
+    req = checked(req)
     if req.shared_users > req.users:
         raise InvalidInput(f"shared_users ({req.shared_users}) exceeds users ({req.users})")
     if req.shared_users and req.profiles < req.profiles_per_shared_user:
@@ -61,6 +64,15 @@ def generate(req: TestDataRequest, rng: random.Random | None = None) -> Bulk:
         for group in members
     ]
     return Bulk(users=users, profiles=profiles)
+
+
+def checked(req: TestDataRequest) -> TestDataRequest:
+    """``req`` if every field is within its bounds, else InvalidInput naming the field (a
+    struct built in code is not validated; one decoded from a request is)."""
+    try:
+        return msgspec.convert(msgspec.structs.asdict(req), TestDataRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"test data: {exc}") from None
 
 
 def _largest_profile(req: TestDataRequest) -> int:

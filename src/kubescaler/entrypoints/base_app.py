@@ -7,10 +7,8 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
 
 from litestar import Litestar, delete, get, post, put
-from litestar.params import Parameter
 
 from kubescaler.adapters.cassandra import CassandraRepository
 from kubescaler.domain.errors import Conflict, InvalidInput
@@ -28,15 +26,13 @@ from kubescaler.domain.models import (
     parse_uuid,
 )
 from kubescaler.entrypoints.error_docs import errors
-from kubescaler.entrypoints.params import ProfileId, UserId
+from kubescaler.entrypoints.params import Limit, PageToken, ProfileId, UserId
 from kubescaler.entrypoints.web import admin_guard, create_service_app
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Repo = CassandraRepository
-Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
-PageToken = Annotated[str | None, Parameter(query="page", description="token from `next`")]
 ADMIN = [admin_guard]
 SHOWN = 10  # unknown user ids named in an error message; the body lists them all
 #: What each kind of route can answer besides success (the OpenAPI lists exactly these).

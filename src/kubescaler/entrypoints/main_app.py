@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Response, delete, get, post
@@ -14,6 +14,7 @@ from litestar.params import Parameter
 from kubescaler.adapters import redis_client
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.domain.models import (
+    TESTDATA_BOUNDS,
     Profile,
     SuggestedUser,
     TestDataRequest,
@@ -22,13 +23,12 @@ from kubescaler.domain.models import (
     parse_uuid,
 )
 from kubescaler.entrypoints.error_docs import errors
-from kubescaler.entrypoints.params import UserId
+from kubescaler.entrypoints.params import Limit, PageToken, UserId
 from kubescaler.entrypoints.web import admin_guard, create_service_app
 from kubescaler.services import live, testdata
 from kubescaler.settings import Settings
 
-Limit = Annotated[int, Parameter(ge=1, le=5000, description="rows per page")]
-PageToken = Annotated[str | None, Parameter(query="page", description="X-Next-Page of the last")]
+DEFAULTS = TestDataRequest()
 NEXT_PAGE = "X-Next-Page"
 PAGE_ERRORS = errors(400, 503)
 PAGE_HEADERS = [
@@ -78,14 +78,21 @@ async def login(base: BaseClient, redis: aioredis.Redis, user_id: UserId) -> lis
     return [str(i) for i in ids]
 
 
+def _bounded(name: str) -> Any:
+    least, most = TESTDATA_BOUNDS[name]
+    return Parameter(ge=least, le=most)
+
+
 @post("/testdata", guards=[admin_guard], status_code=201, responses=errors(400, 401, 503))
 async def create_testdata(
     base: BaseClient,
-    users: Annotated[int, Parameter(ge=0, le=100_000)] = 100,
-    profiles: Annotated[int, Parameter(ge=0, le=10_000)] = 20,
-    users_per_profile: Annotated[int, Parameter(ge=1, le=1000)] = 3,
-    shared_users: Annotated[int, Parameter(ge=0, le=100_000)] = 10,
-    profiles_per_shared_user: Annotated[int, Parameter(ge=2, le=100)] = 3,
+    users: Annotated[int, _bounded("users")] = DEFAULTS.users,
+    profiles: Annotated[int, _bounded("profiles")] = DEFAULTS.profiles,
+    users_per_profile: Annotated[int, _bounded("users_per_profile")] = DEFAULTS.users_per_profile,
+    shared_users: Annotated[int, _bounded("shared_users")] = DEFAULTS.shared_users,
+    profiles_per_shared_user: Annotated[
+        int, _bounded("profiles_per_shared_user")
+    ] = DEFAULTS.profiles_per_shared_user,
 ) -> TestDataSummary:
     """Random users and profiles; ``shared_users`` of them are bound to several profiles."""
     req = TestDataRequest(
