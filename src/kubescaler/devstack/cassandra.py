@@ -368,15 +368,5 @@ file_cache_size: 64MiB
         """SIGTERM: Cassandra's shutdown hook drains (flushes memtables) before it exits."""
         super().stop(timeout)
 
-    def rss_bytes(self) -> int | None:
-        """The node's resident memory, for reports; None when it is not running."""
-        if self.popen is None or not self.running:
-            return None
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return None
-
 
 __all__ = ["CASSANDRA_VERSION", "CassandraNode", "ensure_jars", "find_java", "java_major"]

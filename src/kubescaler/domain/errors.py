@@ -22,12 +22,6 @@ class InvalidInput(KubescalerError):
     status = 400
 
 
-class Unauthorized(KubescalerError):
-    """A mutating endpoint was called without the admin token."""
-
-    status = 401
-
-
 class Forbidden(KubescalerError):
     """The request is well-formed but not allowed (a user not bound to the profile)."""
 

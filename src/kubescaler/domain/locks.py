@@ -22,15 +22,6 @@ Action = Literal["acquire", "refresh", "release"]
 Result = Literal[
     "granted", "denied", "refreshed", "lost", "released", "expired", "quorum_unavailable"
 ]
-RESULTS: tuple[Result, ...] = (
-    "granted",
-    "denied",
-    "refreshed",
-    "lost",
-    "released",
-    "expired",
-    "quorum_unavailable",
-)
 
 
 class LockMessage(msgspec.Struct, kw_only=True, frozen=True):
