@@ -129,6 +129,7 @@ class StreamStats:
     refused_409: int = 0
     refused_other: int = 0
     lock_lost: int = 0
+    superseded: int = 0
     reconnects: int = 0
     errors: int = 0
     hello_ms: list[float] = field(default_factory=list)
@@ -158,6 +159,7 @@ class StreamStats:
             "refused_409": self.refused_409,
             "refused_other": self.refused_other,
             "lock_lost": self.lock_lost,
+            "superseded": self.superseded,
             "reconnects": self.reconnects,
             "errors": self.errors,
             "hello_ms_p50": pct(self.hello_ms, 0.5),
@@ -216,7 +218,7 @@ _decode = msgspec.json.Decoder()
 class Outcome:
     status: int
     holder_expires_at_ms: int = 0
-    ended_by: str = ""  # "", "lock-lost", "reconnect", "closed"
+    ended_by: str = ""  # "", "lock-lost", "superseded", "reconnect", "closed", "error"
 
 
 def _fire(
@@ -245,8 +247,9 @@ def watch(
     Reports to locust, request type SSE: ``{label}: connect`` (time to the response headers;
     409 is a success, an expected outcome), ``{label}: refused 409``, ``{label}: hello`` and
     ``{label}: first data`` (time to the first event of each kind), ``{label}: stream`` (the
-    whole stream: its duration and the bytes read), ``{label}: lock-lost``. Drops and MB/s go
-    to :data:`STATS`.
+    whole stream: its duration and the bytes read), ``{label}: lock-lost``. A stream ended by
+    ``superseded`` (a newer stream of the same pair took over) is a normal end, counted in
+    :data:`STATS` with the drops and MB/s.
     """
     start = time.perf_counter()
     with user.client.get(
@@ -290,7 +293,7 @@ def _read(
                 elif msg.event == "hello":
                     STATS.hello_ms.append((now - start) * 1000)
                     _fire(user, f"{label}: hello", (now - start) * 1000)
-                elif msg.event in ("lock-lost", "reconnect"):
+                elif msg.event in ("lock-lost", "superseded", "reconnect"):
                     out.ended_by = msg.event
             if out.ended_by != "closed" or now >= deadline:
                 break
@@ -339,6 +342,8 @@ def _ended(
         STATS.lock_lost += 1
         _fire(user, f"{label}: lock-lost", (end - start) * 1000, got, RuntimeError("lock lost"))
         return
+    if out.ended_by == "superseded":  # a newer stream of the pair took over: not a failure
+        STATS.superseded += 1
     if out.ended_by == "reconnect":
         STATS.reconnects += 1
     _fire(user, f"{label}: stream", (end - start) * 1000, got)

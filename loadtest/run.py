@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -117,7 +116,7 @@ def main() -> int:
     if not port_open(gateway.port or 80, gateway.hostname or "127.0.0.1"):
         if gateway.hostname != "127.0.0.1" or gateway.port != settings.gateway_port:
             sys.exit(f"loadtest: nothing answers at {opts.host}")
-        state = Path(os.environ.get("KUBESCALER_LOCAL_STATE", ROOT / ".local")).resolve()
+        state = (ROOT / settings.local_state_dir).resolve()
         print(f"loadtest: starting the local system (state in {state})", flush=True)
         stack = Stack(settings, state)
         try:
