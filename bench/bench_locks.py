@@ -4,7 +4,15 @@ Starts its own redis-servers (one for streams and state, three Redlock masters) 
 and lock-keeper worker processes (`kubescaler lock-keeper`), measures, prints a table, stops
 everything. Not a test: numbers depend on the machine.
 
-    uv run python bench/bench_locks.py [--n 1000] [--concurrency 64]
+- latency: sequential acquires on fresh pairs, direct and event path alternating in blocks
+  of 100 so both see the same moments of the machine; p50/p99 and the ratio of the p50s.
+- open loop: acquires started on a fixed schedule (``--rate`` per second for ``--seconds``),
+  each timed from its scheduled start, so a stall shows in the tail instead of slowing the
+  offer down.
+- throughput: ``--concurrency`` acquires in flight, one lock-keeper, then two.
+- afterwards the lock log of the whole run is checked with the replay verifier.
+
+    uv run python bench/bench_locks.py [--n 1000] [--concurrency 64] [--rate 500]
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
@@ -26,7 +33,11 @@ from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.devstack.proc import free_port
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service, start_service
+from kubescaler.domain.locks import verify
+from kubescaler.entrypoints.replay import from_redis
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+
+BLOCK = 100
 
 
 def keeper(settings: Settings, name: str, logs: Path) -> Service:
@@ -59,6 +70,42 @@ async def event_path(locks: LockClient, n: int) -> list[float]:
     return times
 
 
+async def alternating(redlock: Redlock, locks: LockClient, n: int) -> tuple[list[float], list[float]]:
+    """``n`` samples of each path, in alternating blocks of BLOCK."""
+    d: list[float] = []
+    e: list[float] = []
+    for _ in range(max(1, n // BLOCK)):
+        d += await direct(redlock, BLOCK)
+        e += await event_path(locks, BLOCK)
+    return d, e
+
+
+async def open_loop(locks: LockClient, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Acquires started every 1/rate s for ``seconds``; latency from the scheduled start."""
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    errors = 0
+
+    async def one(due: float) -> None:
+        nonlocal errors
+        try:
+            await locks.acquire(uuid.uuid4(), uuid.uuid4(), "bench")
+        except Exception:
+            errors += 1
+            return
+        times.append(loop.time() - due)
+
+    start = loop.time() + 0.1
+    tasks = []
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    return times, errors
+
+
 async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
     gate = asyncio.Semaphore(concurrency)
 
@@ -71,8 +118,12 @@ async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def ms(samples: list[float]) -> str:
+    return f"{pct(samples, 0.5):.2f} / {pct(samples, 0.99):.2f}"
+
+
 async def measure(
-    settings: Settings, n: int, concurrency: int, workdir: Path
+    settings: Settings, n: int, concurrency: int, rate: float, workdir: Path
 ) -> list[tuple[str, str]]:
     masters = [master_client(u, 0.25) for u in settings.redis.lock_urls]
     redlock = Redlock(masters, 60_000, 0.01, 250)
@@ -80,37 +131,51 @@ async def measure(
     workers = [keeper(settings, "bench-w0", workdir)]
     try:
         async with LockClient(settings, name="bench") as locks:
-            await event_path(locks, 50)  # warm up connections and scripts
-            await direct(redlock, 50)
-            d, e = await direct(redlock, n), await event_path(locks, n)
+            await alternating(redlock, locks, 2 * BLOCK)  # warm up connections and scripts
+            d, e = await alternating(redlock, locks, n)
+            ratio = pct(e, 0.5) / pct(d, 0.5)
             rows += [
-                (
-                    "direct Redlock acquire, 3 masters: p50 / p99 ms",
-                    f"{pct(d, 0.5):.2f} / {pct(d, 0.99):.2f}",
-                ),
-                (
-                    "event path acquire round trip: p50 / p99 ms",
-                    f"{pct(e, 0.5):.2f} / {pct(e, 0.99):.2f}",
-                ),
-                (
-                    "event path overhead over direct, p50 ms",
-                    f"{statistics.median(e) * 1000 - statistics.median(d) * 1000:.2f}",
-                ),
+                ("direct Redlock acquire, 3 masters: p50 / p99 ms", ms(d)),
+                ("event path acquire round trip: p50 / p99 ms", ms(e)),
+                ("event path p50 / direct p50 (same run, alternating blocks)", f"{ratio:.1f}x"),
             ]
-            rate1 = await throughput(locks, n * 2, concurrency)
+            seconds = 10.0
+            offered, errors = await open_loop(locks, rate, seconds)
+            rows.append(
+                (
+                    f"event path at {rate:.0f} acquires/s offered for {seconds:.0f} s: "
+                    "p50 / p99 ms (errors)",
+                    f"{ms(offered)} ({errors})",
+                )
+            )
+            rate1 = await throughput(locks, n * 4, concurrency)
             rows.append((f"acquires/s, 1 worker (concurrency {concurrency})", f"{rate1:.0f}"))
             workers.append(keeper(settings, "bench-w1", workdir))
-            rate2 = await throughput(locks, n * 2, concurrency)
-            rows.append((f"acquires/s, 2 workers (concurrency {concurrency})", f"{rate2:.0f}"))
-            rows.append(("acquires/s per worker with 2 workers", f"{rate2 / 2:.0f}"))
+            rate2 = await throughput(locks, n * 4, concurrency)
+            rows.append(
+                (
+                    f"acquires/s, 2 workers (concurrency {concurrency})",
+                    f"{rate2:.0f} ({rate2 / rate1:.2f}x one worker)",
+                )
+            )
     finally:
         for worker in workers:
             worker.stop()
         await redlock.aclose()
+    records = list(from_redis(settings.redis.url, settings.lock.log_stream, None, None))
+    violations = verify(records)
+    rows.append(
+        (
+            "replay --verify of this run's lock log",
+            f"{len(records)} records, {len(violations)} violations",
+        )
+    )
     return rows
 
 
-def run(n: int = 1000, concurrency: int = 64) -> list[tuple[str, str]]:
+def run(
+    n: int = 1000, concurrency: int = 64, rate: float = 500.0
+) -> list[tuple[str, str]]:
     """Start the redis-servers, measure, stop them; the table's rows."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-locks-"))
     servers = [RedisServer(free_port(), workdir / f"redis{i}", persist=False) for i in range(4)]
@@ -121,7 +186,7 @@ def run(n: int = 1000, concurrency: int = 64) -> list[tuple[str, str]]:
             redis=RedisSettings(url=servers[0].url, lock_urls=[s.url for s in servers[1:]]),
             lock=LockSettings(),
         )
-        return asyncio.run(measure(settings, n, concurrency, workdir))
+        return asyncio.run(measure(settings, n, concurrency, rate, workdir))
     finally:
         for server in servers:
             server.stop()
@@ -132,10 +197,11 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--n", type=int, default=1000, help="sequential samples per path")
     args.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    args.add_argument("--rate", type=float, default=500.0, help="open-loop acquires per second")
     opts = args.parse_args()
-    print_table(run(opts.n, opts.concurrency))
+    print_table(run(opts.n, opts.concurrency, opts.rate))
     print(
-        f"\nn={opts.n} sequential samples; {os.cpu_count()} CPUs; "
+        f"\nn={opts.n} sequential samples per path; {os.cpu_count()} CPUs; "
         f"client, workers and 4 redis-servers share the machine"
     )
 

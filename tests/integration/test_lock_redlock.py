@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.devstack.redis import RedisServer, stopped
@@ -61,3 +62,25 @@ async def test_a_hung_master_costs_one_timeout_not_a_hang(
     assert got.ok
     assert elapsed < 1.0
     assert await redlock.ping() == []
+
+
+async def test_the_token_bound_keeps_an_older_grant_from_releasing_a_newer_one(
+    redlock: Redlock, redis_masters: list[RedisServer]
+) -> None:
+    """On real masters: the value is owner#bound; re-entry keeps the higher bound, a refresh
+    raises it to its token, a release below it frees nothing, one at or above it frees the key;
+    a value written before bounds existed is the owner's, bound 0."""
+    key = f"t:{uuid.uuid4()}"
+    assert (await redlock.acquire(key, "a", 5)).ok
+    assert (await redlock.acquire(key, "a", 3)).ok  # re-entry: the bound stays 5
+    assert (await redlock.release(key, "a", 4)).wins == 0
+    assert (await redlock.extend(key, "a", 7)).ok
+    assert (await redlock.release(key, "a", 6)).wins == 0
+    assert (await redlock.release(key, "a", 7)).wins == 3
+    legacy = f"t:{uuid.uuid4()}"
+    for master in redis_masters:
+        client = Redis.from_url(master.url)
+        await client.set(legacy, "a", px=5000)
+        await client.aclose()
+    assert (await redlock.acquire(legacy, "b")).holder == "a"
+    assert (await redlock.release(legacy, "a", 9)).wins == 3

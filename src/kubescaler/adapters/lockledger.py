@@ -53,17 +53,18 @@ return out
 
 # KEYS: log stream, command stream, then per outcome its applied, marker and user-set keys.
 # ARGV: group, lock TTL, applied TTL, log maxlen (0: none), outcome count, then per outcome:
-# stored JSON, state ("hold", "unmark" or ""), owner, profile id, expires at, at, field count,
-# the log fields; then the ack count and ids; then the reply count and (channel, payload)s.
+# stored JSON, state ("hold", "unmark" or ""), owner, profile id, expires at, at, and its log
+# fields as one JSON array of strings; then the ack count and ids; then the reply count and
+# (channel, payload) pairs.
 _COMMIT = """
 local group, ttl, kept, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local a = 6
 for i = 1, tonumber(ARGV[5]) do
   local applied, marker, users = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
   local state, owner, profile = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local expires, at, nf = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
+  local expires, at = ARGV[a + 4], ARGV[a + 5]
+  local fields = cjson.decode(ARGV[a + 6])
   redis.call('SET', applied, ARGV[a], 'PX', kept)
-  local fields = {unpack(ARGV, a + 7, a + 6 + nf)}
   if maxlen > 0 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
   else
@@ -78,10 +79,10 @@ for i = 1, tonumber(ARGV[5]) do
     redis.call('DEL', marker)
     redis.call('ZREM', users, profile)
   end
-  a = a + 7 + nf
+  a = a + 7
 end
 local nacks = tonumber(ARGV[a])
-if nacks > 0 then redis.call('XACK', KEYS[2], group, unpack(ARGV, a + 1, a + nacks)) end
+if nacks > 0 then redis.pcall('XACK', KEYS[2], group, unpack(ARGV, a + 1, a + nacks)) end
 a = a + nacks + 1
 for i = 1, tonumber(ARGV[a]) do
   redis.call('PUBLISH', ARGV[a + 2 * i - 1], ARGV[a + 2 * i])
@@ -149,11 +150,9 @@ class LockLedger:
                 lockstate.marker_key(out.user_id, out.profile_id),
                 lockstate.user_key(out.user_id),
             ]
-            fields = record_fields(out, self.worker)
+            fields = [part for item in record_fields(out, self.worker).items() for part in item]
             args += [_encode(out), lockstate.state_change(out, freed), out.owner]
-            args += [str(out.profile_id), out.expires_at_ms, out.at_ms, 2 * len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
+            args += [str(out.profile_id), out.expires_at_ms, out.at_ms, _encode(fields)]
         receipts = [a for a in acks if a]
         args += [len(receipts), *receipts, len(replies)]
         for channel, outs in replies.items():

@@ -4,8 +4,9 @@ Each master stores, per pair, ``owner#bound``: the owner's session id (so any st
 can extend or release a lock another worker took, and the same owner re-acquiring is granted)
 and a lower bound of its fencing token (so a release by an older grant of the same session
 cannot free a newer one). :meth:`Redlock.vote` sends a whole batch of operations to every
-master at once, one pipeline per master, each bounded by a timeout; a master that errors or
-times out is a silent vote, never a hang. What the votes mean is decided in
+master at once, one script call per master (the client encodes one command and parses one
+reply, whatever the batch's size), each bounded by a timeout; a master that errors or times
+out is a silent vote, never a hang. What the votes mean is decided in
 ``domain/lockrules.py``.
 """
 
@@ -34,61 +35,53 @@ from kubescaler.domain.lockrules import (
     tally,
 )
 
-# The value's owner and bound; a value written before bounds existed is all owner, bound 0.
-_PARSE = f"""
+# One script runs a whole batch on a master. KEYS: the ops' keys; ARGV: the TTL, then per op
+# its kind (a: acquire, e: extend, r: release), owner and token. Per op it returns {won, pttl,
+# holder}: won 1 or 0; a refused acquire adds the holder and its remaining TTL.
+# Values are owner#bound; a value written before bounds existed is all owner, bound 0.
+#   acquire: set if absent or the owner's own (re-entrant), keeping the higher bound;
+#   extend:  the owner's only: TTL reset, bound raised to the token;
+#   release: the owner's only, and only at or above its bound (token 0: unchecked).
+_BATCH = f"""
 local function parse(v)
   local o, t = string.match(v, '^(.*){VALUE_SEPARATOR}(%d+)$')
   if not o then return v, 0 end
   return o, tonumber(t)
 end
-"""
-# ARGV owner, bound, ttl. {1} when set or re-entered (keeping the higher bound), else
-# {0, pttl, holder}.
-_ACQUIRE = (
-    _PARSE
-    + f"""
-local v = redis.call('GET', KEYS[1])
-local bound = tonumber(ARGV[2])
-if v then
-  local o, t = parse(v)
-  if o ~= ARGV[1] then return {{0, redis.call('PTTL', KEYS[1]), o}} end
-  if t > bound then bound = t end
+local ttl = ARGV[1]
+local out = {{}}
+for i, key in ipairs(KEYS) do
+  local kind, owner, token = ARGV[3 * i - 1], ARGV[3 * i], tonumber(ARGV[3 * i + 1])
+  local v = redis.call('GET', key)
+  local o, t = nil, 0
+  if v then o, t = parse(v) end
+  local won, pttl, holder = 0, 0, ''
+  if kind == 'a' then
+    if v and o ~= owner then
+      pttl, holder = redis.call('PTTL', key), o
+    else
+      if t > token then token = t end
+      redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
+      won = 1
+    end
+  elseif v and o == owner then
+    if kind == 'e' then
+      if token > t then
+        redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
+      else
+        redis.call('PEXPIRE', key, ttl)
+      end
+      won = 1
+    elseif token == 0 or token >= t then
+      redis.call('DEL', key)
+      won = 1
+    end
+  end
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = won, pttl, holder
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '{VALUE_SEPARATOR}' .. bound, 'PX', ARGV[3])
-return {{1}}
+return out
 """
-)
-# ARGV owner, token, ttl. 1 when the owner holds it (TTL reset, bound raised to the token).
-_EXTEND = (
-    _PARSE
-    + f"""
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local o, t = parse(v)
-if o ~= ARGV[1] then return 0 end
-local token = tonumber(ARGV[2])
-if token > t then
-  redis.call('SET', KEYS[1], o .. '{VALUE_SEPARATOR}' .. token, 'PX', ARGV[3])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return 1
-"""
-)
-# ARGV owner, token (0: unchecked). 1 when deleted: the owner's, and no newer grant's bound.
-_RELEASE = (
-    _PARSE
-    + """
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local o, t = parse(v)
-if o ~= ARGV[1] then return 0 end
-local token = tonumber(ARGV[2])
-if token > 0 and token < t then return 0 end
-return redis.call('DEL', KEYS[1])
-"""
-)
-_SCRIPTS: dict[VoteKind, str] = {"acquire": _ACQUIRE, "extend": _EXTEND, "release": _RELEASE}
+_KIND: dict[VoteKind, str] = {"acquire": "a", "extend": "e", "release": "r"}
 
 
 def master_client(url: str, timeout_s: float) -> Redis:
@@ -121,40 +114,19 @@ class Redlock:
         self.drift_factor = drift_factor
         self.call_timeout_s = call_timeout_ms / 1000
         self.quorum = quorum(len(masters))
-        self._sha = {kind: _sha1(text) for kind, text in _SCRIPTS.items()}
-
-    def _args(self, op: VoteOp) -> tuple[Any, ...]:
-        if op.kind == "release":
-            return (op.owner, op.token)
-        return (op.owner, op.token, self.ttl_ms)
+        self._sha = hashlib.sha1(_BATCH.encode(), usedforsecurity=False).hexdigest()
 
     async def _on(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any]:
-        """Every op on one master in one pipeline; a script the master lost is loaded again."""
-        replies = await self._send(master, ops)
-        lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if lost:  # a restarted master forgot the scripts: load them, send those ops again
-            for text in _SCRIPTS.values():
-                await master.script_load(text)
-            again = await self._send(master, [ops[i] for i in lost])
-            for i, reply in zip(lost, again, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _send(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any]:
-        if len(ops) == 1:  # one command costs the client less than a pipeline of one
-            (op,) = ops
-            try:
-                return [
-                    await master.evalsha(
-                        self._sha[op.kind], 1, self.key_prefix + op.key, *self._args(op)
-                    )
-                ]
-            except NoScriptError as exc:
-                return [exc]
-        pipe = master.pipeline(transaction=False)
+        """Every op on one master in one script call; a script it lost is loaded again."""
+        keys = [self.key_prefix + op.key for op in ops]
+        args: list[str | int] = [self.ttl_ms]
         for op in ops:
-            pipe.evalsha(self._sha[op.kind], 1, self.key_prefix + op.key, *self._args(op))
-        return list(await pipe.execute(raise_on_error=False))
+            args += [_KIND[op.kind], op.owner, op.token]
+        try:
+            return list(await master.evalsha(self._sha, len(keys), *keys, *args))
+        except NoScriptError:  # a restarted master forgot it
+            await master.script_load(_BATCH)
+            return list(await master.evalsha(self._sha, len(keys), *keys, *args))
 
     async def _bounded(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any] | BaseException:
         try:
@@ -216,19 +188,13 @@ def _vote(kind: VoteKind, replies: list[Any] | BaseException, i: int) -> Vote:
     """One master's answer to op ``i`` as a vote."""
     if isinstance(replies, BaseException):
         return Vote(answer="silent", error=f"{type(replies).__name__}: {replies}")
-    reply = replies[i]
-    if isinstance(reply, Exception):
-        return Vote(answer="silent", error=f"{type(reply).__name__}: {reply}")
+    won, pttl, holder = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+    if int(won) == 1:
+        return Vote(answer="won")
     if kind == "acquire":
-        if int(reply[0]) == 1:
-            return Vote(answer="won")
-        holder = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-        return Vote(answer="refused", holder=holder, ttl_ms=int(reply[1]))
-    return Vote(answer="won" if int(reply) == 1 else "refused")
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        name = holder.decode() if isinstance(holder, bytes) else str(holder)
+        return Vote(answer="refused", holder=name, ttl_ms=int(pttl))
+    return Vote(answer="refused")
 
 
 def _address(client: Redis) -> str:
