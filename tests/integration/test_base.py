@@ -134,3 +134,23 @@ def test_health_and_metrics(base: httpx.Client) -> None:
     base.get("/users")
     metrics = base.get("/metrics").text
     assert "kubescaler_http_requests_total" in metrics
+
+
+def test_many_bindings_are_answered_in_one_request(base: httpx.Client) -> None:
+    """POST /bindings: each pair bound or not, in the order asked; an unknown profile or user
+    is not bound and named in `missing`; more pairs than the cap is a 400."""
+    a, b = (_user(base, n)["id"] for n in "ab")
+    p = base.post("/profiles", json={"users": [a]}).json()["id"]
+    ghost = str(uuid.uuid4())
+    pairs = [(a, p), (b, p), (a, ghost), (ghost, p)]
+    r = base.post("/bindings", json={"pairs": [{"user_id": u, "profile_id": q} for u, q in pairs]})
+    assert r.status_code == 200, r.text
+    assert [(i["bound"], i["missing"]) for i in r.json()["items"]] == [
+        (True, None),
+        (False, None),
+        (False, "profile"),
+        (False, "user"),
+    ]
+    assert [(i["user_id"], i["profile_id"]) for i in r.json()["items"]] == pairs
+    too_many = [{"user_id": a, "profile_id": p}] * 1001
+    assert base.post("/bindings", json={"pairs": too_many}).status_code == 400

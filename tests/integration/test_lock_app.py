@@ -50,7 +50,7 @@ async def test_health_ready_and_metrics(
 
 
 def test_committed_asyncapi_document_is_current() -> None:
-    """docs/asyncapi.json is what the broker generates (`python -m kubescaler.entrypoints.asyncapi` rewrites it)."""
+    """docs/asyncapi.json is what `python -m kubescaler.entrypoints.asyncapi` writes."""
     current = json.loads(ASYNCAPI_PATH.read_text())
     assert current == json.loads(json.dumps(asyncapi_document()))
 

@@ -3,6 +3,8 @@ failures reach callers (no server)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Callable
 
@@ -14,6 +16,7 @@ from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.settings import BaseClientSettings
 
 USER = uuid.UUID(int=1)
+GONE = uuid.UUID(int=99)
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> BaseClient:
@@ -43,7 +46,7 @@ async def test_a_non_json_error_body_is_passed_on_as_text() -> None:
     """An error page that is not JSON: its text (cut short) is the message."""
     base = client(lambda _: httpx.Response(500, text="<html>oops</html>"))
     with pytest.raises(DependencyUnavailable, match="oops"):
-        await base.binding(USER, USER)
+        await base.profiles_of_user(USER)
 
 
 async def test_base_not_answering_is_dependency_base_naming_the_request() -> None:
@@ -55,7 +58,7 @@ async def test_base_not_answering_is_dependency_base_naming_the_request() -> Non
     with pytest.raises(DependencyUnavailable) as caught:
         await client(refuse).binding(USER, USER)
     assert caught.value.dependency == "base"
-    assert f"ConnectError calling GET /users/{USER}/profiles/{USER}" in caught.value.message
+    assert "ConnectError calling POST /bindings" in caught.value.message
 
 
 async def test_connection_retries_are_httpxs_own() -> None:
@@ -65,3 +68,41 @@ async def test_connection_retries_are_httpxs_own() -> None:
     assert isinstance(transport, httpx.AsyncHTTPTransport)
     assert transport._pool._retries == 3
     await base.close()
+
+
+async def test_bindings_asked_in_the_same_moment_go_as_one_request() -> None:
+    """Fifty concurrent lookups: one POST /bindings, each caller gets its own pair's answer; an
+    unknown profile is a 404 naming it, like the single-pair route."""
+    bodies: list[dict[str, list[dict[str, str]]]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        items = [
+            {
+                **p,
+                "bound": p["profile_id"] != str(GONE),
+                "missing": "profile" if p["profile_id"] == str(GONE) else None,
+            }
+            for p in body["pairs"]
+        ]
+        return httpx.Response(200, json={"items": items})
+
+    base = client(answer)
+    profiles = [uuid.UUID(int=100 + i) for i in range(50)]
+    got = await asyncio.gather(*(base.binding(USER, p) for p in profiles))
+    assert [b.profile_id for b in got] == profiles
+    assert all(b.bound for b in got)
+    assert len(bodies) == 1
+    with pytest.raises(UpstreamError, match=f"profile {GONE} not found") as caught:
+        await base.binding(USER, GONE)
+    assert caught.value.status == 404
+
+
+async def test_a_failing_bindings_request_fails_every_caller_in_it() -> None:
+    """base down while three lookups wait: each gets the 503 naming base."""
+    base = client(lambda _: httpx.Response(503, json={"error": "x", "dependency": "cassandra"}))
+    got = await asyncio.gather(
+        *(base.binding(USER, uuid.UUID(int=i)) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(e, DependencyUnavailable) and e.dependency == "base" for e in got)

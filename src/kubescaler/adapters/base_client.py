@@ -9,6 +9,7 @@ reaches the caller as a 503 naming both.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, TypeVar
 
@@ -17,10 +18,14 @@ import msgspec
 
 from kubescaler.domain.errors import DependencyUnavailable, KubescalerError
 from kubescaler.domain.models import (
+    MAX_BINDINGS,
     Binding,
+    Bindings,
+    BindingsQuery,
     Bulk,
     BulkIds,
     Counts,
+    Pair,
     Profile,
     ProfilePage,
     UserPage,
@@ -28,6 +33,9 @@ from kubescaler.domain.models import (
 from kubescaler.settings import BaseClientSettings
 
 T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+#: Most ``POST /bindings`` in flight at once.
+FLUSHES = 4
 
 
 class UpstreamError(KubescalerError):
@@ -49,6 +57,8 @@ class BaseClient:
         self.settings = settings
         headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        self._asked: list[tuple[Pair, asyncio.Future[Binding]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient(
             base_url=settings.url,
             timeout=httpx.Timeout(settings.timeout_s),
@@ -58,6 +68,8 @@ class BaseClient:
         )
 
     async def close(self) -> None:
+        for task in self._flushers:
+            task.cancel()
         await self._http.aclose()
 
     async def _request(
@@ -92,7 +104,46 @@ class BaseClient:
         return await self._get(f"/users/{user_id}/profiles", list[Profile])
 
     async def binding(self, user_id: uuid.UUID, profile_id: uuid.UUID) -> Binding:
-        return await self._get(f"/users/{user_id}/profiles/{profile_id}", Binding)
+        """Whether the user is bound to the profile; 404 (UpstreamError) when either is unknown.
+
+        Lookups asked in the same moment travel together: one ``POST /bindings`` (at most
+        MAX_BINDINGS pairs) answers them all, so a burst of stream opens costs base a few
+        requests and Cassandra a few ``IN`` queries instead of one each. Up to FLUSHES
+        requests are in flight at once, so lookups arriving during one need not wait for it.
+        """
+        waiting: asyncio.Future[Binding] = asyncio.get_running_loop().create_future()
+        self._asked.append((Pair(user_id=user_id, profile_id=profile_id), waiting))
+        if len(self._flushers) < FLUSHES:
+            task = asyncio.create_task(self._ask(), name="base-bindings")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        got = await waiting
+        if got.missing is not None:
+            ident = got.profile_id if got.missing == "profile" else got.user_id
+            raise UpstreamError(404, f"{got.missing} {ident} not found")
+        return got
+
+    async def _ask(self) -> None:
+        """Send what was asked, MAX_BINDINGS at a time, until nothing is left."""
+        while self._asked:
+            batch = self._asked[:MAX_BINDINGS]
+            del self._asked[:MAX_BINDINGS]
+            try:
+                response = await self._request(
+                    "POST",
+                    "/bindings",
+                    content=_encode(BindingsQuery(pairs=[pair for pair, _ in batch])),
+                    headers={"content-type": "application/json"},
+                )
+                items = msgspec.json.decode(response.content, type=Bindings).items
+            except KubescalerError as exc:
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(exc)
+                continue
+            for (_, waiting), item in zip(batch, items, strict=True):
+                if not waiting.done():
+                    waiting.set_result(item)
 
     async def bulk_insert(self, bulk: Bulk, timeout: float) -> Counts:
         response = await self._request(

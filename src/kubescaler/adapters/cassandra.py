@@ -14,8 +14,8 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Literal
 
 from cassandra import DriverException, RequestExecutionException
 from cassandra.cluster import (
@@ -35,7 +35,7 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, PreparedStatement
 
 from kubescaler.domain.errors import DependencyUnavailable, InvalidInput, NotFound
-from kubescaler.domain.models import Profile, User
+from kubescaler.domain.models import Binding, Profile, User
 from kubescaler.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,37 @@ class CassandraRepository:
             raise NotFound("profile", profile_id)
         return _profile(row)
 
+    async def bindings(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> list[Binding]:
+        """Whether each (user, profile) is bound: the profiles in ``IN`` batches; the users only
+        for pairs their profile does not hold (a user a profile holds exists: deleting a user
+        unbinds it in the same batch)."""
+        wanted = sorted({p for _, p in pairs})
+        batches = [wanted[i : i + IN_BATCH] for i in range(0, len(wanted), IN_BATCH)]
+        sem = asyncio.Semaphore(IN_CONCURRENCY)
+
+        async def fetch(batch: list[uuid.UUID]) -> list[Any]:
+            async with sem:
+                rs = await self._run("profiles_in", (batch,), fetch_size=len(batch))
+                return list(rs.current_rows)
+
+        members = {
+            row.id: set(row.users or ())
+            for rows in await asyncio.gather(*map(fetch, batches))
+            for row in rows
+        }
+        outside = {u for u, p in pairs if p in members and u not in members[p]}
+        known = await self.users_exist(outside) if outside else set()
+        out = []
+        for user, profile in pairs:
+            missing: Literal["profile", "user"] | None = None
+            if profile not in members:
+                missing = "profile"
+            elif user in outside and user not in known:
+                missing = "user"
+            bound = missing is None and user in members[profile]
+            out.append(Binding(user_id=user, profile_id=profile, bound=bound, missing=missing))
+        return out
+
     async def create_profile(self, profile: Profile) -> bool:
         row = (await self._run("profile_insert_new", (profile.id, set(profile.users)))).one()
         return bool(row[0])
@@ -341,6 +372,7 @@ _CQL = {
     "user_delete": "DELETE FROM {ks}.user WHERE id = ?",
     "profiles": "SELECT id, users FROM {ks}.profile",
     "profile": "SELECT id, users FROM {ks}.profile WHERE id = ?",
+    "profiles_in": "SELECT id, users FROM {ks}.profile WHERE id IN ?",
     "profile_insert": "INSERT INTO {ks}.profile (id, users) VALUES (?, ?)",
     "profile_insert_new": "INSERT INTO {ks}.profile (id, users) VALUES (?, ?) IF NOT EXISTS",
     "profile_update": "UPDATE {ks}.profile SET users = ? WHERE id = ? IF EXISTS",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -49,9 +49,36 @@ class ProfileIn(Model):
 
 
 class Binding(Model):
+    """Whether a user is bound to a profile. ``missing`` names what does not exist (then the
+    pair is not bound): "profile" or "user"; a single-pair lookup answers 404 instead."""
+
     user_id: uuid.UUID
     profile_id: uuid.UUID
     bound: bool
+    missing: Literal["profile", "user"] | None = None
+
+
+#: Most pairs one ``POST /bindings`` may ask about.
+MAX_BINDINGS = 1000
+
+
+class Pair(Model):
+    user_id: uuid.UUID
+    profile_id: uuid.UUID
+
+
+class BindingsQuery(Model):
+    """Many pairs asked at once (a stream process's opens of one moment)."""
+
+    pairs: Annotated[
+        list[Pair], msgspec.Meta(max_length=MAX_BINDINGS, description=f"at most {MAX_BINDINGS}")
+    ]
+
+
+class Bindings(Model):
+    """The answer for each pair asked, in the order asked."""
+
+    items: list[Binding]
 
 
 class SuggestedUser(Model):

@@ -14,6 +14,8 @@ from kubescaler.adapters.cassandra import CassandraRepository
 from kubescaler.domain.errors import Conflict, InvalidInput
 from kubescaler.domain.models import (
     Binding,
+    Bindings,
+    BindingsQuery,
     Bulk,
     BulkIds,
     Counts,
@@ -113,6 +115,15 @@ async def binding(repo: Repo, user_id: UserId, profile_id: ProfileId) -> Binding
     return Binding(user_id=uid, profile_id=pid, bound=await repo.is_bound(uid, pid))
 
 
+@post("/bindings", status_code=200, responses=errors(400, 413, 415, 503))
+async def bindings(repo: Repo, data: BindingsQuery) -> Bindings:
+    """Whether each user is bound to each profile, many pairs at once (a stream process asks
+    for all its opens of one moment together). An unknown user or profile is not bound, and
+    ``missing`` names which."""
+    got = await repo.bindings([(p.user_id, p.profile_id) for p in data.pairs])
+    return Bindings(items=got)
+
+
 # -- profiles --------------------------------------------------------------------------------
 
 
@@ -182,6 +193,7 @@ HANDLERS = [
     delete_user,
     profiles_of_user,
     binding,
+    bindings,
     list_profiles,
     create_profile,
     get_profile,
