@@ -292,3 +292,21 @@ async def test_release_on_disconnect_frees_the_pair_with_its_token() -> None:
     await lost.rest()
     await h.hub.wait_background()
     assert h.locks.releases == [(gone.session.grant.profile_id, 1)]
+
+
+async def test_the_hubs_producer_serves_its_streams_in_turns() -> None:
+    """One event a second: streams join ten groups in turn, and a tick of group g queues an
+    event for g's streams only, so a second of ticks gives every stream exactly one."""
+    settings = Settings(
+        instance="unit",
+        lock=SETTINGS.lock,
+        stream=StreamSettings(events_per_s=1, queue_events=4, event_bytes=16),
+    )
+    h = hub_with(settings)
+    streams = [await h.stream(f"s{i}") for i in range(20)]
+    assert [len(g) for g in h.hub.groups] == [2] * 10
+    h.hub.produce(0)
+    assert [s.session.queue.qsize() for s in streams] == [int(i % 10 == 0) for i in range(20)]
+    for group in range(1, 10):
+        h.hub.produce(group)
+    assert all(s.session.queue.qsize() == 1 for s in streams)

@@ -1,9 +1,10 @@
 """The requester side of the lock: publish commands, await their outcomes.
 
-Publishing: commands sent in the same moment leave together. Each one joins a queue, and one
-flusher at a time writes the whole queue as one pipeline of XADDs (one round trip for any
-number of commands); commands arriving meanwhile go in the next pipeline. A lone command
-waits for nothing: the flusher runs as soon as the event loop is free.
+Publishing: commands sent in the same moment leave together. Each one joins a queue, and a
+flusher writes the whole queue as one pipeline of XADDs (one round trip for any number of
+commands); up to FLUSHES flushers run at once, so commands arriving during one publish go
+out in another. A lone command waits for nothing: a flusher runs as soon as the event loop
+is free.
 
 Replies: one long-lived pub/sub channel per client (per process) and a map from request id to
 a waiting future. The lock-keeper publishes one JSON array of outcomes per batch it applied,
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[LockOutcome] | LockOutcome).decode
 RECONNECT_S = 0.5
+#: Most publishes (XADD pipelines) in flight at once.
+FLUSHES = 4
 
 
 class _Sending:
@@ -60,7 +63,7 @@ class LockClient:
         self.redis: Redis | None = None
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         self._queue: list[_Sending] = []
         self._waiting: dict[str, _Sending] = {}
 
@@ -72,7 +75,7 @@ class LockClient:
         self._listener = asyncio.create_task(self._listen(self._pubsub), name="lock-replies")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._flusher):
+        for task in (self._listener, *self._flushers):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -130,8 +133,10 @@ class LockClient:
 
     def _enqueue(self, sending: _Sending) -> None:
         self._queue.append(sending)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="lock-publish")
+        if len(self._flushers) < FLUSHES:
+            task = asyncio.create_task(self._flush(), name="lock-publish")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
 
     async def _flush(self) -> None:
         """Publish the queue as one pipeline, again until it stays empty."""

@@ -150,6 +150,7 @@ def create_app(settings: Settings) -> Litestar:
         # grants made on any instance end this one's older streams of the same pair
         follower = asyncio.create_task(hub.follow(tail.follow()))
         refresher = asyncio.create_task(hub.keep_refreshed())
+        producer = asyncio.create_task(hub.keep_producing())
         try:
             # the pod's deletion cost follows its live connections (off unless configured)
             async with pod_cost_updates(settings.stream, lambda: len(hub.sessions)):
@@ -158,6 +159,7 @@ def create_app(settings: Settings) -> Litestar:
             hub.drain()
             follower.cancel()
             refresher.cancel()
+            producer.cancel()
             await hub.wait_background()
             await locks.stop()
             await base.close()

@@ -35,3 +35,14 @@ SUPERSEDED = Counter(
     "kubescaler_stream_superseded",
     "Streams ended because their pair was granted again (a newer fencing token).",
 )
+
+
+_OUTCOMES: dict[tuple[str, str], Counter] = {}
+
+
+def lock_outcome(action: str, result: str) -> None:
+    """Count one lock outcome (the labelled child is looked up once, not per refresh)."""
+    child = _OUTCOMES.get((action, result))
+    if child is None:
+        child = _OUTCOMES[(action, result)] = LOCK_OUTCOMES.labels(action, result)
+    child.inc()

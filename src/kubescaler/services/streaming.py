@@ -2,9 +2,11 @@
 
 One :class:`StreamHub` per stream process holds what its streams share: the ports to base
 (:class:`Bindings`) and to the lock (:class:`Locks`), the drain switch, and the one refresher
-of every stream's lock. One :class:`StreamSession` per client produces events into a small
-bounded queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
-``lock-lost``, ``reconnect`` or ``superseded`` event when it must. What a refresh outcome
+of every stream's lock. One :class:`StreamSession` per client queues its events in a small bounded
+queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
+``lock-lost``, ``reconnect`` or ``superseded`` event when it must. The hub's one producer task
+gives the streams their events in turns (a tenth of them per tick at most), rather than one
+task and one timer per stream. What a refresh outcome
 means is ``domain.stream.after_refresh``'s to say.
 
 Refreshing: the hub, not each stream, refreshes. Every ``tick`` it sends the refresh of every
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 #: late), and the least.
 TICK_MAX_S = 1.0
 TICK_MIN_S = 0.05
+#: Streams produce in turns: at most this many groups per event interval, each at least
+#: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams.
+PRODUCE_GROUPS = 10
+PRODUCE_TICK_S = 0.01
 
 
 class Bindings(Protocol):
@@ -104,6 +110,13 @@ class StreamHub:
         self.draining = False
         self.interval_ms = settings.lock.refresh_interval_ms
         self.tick_s = max(TICK_MIN_S, min(TICK_MAX_S, self.interval_ms / 4000))
+        rate = settings.stream.events_per_s
+        self.event_interval_s = 1.0 / rate if rate > 0 else 0.0
+        groups = int(self.event_interval_s / PRODUCE_TICK_S)
+        self.groups: list[set[StreamSession]] = [
+            set() for _ in range(max(1, min(PRODUCE_GROUPS, groups)))
+        ]
+        self._joined = 0
         self._background: set[asyncio.Task[None]] = set()
 
     async def open(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> StreamSession:
@@ -140,13 +153,17 @@ class StreamHub:
                 self.supersede(record)
 
     def track(self, session: StreamSession) -> None:
-        """A stream started here (live connections, refreshes, and the pair's streams)."""
+        """A stream started here (live connections, refreshes, events, the pair's streams)."""
         self.sessions.add(session)
         self.by_pair.setdefault(session.grant.pair, set()).add(session)
+        session.group = self._joined % len(self.groups)
+        self._joined += 1
+        self.groups[session.group].add(session)
 
     def untrack(self, session: StreamSession) -> None:
         """A stream here ended."""
         self.sessions.discard(session)
+        self.groups[session.group].discard(session)
         same = self.by_pair.get(session.grant.pair)
         if same is not None:
             same.discard(session)
@@ -188,7 +205,7 @@ class StreamHub:
                 outcome = None
             else:
                 result, outcome = out.result, out
-            m.LOCK_OUTCOMES.labels("refresh", result).inc()
+            m.lock_outcome("refresh", result)
             session.refreshed(outcome, now, self.interval_ms)
         return len(due)
 
@@ -204,6 +221,31 @@ class StreamHub:
                 await self.refresh_due()
             except Exception:  # never let one bad round stop every stream's refreshes
                 log.exception("refresh round failed")
+
+    # -- producing -----------------------------------------------------------------------
+
+    def produce(self, group: int) -> None:
+        """One tick of the producer: every stream of ``group`` gets its next event (or a drop)."""
+        for session in list(self.groups[group]):
+            session.produce()
+
+    async def keep_producing(self) -> None:
+        """Each stream's events at the configured rate, one group of streams per tick: one
+        task and one timer for every stream of the process. Never bursts to catch up."""
+        if not self.event_interval_s:
+            return
+        loop = asyncio.get_running_loop()
+        tick = self.event_interval_s / len(self.groups)
+        next_at, group = loop.time(), 0
+        while True:
+            next_at += tick
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -1.0:  # far behind (an overloaded loop): do not burst to catch up
+                next_at = loop.time()
+            self.produce(group)
+            group = (group + 1) % len(self.groups)
 
     # -- background work -----------------------------------------------------------------
 
@@ -228,9 +270,9 @@ class StreamSession:
         size = max(2, hub.settings.stream.queue_events)
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(size)
         self.drops = Drops()
+        self.group = 0
         self.finished = False
         self.release_on_end = hub.settings.stream.release_on_disconnect
-        self._producer: asyncio.Task[None] | None = None
 
     # -- the client's side -------------------------------------------------------------------
 
@@ -239,8 +281,6 @@ class StreamSession:
         hub, grant = self.hub, self.grant
         hub.track(self)
         m.CONNECTIONS.inc()
-        if hub.settings.stream.events_per_s > 0:
-            self._producer = asyncio.create_task(self._produce())
         try:
             yield Hello(
                 session=self.owner,
@@ -254,8 +294,6 @@ class StreamSession:
                 yield item
         finally:
             self.finished = True
-            if self._producer is not None:
-                self._producer.cancel()
             hub.untrack(self)
             m.CONNECTIONS.dec()
             if self.release_on_end:
@@ -267,8 +305,6 @@ class StreamSession:
             return
         self.finished = True
         self.release_on_end = False  # lock lost or superseded, or handed over on drain
-        if self._producer is not None:
-            self._producer.cancel()
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(last)
@@ -299,6 +335,8 @@ class StreamSession:
 
     def produce(self) -> None:
         """One event is due: queue it, or count it dropped when the client is behind."""
+        if self.finished:
+            return
         due = self.drops.tick(room=not self.queue.full())
         if due is None:
             m.DROPPED.inc()
@@ -314,20 +352,6 @@ class StreamSession:
                 payload=self.hub.payload.take(),
             )
         )
-
-    async def _produce(self) -> None:
-        """Make events at the configured rate; never burst to catch up after a stall."""
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / self.hub.settings.stream.events_per_s
-        next_at = loop.time()
-        while True:
-            next_at += interval
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -1.0:  # far behind (an overloaded loop): do not burst to catch up
-                next_at = loop.time()
-            self.produce()
 
     async def _release(self) -> None:
         g = self.grant
