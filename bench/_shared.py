@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from kubescaler.devstack.cassandra import CassandraNode
+from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.proc import Proc, free_port
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service, start_service
@@ -101,6 +102,7 @@ class Backend:
         self.workdir = workdir
         self.stream_env = dict(stream_env or {})
         self.started: list[Proc] = []
+        self.env: dict[str, str] = {}
 
     def _up(self, proc: Proc, ready: object, timeout: float = 60) -> None:
         proc.start()
@@ -118,14 +120,14 @@ class Backend:
             lib_dir=CASSANDRA_LIB,
         )
         self._up(self.cassandra, self.cassandra.ready, timeout=240)
-        env = {
+        env = self.env = {
             "KUBESCALER_REDIS_URL": self.redis.url,
             "KUBESCALER_CASSANDRA_PORT": str(self.cassandra.native_port),
             "KUBESCALER_CASSANDRA_KEYSPACE": "kubescaler_bench",
             "KUBESCALER_LOG_LEVEL": "warning",
         }
         self.base = self._service("base", env, logs)
-        env["KUBESCALER_BASE_URL"] = self.base.url
+        env["KUBESCALER_BASE_URL"] = self.base.url  # self.env: what every later process gets
         self.main = self._service("main", env, logs)
         self.keeper = self._service("lock-keeper", env, logs)
         self.stream = self._service("stream", {**env, **self.stream_env}, logs)
@@ -134,6 +136,44 @@ class Backend:
         svc = start_service(command, env, logs)
         self.started.append(svc)
         return svc
+
+    def add_stream(self, env: Mapping[str, str]) -> Service:
+        """One more `kubescaler stream` on this backend, with ``env`` on top (stopped with it)."""
+        return self._service("stream", {**self.env, **env}, self.workdir / "logs")
+
+    def gateway(self, streams: list[Service]) -> Nginx:
+        """An nginx entry point in front of main and ``streams`` (stopped with the backend)."""
+        nginx = Nginx(
+            self.workdir / f"nginx-{len(self.started)}",
+            free_port(),
+            f"127.0.0.1:{self.main.port}",
+            [f"127.0.0.1:{s.port}" for s in streams],
+        )
+        self._up(nginx, nginx.ready, timeout=20)
+        return nginx
+
+    def new_pairs(self, shared_users: int) -> list[tuple[str, str]]:
+        """Create ``shared_users`` users bound to two profiles each (100 users a profile) and
+        return their pairs (user, profile): only these, none an earlier run may still lock."""
+        with httpx.Client(base_url=self.main.url, timeout=300) as main:
+
+            def suggested() -> set[tuple[str, str]]:
+                got = main.get("/suggested")
+                got.raise_for_status()
+                return {(s["id"], p) for s in got.json() for p in s["profiles"]}
+
+            before = suggested()
+            params = {
+                "users": shared_users,
+                "profiles": max(2, shared_users * 2 // 100),
+                "users_per_profile": 1,
+                "shared_users": shared_users,
+                "profiles_per_shared_user": 2,
+            }
+            main.post("/testdata", params=params).raise_for_status()
+            pairs = sorted(suggested() - before)
+        assert len(pairs) == 2 * shared_users, f"{len(pairs)} new pairs"
+        return pairs
 
     def stop(self) -> None:
         while self.started:
@@ -152,3 +192,11 @@ def backend(stream_env: Mapping[str, str] | None = None) -> Iterator[Backend]:
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -70,7 +70,9 @@ async def event_path(locks: LockClient, n: int) -> list[float]:
     return times
 
 
-async def alternating(redlock: Redlock, locks: LockClient, n: int) -> tuple[list[float], list[float]]:
+async def alternating(
+    redlock: Redlock, locks: LockClient, n: int
+) -> tuple[list[float], list[float]]:
     """``n`` samples of each path, in alternating blocks of BLOCK."""
     d: list[float] = []
     e: list[float] = []
@@ -173,9 +175,7 @@ async def measure(
     return rows
 
 
-def run(
-    n: int = 1000, concurrency: int = 64, rate: float = 500.0
-) -> list[tuple[str, str]]:
+def run(n: int = 1000, concurrency: int = 64, rate: float = 500.0) -> list[tuple[str, str]]:
     """Start the redis-servers, measure, stop them; the table's rows."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-locks-"))
     servers = [RedisServer(free_port(), workdir / f"redis{i}", persist=False) for i in range(4)]
