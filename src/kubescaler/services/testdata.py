@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import Protocol
 
-from kubescaler.adapters.base_client import BaseClient
 from kubescaler.domain.errors import KubescalerError
-from kubescaler.domain.models import BulkIds, TestDataRequest, TestDataSummary
+from kubescaler.domain.models import Bulk, BulkIds, Counts, TestDataRequest, TestDataSummary
 from kubescaler.domain.testdata import chunks, generate
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,18 @@ CHUNK_IDS = 5000
 WRITE_TIMEOUT_S = 60.0
 
 
+class Rows(Protocol):
+    """Where test data is written (base, through ``adapters.base_client.BaseClient``)."""
+
+    async def bulk_insert(self, bulk: Bulk, timeout: float) -> Counts: ...
+
+    async def bulk_delete(self, ids: BulkIds, timeout: float) -> None: ...
+
+    async def drop_all(self, timeout: float) -> None: ...
+
+
 async def create(
-    base: BaseClient, req: TestDataRequest, rng: random.Random | None = None
+    base: Rows, req: TestDataRequest, rng: random.Random | None = None
 ) -> TestDataSummary:
     """Write the data in chunks; if any chunk fails, delete every row of this run, then raise."""
     started = time.perf_counter()
@@ -48,5 +58,5 @@ async def create(
     )
 
 
-async def drop(base: BaseClient) -> None:
+async def drop(base: Rows) -> None:
     await base.drop_all(timeout=WRITE_TIMEOUT_S)
