@@ -18,9 +18,11 @@ web:
 up *ARGS: setup web
     uv run --frozen kubescaler up {{ARGS}}
 
-# every check and test: lint, types, the web client's unit tests, then every pytest test
+# every check and test: lint, types, the web client's unit tests, the local cluster's build
+# (from the cache: minutes only on a fresh machine), then every pytest test
 test: setup lint typecheck web
     cd frontend && npm test
+    uv run --frozen kubescaler cluster build
     uv run --frozen pytest
 
 # the local Kubernetes cluster: up (build, start, deploy kubescaler), down, status, apply, build

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kubescaler.devstack.cluster.layout import Layout
 from kubescaler.devstack.cluster.progress import ClusterError, Progress, run
-from kubescaler.devstack.cluster.versions import BUILDS, DEBIAN_SUITE
+from kubescaler.devstack.cluster.versions import DEBIAN_SUITE
 
 ROOT = Path(__file__).resolve().parents[4]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -102,6 +102,8 @@ class Image:
     rootfs: tuple[str, ...] = ()
     build_args: dict[str, str] = field(default_factory=dict)
     file: Path | None = None  # a Containerfile of the project, used as is
+    #: False for the base images of a build, which no pod runs
+    load: bool = True
 
 
 class Images:
@@ -265,20 +267,19 @@ def binary_context(build: str, name: str, lay: Layout) -> Callable[[Path], None]
     return make
 
 
-def binary_image(ref: str, build: str, name: str, lay: Layout, user: int = 65532) -> Image:
-    """A ``FROM scratch`` image holding one static Go binary, run as a non-root user."""
+def binary_image(
+    ref: str, build: str, name: str, lay: Layout, user: int = 65532, where: str = "/"
+) -> Image:
+    """A ``FROM scratch`` image holding one static Go binary at ``where``, run as non-root."""
+    path = f"{where.rstrip('/')}/{name}"
     return Image(
         ref=ref,
         containerfile=(
-            f"FROM scratch\nCOPY {name} /{name}\nCOPY --chmod=1777 tmp /tmp\n"
-            f'USER {user}:{user}\nENTRYPOINT ["/{name}"]\n'
+            f"FROM scratch\nCOPY {name} {path}\nCOPY --chmod=1777 tmp /tmp\n"
+            f'USER {user}:{user}\nENTRYPOINT ["{path}"]\n'
         ),
         context=binary_context(build, name, lay),
     )
-
-
-def versions_of(build: str) -> str:
-    return BUILDS[build].version
 
 
 CASSANDRA_YAML = """# Written by the image's entrypoint from cassandra.yaml.in on every start.

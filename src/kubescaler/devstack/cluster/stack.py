@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kubescaler.devstack.cassandra import ensure_jars
 from kubescaler.devstack.cluster import addons, images
 from kubescaler.devstack.cluster import layout as net
 from kubescaler.devstack.cluster.components import (
@@ -192,14 +193,14 @@ class Cluster:
             KubeProxy(lay, self.pki, self.journal),
         ]
 
-    def _recorded(self) -> dict[str, int]:
+    def recorded_pids(self) -> dict[str, int]:
         try:
             return {k: int(v) for k, v in json.loads(self.lay.pids.read_text()).items()}
         except (OSError, ValueError):
             return {}
 
     def _record(self, name: str, pid: int) -> None:
-        pids = self._recorded()
+        pids = self.recorded_pids()
         pids[name] = pid
         self.lay.pids.write_text(json.dumps(pids, indent=2) + "\n")
 
@@ -225,9 +226,14 @@ class Cluster:
                 f'FROM {images.ROOTFS["redis"].ref}\nUSER 999:999\nCMD ["redis-server"]\n',
                 rootfs=("redis",),
             ),
-            # the official image's user (nobody)
+            # the official image's user (nobody) and path (its data goes in /prometheus)
             images.binary_image(
-                f"kubescaler.local/prometheus:{PROMETHEUS}", "prometheus", "prometheus", lay, 65534
+                f"kubescaler.local/prometheus:{PROMETHEUS}",
+                "prometheus",
+                "prometheus",
+                lay,
+                user=65534,
+                where="/bin",
             ),
             Image(
                 "kubescaler.local/cassandra:5.0.8-bookworm",
@@ -251,11 +257,13 @@ class Cluster:
                 "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
                 images.node_context,
                 rootfs=("minbase",),
+                load=False,
             ),
             Image(
                 "kubescaler.local/python:3.11-bookworm",
                 f"FROM {python}\nENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
                 rootfs=("python",),
+                load=False,
             ),
         ]
 
@@ -277,25 +285,38 @@ class Cluster:
     def _build(self) -> dict[str, str]:
         """Every binary and image, from the cache when it is there; image reference -> ID.
 
-        Root filesystems (network and disk bound) are made in a thread beside the Go builds
-        (CPU bound), so a cold machine waits for the longer of the two, not their sum.
+        Root filesystems and Cassandra's jars (network and disk bound) come in a thread beside
+        the Go builds (CPU bound), so a cold machine waits for the longer, not the sum.
         """
         self.say(f"cache: {self.lay.cache}")
+
+        def downloads() -> None:
+            for fs in images.ROOTFS.values():
+                self.images.ensure_rootfs(fs)
+            ensure_jars(self.lay.cache / "cassandra-lib")
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            rootfs = pool.submit(
-                lambda: [self.images.ensure_rootfs(fs) for fs in images.ROOTFS.values()]
-            )
+            rootfs = pool.submit(downloads)
             for build in BUILDS.values():
                 ensure_built(build, self.lay.cache, self.progress)
             rootfs.result()
-        built = {image.ref: self.images.build(image) for image in self.image_catalog()}
+        return self._build_images()
+
+    def _build_images(self) -> dict[str, str]:
+        """Every image (podman's layer cache makes an unchanged one instant); what pods run,
+        reference -> ID."""
+        built = {}
+        for image in self.image_catalog():
+            image_id = self.images.build(image)
+            if image.load:
+                built[image.ref] = image_id
         built[APP_IMAGE] = self.images.build(self.app_image())
         return built
 
     # ---- up ----
 
     def running(self) -> bool:
-        pids = self._recorded()
+        pids = self.recorded_pids()
         return bool(pids) and all(_alive(pid) for pid in pids.values())
 
     def up(self, app: bool = True) -> None:
@@ -434,25 +455,24 @@ class Cluster:
             self._apply(built)
 
     def _apply(self, built: dict[str, str] | None = None) -> None:
-        """Build kubescaler's image if it changed, load it, apply the local overlay, wait."""
-        if built is None:
-            image_id = self.images.build(self.app_image())
-            changed = self.images.load(APP_IMAGE, image_id, self._ctr())
-        else:
-            changed = False
+        """Build the images that changed (kubescaler's from the working tree), load them,
+        apply the local overlay, restart what runs an image that changed, and wait."""
+        changed = False
+        if built is None:  # up loaded everything just before; a later apply checks again
+            built = self._build_images()
+            ctr = self._ctr()
+            loaded = [ref for ref, i in built.items() if self.images.load(ref, i, ctr)]
+            changed = bool(loaded)
         self.say(f"applying {OVERLAY.relative_to(ROOT)}")
         self.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-k",
-            str(OVERLAY),
+            "apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY),
             what="apply kubescaler",
-        )
+        )  # fmt: skip
         if changed:
             self.kubectl(
-                "-n", NAMESPACE, "rollout", "restart", "deployment", what="restart on the new image"
-            )
+                "-n", NAMESPACE, "rollout", "restart", "deployment,statefulset",
+                what="restart on the new images",
+            )  # fmt: skip
         self.wait_app()
 
     def wait_app(self, timeout: float = 600) -> None:
@@ -466,20 +486,49 @@ class Cluster:
             ("deployment", "stream"),
             ("deployment", "prometheus"),
         ):
-            self.kubectl(
-                "-n",
-                NAMESPACE,
-                "rollout",
-                "status",
-                f"{kind}/{name}",
-                f"--timeout={int(timeout)}s",
-                what=f"{name} to be ready",
-                timeout=timeout + 30,
-            )
+            try:
+                self.kubectl(
+                    "-n",
+                    NAMESPACE,
+                    "rollout",
+                    "status",
+                    f"{kind}/{name}",
+                    f"--timeout={int(timeout)}s",
+                    what=f"{name} to be ready",
+                    timeout=timeout + 30,
+                )
+            except ClusterError as exc:
+                raise ClusterError(f"{exc}\n{self.diagnose(NAMESPACE)}") from exc
         self.say(
             f"kubescaler is up: http://127.0.0.1:{net.GATEWAY_PORT}/ (dashboard), "
             f"http://127.0.0.1:{net.GATEWAY_PORT}/main/profiles"
         )
+
+    def diagnose(self, namespace: str) -> str:
+        """What a user needs when pods do not come up: their state, the latest warnings, and
+        the last log lines of each container that is not ready."""
+        kubectl = [
+            str(self.lay.bin("kubernetes", "kubectl")),
+            f"--kubeconfig={self.lay.kubeconfig}",
+        ]
+
+        def get(*args: str) -> str:
+            done = subprocess.run(
+                [*kubectl, "-n", namespace, *args],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            return done.stdout or done.stderr
+
+        warnings = get("get", "events", "--field-selector=type=Warning", "--sort-by=.lastTimestamp")
+        out = [get("get", "pods", "-o", "wide"), *warnings.splitlines()[-10:]]
+        with contextlib.suppress(ValueError):
+            for pod in json.loads(get("get", "pods", "-o", "json"))["items"]:
+                for status in pod["status"].get("containerStatuses", []):
+                    if not status.get("ready"):
+                        name = pod["metadata"]["name"]
+                        logs = get("logs", "--tail=15", name, "-c", status["name"])
+                        out.append(f"--- {name}/{status['name']} (not ready) ---\n{logs}")
+        return "\n".join(out)
 
     def _ctr(self) -> list[str]:
         return Containerd(self.lay, addons_pause(), RUNC, CNI_BIN).ctr()
@@ -501,7 +550,7 @@ class Cluster:
     # ---- down ----
 
     def clean_leftovers(self) -> None:
-        if self._recorded() or self.journal.entries():
+        if self.recorded_pids() or self.journal.entries():
             self.say("cleaning up after an earlier run that did not stop cleanly")
             self.down(quiet=True)
 
@@ -511,7 +560,7 @@ class Cluster:
 
     def _down(self, quiet: bool = False) -> list[str]:
         """Stop every recorded process (newest first), then undo every recorded change."""
-        pids = self._recorded()
+        pids = self.recorded_pids()
         for name in reversed(list(pids)):
             if name == "kubelet":
                 self._kill_pods()
@@ -559,7 +608,7 @@ class Cluster:
     # ---- status ----
 
     def status(self) -> dict[str, object]:
-        pids = self._recorded()
+        pids = self.recorded_pids()
         report: dict[str, object] = {
             "cache": str(self.lay.cache),
             "processes": {

@@ -1,0 +1,72 @@
+"""The local Kubernetes cluster for the whole session: started once from the cache, kubescaler
+applied from manifests/overlays/local, everything reached through the Gateway (Traefik) on
+127.0.0.1. A cluster that was already up is used as it is and left up."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from kubehelp import GATEWAY, Kube, Pair
+
+from kubescaler.devstack.cluster.stack import Cluster
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--keep-cluster",
+        action="store_true",
+        help="leave the local cluster up after the cluster tests (the next run reuses it)",
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The cluster, up (built from the cache on a warm machine), kubescaler applied and ready;
+    stopped after the module so the rest of the suite runs without it."""
+    c = Cluster()
+    with c.locked():  # the whole module: another test run on this machine waits its turn
+        started_here = not c.running()
+        c.up()
+        yield c
+        if started_here and not request.config.getoption("--keep-cluster"):
+            assert c.down() == [], "the cluster did not stop cleanly"
+
+
+@pytest.fixture(scope="module")
+def kube(cluster: Cluster) -> Kube:
+    return Kube(cluster)
+
+
+@pytest.fixture(scope="module")
+def admin_token(kube: Kube) -> str:
+    for item in kube.ns("get", "secrets")["items"]:
+        if item["metadata"]["name"].startswith("kubescaler-secrets"):
+            return base64.b64decode(item["data"]["admin-token"]).decode()
+    raise AssertionError("no kubescaler-secrets Secret in the namespace")
+
+
+@pytest.fixture(scope="module")
+def pairs(cluster: Cluster, admin_token: str) -> list[Pair]:
+    """Test data made through the Gateway; every bound (user, profile) pair, fresh per session."""
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=GATEWAY, timeout=120) as http:
+        assert http.delete("/main/testdata", headers=auth).status_code in (200, 204)
+        made = http.post(
+            "/main/testdata",
+            params={"users": 300, "profiles": 80, "shared_users": 40, "users_per_profile": 3},
+            headers=auth,
+        )
+        assert made.status_code == 201, made.text
+        profiles = http.get("/main/profiles", params={"limit": 5000}).json()
+    found = [Pair(user, p["id"]) for p in profiles for user in p["users"]]
+    assert len(found) >= 100
+    return found
+
+
+@pytest.fixture
+def fresh(pairs: list[Pair]) -> Pair:
+    """One pair no other test touches."""
+    return pairs.pop()

@@ -1,0 +1,373 @@
+"""kubescaler on a real one-node Kubernetes cluster, reached only through the Gateway.
+
+The cluster runs the dev overlay (through manifests/overlays/local) on real pods: containerd,
+the kubelet, kube-proxy, CoreDNS, metrics-server, KEDA and Traefik, all built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubehelp import GATEWAY, Kube, Pair, session
+from viewers import Viewer, open_viewers
+
+from kubescaler.devstack.cluster import layout
+from kubescaler.devstack.cluster.host import mounts_under
+from kubescaler.devstack.cluster.stack import NAMESPACE, Cluster
+
+# the first test also waits for the cluster to come up (Cassandra's first start in a pod)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+APP = ("cassandra", "redis", "base", "main", "stream", "lock-keeper", "prometheus")
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+async def await_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+def ready_pods(kube: Kube, app: str) -> list[dict[str, Any]]:
+    pods = kube.ns("get", "pods", "-l", f"app.kubernetes.io/name={app}")["items"]
+    return [
+        p
+        for p in pods
+        if p["metadata"].get("deletionTimestamp") is None
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
+
+
+def replay_verify(kube: Kube) -> str:
+    """`kubescaler replay --verify` inside the cluster, against the cluster's Redis."""
+    done = kube.run(
+        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
+        "kubescaler", "replay", "--verify", check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_every_kubescaler_pod_is_ready_with_its_probes(kube: Kube) -> None:
+    """The dev overlay's pods run and pass their readiness probes (as written)."""
+    for app in APP:
+        pods = wait_for(f"{app} ready", lambda app=app: ready_pods(kube, app), 300)
+        spec = pods[0]["spec"]["containers"][0]
+        assert "readinessProbe" in spec, app
+        assert "livenessProbe" in spec, app
+
+
+def test_configmaps_secrets_and_network_policies_are_applied(kube: Kube) -> None:
+    """Config comes from the generated (hashed) ConfigMap and Secret; policies exist as written."""
+    main = kube.ns("get", "deploy", "main")["spec"]["template"]["spec"]["containers"][0]
+    config = main["envFrom"][0]["configMapRef"]["name"]
+    assert config.startswith("kubescaler-config-")
+    kube.ns("get", "configmap", config)
+    policies = {p["metadata"]["name"] for p in kube.ns("get", "networkpolicy")["items"]}
+    assert {"default-deny-ingress", "cassandra", "redis", "base", "stream-egress"} <= policies
+
+
+def test_an_invalid_manifest_is_refused_by_the_api_server(kube: Kube) -> None:
+    """Server-side validation is live: an HTTPRoute port out of range names the field."""
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "broken", "namespace": NAMESPACE},
+        "spec": {
+            "parentRefs": [{"name": "kubescaler"}],
+            "rules": [{"backendRefs": [{"name": "main", "port": 70000}]}],
+        },
+    }
+    done = kube.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(route), check=False)
+    assert done.returncode != 0
+    assert "spec.rules[0].backendRefs[0].port" in done.stderr, done.stderr
+    assert "65535" in done.stderr
+
+
+def test_test_data_profiles_suggested_and_pages_through_the_gateway(pairs: list[Pair]) -> None:
+    """The seed's public paths answer on the Gateway: /main/..., /index/..., the dashboard."""
+    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+        profiles = http.get("/main/profiles")
+        assert profiles.status_code == 200
+        assert len(profiles.json()) == 80
+        suggested = http.get("/main/suggested").json()
+        assert suggested
+        assert all(len(s["profiles"]) >= 2 for s in suggested)
+        assert http.get("/main/users", params={"limit": 10}).status_code == 200
+        pair = pairs[0]
+        page = http.get(f"/index/{pair.user}/{pair.profile}")
+        assert page.status_code == 200
+        assert "text/html" in page.headers["content-type"]
+        assert http.get("/dashboard").status_code == 200
+        # not routed: internal endpoints stay internal
+        assert http.get("/main/metrics").status_code == 404
+
+
+async def test_twenty_racing_clients_on_one_pair_get_one_200_and_nineteen_409s(
+    fresh: Pair,
+) -> None:
+    """Exclusivity across the cluster: one grant, every other session refused with 409."""
+
+    async def one(http: httpx.AsyncClient, i: int) -> int:
+        async with http.stream("GET", fresh.path(session(f"race{i}"))) as r:
+            if r.status_code == 200:
+                await asyncio.sleep(3)  # hold it while the others are refused
+            return r.status_code
+
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=30) as http:
+        codes = await asyncio.gather(*(one(http, i) for i in range(20)))
+    assert sorted(codes) == [200] + [409] * 19, codes
+
+
+async def test_a_stream_carries_2_mb_per_s_with_its_fencing_token_and_login_lists_it(
+    fresh: Pair, kube: Kube
+) -> None:
+    """About 2 MB/s of events through the Gateway, each with the grant's token; main's
+    /login/{user} shows the profile live while it streams."""
+    viewer = Viewer(fresh, session("rate"))
+    viewer.start()
+    try:
+        grant = await viewer.granted()
+        assert grant.token > 0
+        await asyncio.sleep(1)
+        start_bytes, start = viewer.payload_bytes, time.monotonic()
+        await asyncio.sleep(5)
+        rate = (viewer.payload_bytes - start_bytes) / (time.monotonic() - start)
+        assert 1.6e6 < rate < 2.6e6, f"{rate / 1e6:.2f} MB/s"
+        assert viewer.wrong_tokens == 0
+        async with httpx.AsyncClient(base_url=GATEWAY, timeout=10) as http:
+            live = (await http.get(f"/main/login/{fresh.user}")).json()
+        assert fresh.profile in live
+    finally:
+        await viewer.close()
+    replay_verify(kube)
+
+
+def test_main_cpu_hpa_gets_its_metric_from_metrics_server(kube: Kube) -> None:
+    """main's HPA (CPU, the seed's) reads a real utilisation from metrics-server."""
+
+    def cpu() -> Any:
+        hpa = kube.ns("get", "hpa", "main")
+        for metric in hpa["status"].get("currentMetrics") or []:
+            current = metric.get("resource", {}).get("current", {})
+            if current.get("averageUtilization") is not None:
+                return current
+        return None
+
+    current = wait_for("main's HPA CPU reading", cpu, 240, every=5)
+    assert current["averageUtilization"] >= 0
+    top = kube.run("top", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=main")
+    assert "main-" in top.stdout
+
+
+def test_lock_keeper_scales_on_its_command_backlog_as_the_manifest_says(kube: Kube) -> None:
+    """KEDA's HPA for the lock-keeper reads the group's pending commands from Redis."""
+
+    def reading() -> Any:
+        hpa = kube.ns("get", "hpa", "keda-hpa-lock-keeper")
+        metrics = hpa["status"].get("currentMetrics") or []
+        return [m for m in metrics if m.get("type") == "External"]
+
+    metrics = wait_for("lock-keeper HPA reading", reading, 180, every=5)
+    assert "redis-streams" in metrics[0]["external"]["metric"]["name"]
+    scaled = kube.ns("get", "scaledobject", "lock-keeper")
+    ready = {c["type"]: c["status"] for c in scaled["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+
+
+def stream_pods(kube: Kube) -> dict[str, int]:
+    """Ready stream pods and the pod-deletion-cost each last wrote."""
+    return {
+        p["metadata"]["name"]: int(
+            p["metadata"]
+            .get("annotations", {})
+            .get("controller.kubernetes.io/pod-deletion-cost", 0)
+        )
+        for p in ready_pods(kube, "stream")
+    }
+
+
+def rescale_events(kube: Kube) -> list[str]:
+    events = kube.ns("get", "events", "--field-selector", "involvedObject.name=keda-hpa-stream")[
+        "items"
+    ]
+    return [e["message"] for e in events if e["reason"] == "SuccessfulRescale"]
+
+
+async def close_all(viewers: list[Viewer]) -> None:
+    await asyncio.gather(*(v.close() for v in viewers))
+
+
+async def shape(viewers: list[Viewer], keep: dict[str, int]) -> list[Viewer]:
+    """Close viewers so each pod keeps ``keep[pod]`` of them; return those kept."""
+    kept, drop = [], []
+    left = dict(keep)
+    for v in viewers:
+        if left.get(v.instance, 0) > 0:
+            left[v.instance] -= 1
+            kept.append(v)
+        else:
+            drop.append(v)
+    assert not any(left.values()), f"not enough viewers on {left}"
+    await close_all(drop)
+    return kept
+
+
+async def test_stream_scales_out_on_connections_and_back_draining_the_least_loaded(
+    kube: Kube, pairs: list[Pair]
+) -> None:
+    """KEDA scales stream 1 -> 3 on live connections (HPA events say why); scaling back down
+    removes the pods with the fewest connections first (pod-deletion-cost, even the oldest);
+    their clients get `reconnect`, resume through the Gateway on a surviving pod with the same
+    session and a higher fencing token, and keep streaming; replay --verify stays clean."""
+    wait_for("stream at one ready pod", lambda: len(stream_pods(kube)) == 1, 240, every=5)
+    [first_pod] = stream_pods(kube)
+    viewers = await open_viewers([pairs.pop() for _ in range(12)], "scale")
+    try:
+        assert {v.instance for v in viewers} == {first_pod}
+        await await_for("3 ready stream pods", lambda: len(stream_pods(kube)) == 3, 240, 3)
+        hpa = kube.ns("get", "hpa", "keda-hpa-stream")
+        assert hpa["status"]["desiredReplicas"] == 3
+        assert hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"] == "5"
+        assert any("New size: 3" in m and "above target" in m for m in rescale_events(kube)), (
+            rescale_events(kube)
+        )
+
+        # new viewers spread over the three pods; keep opening until the new pods have three
+        pods = sorted(stream_pods(kube))
+        newer = [p for p in pods if p != first_pod]
+        for _ in range(40):
+            on = {p: sum(v.instance == p for v in viewers) for p in pods}
+            if all(on[p] >= 3 for p in newer):
+                break
+            viewers += await open_viewers([pairs.pop()], "spread")
+        # the OLDEST pod keeps one viewer, the newer ones three: 7 in all -> 2 pods, and the
+        # one to go is the oldest, which a ReplicaSet without deletion costs would keep
+        viewers = await shape(viewers, {first_pod: 1, newer[0]: 3, newer[1]: 3})
+        [moved] = [v for v in viewers if v.instance == first_pod]
+        old_token = moved.token
+        await await_for(
+            "scale-down to 2 pods", lambda: set(stream_pods(kube)) == set(newer), 240, 3
+        )
+        grant = await moved.regranted(after=1)
+        assert "reconnect" in moved.controls
+        assert grant.instance in newer
+        assert grant.token > old_token
+
+        # 3 on one pod, 1 on the other (after the move): 4 in all -> 1 pod, the lighter goes
+        await asyncio.sleep(12)  # a pod-deletion-cost interval: both pods' costs written
+        on = {p: [v for v in viewers if v.instance == p] for p in newer}
+        heavy, light = sorted(newer, key=lambda p: len(on[p]), reverse=True)
+        viewers = await shape(viewers, {heavy: 3, light: 1})
+        [moved2] = [v for v in viewers if v.instance == light]
+        grants_before = len(moved2.grants)
+        old_token = moved2.token
+        await await_for("scale-down to 1 pod", lambda: set(stream_pods(kube)) == {heavy}, 240, 3)
+        grant = await moved2.regranted(after=grants_before)
+        assert grant.instance == heavy
+        assert grant.token > old_token
+
+        # every viewer that is left streams on the survivor, with its own token
+        before = [v.data_events for v in viewers]
+        await asyncio.sleep(3)
+        for v, n in zip(viewers, before, strict=True):
+            assert v.instance == heavy
+            assert v.data_events > n + 30, (v.session, v.controls)
+            assert v.wrong_tokens == 0
+            assert not v.ended
+            tokens = [g.token for g in v.grants]
+            assert tokens == sorted(tokens)
+    finally:
+        await close_all(viewers)
+    replay_verify(kube)
+
+
+async def test_a_killed_stream_pod_is_replaced_and_its_clients_come_back(
+    kube: Kube, pairs: list[Pair]
+) -> None:
+    """Force-deleting a stream pod (no drain): the Deployment replaces it, its clients'
+    connections drop, they reconnect with their sessions and take their pairs straight back."""
+    viewers = await open_viewers([pairs.pop() for _ in range(3)], "killed")
+    try:
+        victim = viewers[0].instance
+        tokens = {v.session: v.token for v in viewers}
+        kube.run("-n", NAMESPACE, "delete", "pod", victim, "--grace-period=0", "--force")
+        for v in viewers:
+            if v.instance == victim:
+                await v.regranted(after=1, timeout=180)
+        await await_for("a ready stream pod", lambda: stream_pods(kube), 180, 3)
+        before = [v.data_events for v in viewers]
+        await asyncio.sleep(3)
+        for v, n in zip(viewers, before, strict=True):
+            assert v.instance != victim
+            assert v.token >= tokens[v.session]
+            assert v.data_events > n
+    finally:
+        await close_all(viewers)
+    replay_verify(kube)
+
+
+def test_the_cluster_leaves_the_machines_kernel_settings_alone(cluster: Cluster) -> None:
+    """The kubelet saw its expected values through its own mount namespace; the machine kept
+    its own (forwarding, panic behaviour, overcommit)."""
+    before = json.loads((cluster.lay.state / "host-sysctls.json").read_text())
+    now = {key: Path("/proc/sys", key).read_text().strip() for key in before}
+    assert now == before
+
+
+def test_after_a_crash_up_cleans_the_leftovers_and_down_leaves_the_machine_as_found(
+    cluster: Cluster,
+) -> None:
+    """Every cluster process SIGKILLed (a crash: pods, mounts, the bridge, nftables tables and
+    cgroups left behind): the next `up` cleans them first and comes up; `down` then leaves no
+    process, mount, link, nftables table or cgroup of the cluster."""
+    for pid in cluster.recorded_pids().values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    assert Path(f"/sys/class/net/{layout.BRIDGE}").exists()  # left behind
+
+    cluster.up(app=False)  # its state is all on disk: as a new process after the crash sees it
+    assert cluster.running()
+    kube = Kube(cluster)
+    kube.run("wait", "--for=condition=Ready", f"node/{layout.NODE_NAME}", "--timeout=60s")
+
+    pids = cluster.recorded_pids()
+    assert cluster.down() == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids.values())
+    assert not Path(f"/sys/class/net/{layout.BRIDGE}").exists()
+    assert mounts_under(cluster.lay.state) == []
+    tables = subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "kube-proxy" not in tables
+    assert not any(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    assert not cluster.journal.entries()
