@@ -18,12 +18,29 @@ web:
 up *ARGS: setup web
     uv run --frozen kubescaler up {{ARGS}}
 
-# every check and test: lint, types, the web client's unit tests, the local cluster's build
-# (from the cache: minutes only on a fresh machine), then every pytest test
+# every check and test: lint, types, the web client's unit tests, every pytest test. The local
+# cluster is built meanwhile in the background (from the cache; long only on a fresh machine,
+# log in .local/cluster-build.log) and its tests (tests/cluster) run last.
 test: setup lint typecheck web
-    cd frontend && npm test
-    uv run --frozen kubescaler cluster build
-    uv run --frozen pytest
+    #!/usr/bin/env bash
+    set -uo pipefail
+    mkdir -p .local
+    uv run --frozen kubescaler cluster build > .local/cluster-build.log 2>&1 &
+    build=$!
+    trap 'kill $build 2>/dev/null' EXIT
+    echo "test: building the local cluster in the background (.local/cluster-build.log)"
+    status=0
+    (cd frontend && npm test) || status=1
+    uv run --frozen pytest --ignore=tests/cluster || status=1
+    if wait $build; then
+        uv run --frozen pytest tests/cluster || status=1
+    else
+        echo "test: the local cluster's build failed; the end of its log:"
+        tail -40 .local/cluster-build.log
+        status=1
+    fi
+    trap - EXIT
+    exit $status
 
 # the local Kubernetes cluster: up (build, start, deploy kubescaler), down, status, apply, build
 cluster *ARGS: setup

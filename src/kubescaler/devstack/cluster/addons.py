@@ -89,6 +89,17 @@ def storage(dir: Path, volumes: Path) -> Path:
     )
 
 
+def _bind_cluster_role(role: str, account: str, namespace: str) -> dict[str, object]:
+    """A ClusterRoleBinding of ``role`` (same name) to one ServiceAccount."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+
+
 def _kustomization(resources: list[str], extra: dict[str, object] | None = None) -> str:
     return json.dumps(
         {
@@ -142,17 +153,7 @@ def coredns(dir: Path) -> Path:
                 },
             ],
         },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:coredns"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:coredns",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
-        },
+        _bind_cluster_role("system:coredns", "coredns", "kube-system"),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -389,17 +390,7 @@ def traefik(dir: Path) -> Path:
                 },
             ],
         },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "traefik-gateway"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "traefik-gateway",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "traefik", "namespace": "traefik"}],
-        },
+        _bind_cluster_role("traefik-gateway", "traefik", "traefik"),
         {
             "apiVersion": f"{gateway_group}/v1",
             "kind": "GatewayClass",

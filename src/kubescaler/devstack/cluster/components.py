@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import ssl
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -401,8 +402,6 @@ temp = "{state / "tmp"}"
     def ready(self) -> bool:
         if not self.lay.containerd_socket.exists():
             return False
-        import subprocess
-
         done = subprocess.run(
             [*self.ctr(), "version"], capture_output=True, timeout=10, check=False
         )
@@ -430,8 +429,6 @@ class Kubelet(Component):
         super().__init__("kubelet", lay, [])
 
     def prepare(self) -> None:
-        import subprocess
-
         lay, c = self.lay, self.pki.cert
         write_kubeconfig(self.kubeconfig, c("ca").crt, c("kubelet-client"))
         resolv = lay.config / "resolv.conf"

@@ -84,18 +84,7 @@ def _prepare(build: GoBuild, src: Path, go: str, env: dict[str, str], progress: 
         return
     progress.say(f"fetching {build.module}@{build.version} and its dependencies")
     src.mkdir(parents=True, exist_ok=True)
-    info = json.loads(
-        run(
-            [go, "mod", "download", "-json", f"{build.module}@{build.version}"],
-            f"go mod download {build.module}@{build.version}",
-            progress,
-            env=env,
-            cwd=src,
-        )
-    )
-    if info.get("Error"):
-        raise ClusterError(f"cannot download {build.module}@{build.version}: {info['Error']}")
-    module_go_mod = Path(info["Dir"]) / "go.mod"
+    module_go_mod = _download(build.module, build.version, go, env, src, progress) / "go.mod"
     edit = json.loads(run([go, "mod", "edit", "-json", str(module_go_mod)], "go mod edit", env=env))
     (src / "go.mod").write_text(wrapper_go_mod(build, edit))
     imports = "\n".join(f'\t_ "{pkg}"' for pkg in sorted(set(build.binaries.values())))
@@ -143,20 +132,27 @@ def ensure_built(build: GoBuild, cache: Path, progress: Progress) -> Path:
     return out
 
 
-def module_source(module: str, version: str, cache: Path, progress: Progress) -> Path:
-    """The read-only folder of ``module@version`` in Go's module cache (downloaded if needed)."""
-    go = go_binary()
-    scratch = cache / "modules" / "download"
-    scratch.mkdir(parents=True, exist_ok=True)
+def _download(
+    module: str, version: str, go: str, env: dict[str, str], cwd: Path, progress: Progress
+) -> Path:
+    """``module@version`` into Go's module cache; its (read-only) folder there."""
     info = json.loads(
         run(
             [go, "mod", "download", "-json", f"{module}@{version}"],
             f"go mod download {module}@{version}",
             progress,
-            env=go_env(go),
-            cwd=scratch,
+            env=env,
+            cwd=cwd,
         )
     )
     if info.get("Error"):
         raise ClusterError(f"cannot download {module}@{version}: {info['Error']}")
     return Path(info["Dir"])
+
+
+def module_source(module: str, version: str, cache: Path, progress: Progress) -> Path:
+    """The read-only folder of ``module@version`` in Go's module cache (downloaded if needed)."""
+    go = go_binary()
+    scratch = cache / "modules" / "download"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return _download(module, version, go, go_env(go), scratch, progress)

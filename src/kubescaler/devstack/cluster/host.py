@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # link | mount | cgroup | nft-table | dir | sysctl-file
+    kind: str  # link | mount | cgroup | nft-table | dir
     what: str
 
     def line(self) -> str:
@@ -157,7 +156,3 @@ def _still_there(change: Change) -> bool:
     if change.kind == "dir":
         return Path(change.what).exists()
     return False
-
-
-def links() -> Iterator[str]:
-    yield from sorted(p.name for p in Path("/sys/class/net").iterdir())
