@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,8 +24,11 @@ from kubehelp import GATEWAY, Kube, Pair, session
 from viewers import Viewer, open_viewers
 
 from kubescaler.devstack.cluster import layout
+from kubescaler.devstack.cluster.gobuild import ensure_built
 from kubescaler.devstack.cluster.host import mounts_under
+from kubescaler.devstack.cluster.progress import ClusterError, Progress
 from kubescaler.devstack.cluster.stack import NAMESPACE, Cluster
+from kubescaler.devstack.cluster.versions import BUILDS
 
 # the first test also waits for the cluster to come up (Cassandra's first start in a pod)
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -371,3 +375,22 @@ def test_after_a_crash_up_cleans_the_leftovers_and_down_leaves_the_machine_as_fo
     assert "kube-proxy" not in tables
     assert not any(Path("/sys/fs/cgroup").glob("*/kubepods"))
     assert not cluster.journal.entries()
+
+
+def test_a_version_the_module_proxy_refuses_stops_the_build_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """A pinned version the module proxy will not serve (this SDK version is refused here) is
+    one line naming it, before anything is built or started."""
+    refused = dataclasses.replace(
+        BUILDS["coredns"],
+        name="refused",
+        module="github.com/ucloud/ucloud-sdk-go",
+        version="v0.22.116",
+        binaries={"x": "github.com/ucloud/ucloud-sdk-go/ucloud"},
+    )
+    with pytest.raises(ClusterError) as caught:
+        ensure_built(refused, tmp_path, Progress(lambda _: None))
+    assert "\n" not in str(caught.value)
+    assert "github.com/ucloud/ucloud-sdk-go@v0.22.116" in str(caught.value)
+    assert not (tmp_path / "bin").exists()

@@ -136,3 +136,20 @@ def test_status_of_a_cluster_that_is_not_up_exits_3(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cli.main(["cluster", "status"]) == 3
     assert "up: False" in capsys.readouterr().out
+
+
+def test_a_module_version_the_proxy_refuses_is_one_line_naming_it() -> None:
+    from kubescaler.devstack.cluster.gobuild import _go
+
+    refused = (
+        "go: downloading example.com/sdk v1.2.3\n"
+        "go: example.com/sdk@v1.2.3: reading https://proxy.example/example.com/sdk/@v/"
+        "v1.2.3.zip: 403 Forbidden\n\tserver response: not available"
+    )
+    with pytest.raises(ClusterError) as caught:
+        _go(["sh", "-c", f"printf '{refused}'; exit 1"], "go mod tidy", Progress(lambda _: None))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "example.com/sdk@v1.2.3" in message
+    assert "proxy.example" not in message
+    assert "versions.py" in message

@@ -22,6 +22,24 @@ from kubescaler.devstack.cluster.versions import GoBuild
 MIN_GO = (1, 26)
 
 
+#: how the go command reports a module version the module proxy will not serve
+_REFUSED = re.compile(r"([\w./~-]+@v[\w.+-]+): reading \S+: (403|404|410)")
+
+
+def _go(argv: list[str], what: str, progress: Progress, **kwargs: Any) -> str:
+    """A go command; a module version the proxy refuses becomes one line saying which."""
+    try:
+        return run(argv, what, progress, **kwargs)
+    except ClusterError as exc:
+        refused = _REFUSED.search(exc.output)
+        if refused is None:
+            raise
+        raise ClusterError(
+            f"{what}: the Go module proxy does not serve {refused.group(1)}; pin versions it "
+            "serves in src/kubescaler/devstack/cluster/versions.py"
+        ) from exc
+
+
 def go_binary() -> str:
     """The machine's ``go``, at least MIN_GO, or a ClusterError that says how to get it."""
     found = shutil.which("go") or next(
@@ -91,7 +109,7 @@ def _prepare(build: GoBuild, src: Path, go: str, env: dict[str, str], progress: 
     (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
     sum_file = src / "go.sum"
     try:
-        run([go, "mod", "tidy"], f"go mod tidy for {build.name}", progress, env=env, cwd=src)
+        _go([go, "mod", "tidy"], f"go mod tidy for {build.name}", progress, env=env, cwd=src)
     except ClusterError:
         sum_file.unlink(missing_ok=True)
         raise
@@ -115,7 +133,7 @@ def ensure_built(build: GoBuild, cache: Path, progress: Progress) -> Path:
             if build.tags:
                 argv += ["-tags", ",".join(build.tags)]
             argv += ["-ldflags", build.ldflags, "-o", str(staging / name), pkg]
-            run(
+            _go(
                 ["nice", "-n", "10", *argv],
                 f"go build {name}",
                 progress,
@@ -137,7 +155,7 @@ def _download(
 ) -> Path:
     """``module@version`` into Go's module cache; its (read-only) folder there."""
     info = json.loads(
-        run(
+        _go(
             [go, "mod", "download", "-json", f"{module}@{version}"],
             f"go mod download {module}@{version}",
             progress,

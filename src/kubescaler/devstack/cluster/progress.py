@@ -14,7 +14,14 @@ from pathlib import Path
 
 
 class ClusterError(RuntimeError):
-    """Something the cluster needs is missing or failed; the message says what and how to fix."""
+    """Something the cluster needs is missing or failed; the message says what and how to fix.
+
+    ``output`` is the whole output of the command that failed, when one did.
+    """
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class Progress:
@@ -95,7 +102,9 @@ def run(
     if proc.returncode != 0:
         tail = "\n".join(lines[-25:])
         where = f" (whole output: {log})" if log is not None else ""
-        raise ClusterError(f"{what} failed with exit status {proc.returncode}{where}:\n{tail}")
+        raise ClusterError(
+            f"{what} failed with exit status {proc.returncode}{where}:\n{tail}", output
+        )
     return output
 
 
