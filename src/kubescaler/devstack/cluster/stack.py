@@ -119,9 +119,13 @@ class NodeBridge:
 @contextlib.contextmanager
 def exclusive(lay: Layout, progress: Progress) -> Iterator[None]:
     """One cluster command at a time on this machine (two `./dev test` runs, say): the
-    second waits for the first, saying so, instead of building or starting beside it."""
+    second waits for the first, saying so, instead of building or starting beside it. The
+    lock is the machine's, not the cache's: the bridge and ports are one per machine even
+    for two caches."""
     lay.cache.mkdir(parents=True, exist_ok=True)
-    with (lay.cache / "lock").open("a+") as lock:
+    machine = Path("/run/lock")
+    path = machine / "kubescaler-cluster.lock" if machine.is_dir() else lay.cache / "lock"
+    with path.open("a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
