@@ -121,7 +121,9 @@ async def measure(
     burst_statuses = dict(held.statuses)
     print(f"bench many: burst of {burst} in {burst_s:.1f} s: {burst_statuses}", flush=True)
     rest_s = await open_many(svc.port, pairs[burst:], held, concurrency, tasks)
-    print(f"bench many: {held.live} live after {rest_s:.1f} s more", flush=True)
+    rest_statuses = {k: v - burst_statuses.get(k, 0) for k, v in held.statuses.items()}
+    print(f"bench many: {held.live} live after {rest_s:.1f} s more: {rest_statuses}", flush=True)
+    opened = metrics(svc.url)
     await asyncio.sleep(2)
     rss1, live = rss_bytes(pid), held.live
     before, cpu0, t0 = metrics(svc.url), cpu_seconds(pid), time.perf_counter()
@@ -135,28 +137,34 @@ async def measure(
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    refreshed = delta('kubescaler_stream_lock_outcomes_total{action="refresh",result="refreshed"}')
-    lost = sum(
-        v - before.get(k, 0.0)
-        for k, v in after.items()
-        if 'action="refresh"' in k and 'result="refreshed"' not in k
-    )
-    failures = after.get("kubescaler_stream_refresh_failures_total", 0.0)
+    outcome = 'kubescaler_stream_lock_outcomes_total{action="refresh",result="%s"}'
+    refreshed = delta(outcome % "refreshed")
+    not_refreshed = sum(delta(outcome % r) for r in ("lost", "failed"))
+    failures = "kubescaler_stream_refresh_failures_total"
     print(f"bench many: {live_end} live at the end; ended {held.ended}", flush=True)
+
+    def counts(statuses: dict[int, int]) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v)
+
     return [
         (
             f"many: burst of {burst} opens ({concurrency} in flight) on one stream process: "
             "statuses | opens/s",
-            f"{', '.join(f'{k}: {v}' for k, v in sorted(burst_statuses.items()))} | "
-            f"{burst / burst_s:.0f}",
+            f"{counts(burst_statuses)} | {burst / burst_s:.0f}",
         ),
         (
-            f"many: {live} low-rate streams held {hold_s:.0f} s: live at the end | refreshes "
-            "(lost or failed) | refresh failures since start",
-            f"{live_end} | {refreshed:.0f} ({lost:.0f}) | {failures:.0f}",
+            f"many: the next {len(pairs) - burst} opens while those refresh: statuses | opens/s "
+            "| refresh failures meanwhile",
+            f"{counts(rest_statuses)} | {(len(pairs) - burst) / rest_s:.0f} | "
+            f"{opened.get(failures, 0.0):.0f}",
         ),
         (
-            f"many: {live} streams: stream process memory per stream | CPU | events/s read",
+            f"many: {live} low-rate streams held {hold_s:.0f} s: live at the end | refreshed "
+            "| lost or failed | refresh failures",
+            f"{live_end} | {refreshed:.0f} | {not_refreshed:.0f} | {delta(failures):.0f}",
+        ),
+        (
+            f"many: {live} streams: stream process memory per stream | CPU | events/s sent",
             f"{(rss1 - rss0) / max(live, 1) / 1024:.1f} KiB | "
             f"{100 * (cpu1 - cpu0) / (t1 - t0):.0f}% of a core | "
             f"{delta('kubescaler_stream_sent_events_total') / (t1 - t0):.0f}",

@@ -217,19 +217,26 @@ async def test_a_refresh_superseded_by_a_newer_grant_ends_with_superseded() -> N
     assert (last.token, last.held_token) == (4, 1)
 
 
-async def test_an_unanswered_refresh_streams_on_while_the_hold_lasts_then_ends() -> None:
-    """No answer with the hold still good past the next try: counted, streaming goes on; no
-    answer when it would lapse first: lock-lost "refresh failed"."""
+async def test_an_unanswered_refresh_is_tried_again_soon_until_the_hold_would_lapse() -> None:
+    """No answer: counted, streaming goes on and the next try comes after retry_ms (a quarter
+    of the interval), not a whole interval; when the hold would lapse before the next try,
+    the stream ends with lock-lost "refresh failed"."""
     h = hub_with()
     opened = await h.stream()
     h.locks.refresh_with = DependencyUnavailable("lock-keeper", "no answer")
     before = sample("kubescaler_stream_refresh_failures_total")
+    assert h.hub.refresh_retry_ms == 250
     h.clock.now += 1000
-    await h.hub.refresh_due()
+    assert await h.hub.refresh_due() == 1
     assert not opened.session.finished
-    assert sample("kubescaler_stream_refresh_failures_total") == before + 1
-    h.clock.now += 1000
-    await h.hub.refresh_due()
+    h.clock.now += 250
+    assert await h.hub.refresh_due() == 1  # tried again a quarter interval later
+    tries = 2
+    while not opened.session.finished:
+        h.clock.now += 250
+        tries += await h.hub.refresh_due()
+    assert sample("kubescaler_stream_refresh_failures_total") == before + tries
+    assert h.clock.now + 250 >= opened.session.expires_at_ms
     assert await opened.rest() == [LockLost(reason="refresh failed")]
 
 

@@ -144,7 +144,7 @@ class Keep(msgspec.Struct, frozen=True):
 
 
 class Retry(msgspec.Struct, frozen=True):
-    """The refresh got no answer, but the hold outlasts the next attempt: stream on."""
+    """The refresh got no answer, but the hold outlasts another try soon: stream on."""
 
 
 class End(msgspec.Struct, frozen=True):
@@ -166,16 +166,17 @@ def superseded_event(held_token: int, newest_token: int) -> Superseded | None:
 
 
 def after_refresh(
-    out: LockOutcome | None, held_token: int, now_ms: int, expires_at_ms: int, interval_ms: int
+    out: LockOutcome | None, held_token: int, now_ms: int, expires_at_ms: int, retry_in_ms: int
 ) -> Verdict:
     """What a refresh's outcome (None: no answer, or undecidable) means for the stream.
 
-    refreshed: keep. No answer: stream on while the hold outlasts the next attempt, else end
-    with ``lock-lost``. lost because a newer grant superseded this one: end with
-    ``superseded``. Any other answer (lost, not the owner): end with ``lock-lost``.
+    refreshed: keep. No answer: stream on, and try again in ``retry_in_ms``, while the hold
+    outlasts that try; else end with ``lock-lost``. lost because a newer grant superseded this
+    one: end with ``superseded``. Any other answer (lost, not the owner): end with
+    ``lock-lost``.
     """
     if out is None:
-        if now_ms + interval_ms < expires_at_ms:
+        if now_ms + retry_in_ms < expires_at_ms:
             return Retry()
         return End(LockLost(reason="refresh failed"))
     if out.result == "refreshed":

@@ -41,6 +41,7 @@ from kubescaler.domain.stream import (
     Keep,
     Payload,
     Reconnect,
+    Retry,
     StreamEvent,
     after_refresh,
     superseded_event,
@@ -58,6 +59,8 @@ TICK_MIN_S = 0.05
 #: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams.
 PRODUCE_GROUPS = 10
 PRODUCE_TICK_S = 0.01
+#: The longest wait before a failed refresh is tried again.
+RETRY_MAX_MS = 5000
 
 
 class Bindings(Protocol):
@@ -110,6 +113,11 @@ class StreamHub:
         self.draining = False
         self.interval_ms = settings.lock.refresh_interval_ms
         self.tick_s = max(TICK_MIN_S, min(TICK_MAX_S, self.interval_ms / 4000))
+        #: After a refresh that got no answer, the next try comes this much sooner than the
+        #: interval (a stalled keeper or Redis is waited out, not given up on after two tries).
+        self.refresh_retry_ms = max(
+            int(self.tick_s * 1000), min(self.interval_ms // 4, RETRY_MAX_MS)
+        )
         rate = settings.stream.events_per_s
         self.event_interval_s = 1.0 / rate if rate > 0 else 0.0
         groups = int(self.event_interval_s / PRODUCE_TICK_S)
@@ -206,7 +214,7 @@ class StreamHub:
             else:
                 result, outcome = out.result, out
             m.lock_outcome("refresh", result)
-            session.refreshed(outcome, now, self.interval_ms)
+            session.refreshed(outcome, now, self.refresh_retry_ms)
         return len(due)
 
     async def _refresh(self, session: StreamSession) -> LockOutcome:
@@ -317,13 +325,16 @@ class StreamSession:
             m.SUPERSEDED.inc()
             self.finish(event)
 
-    def refreshed(self, out: LockOutcome | None, now: int, interval_ms: int) -> None:
-        """Apply a refresh's outcome (None: no answer): keep streaming, or end as it says."""
+    def refreshed(self, out: LockOutcome | None, now: int, retry_ms: int) -> None:
+        """Apply a refresh's outcome (None: no answer): keep streaming (after no answer, try
+        again in ``retry_ms``), or end as it says."""
         if self.finished:
             return
-        verdict = after_refresh(out, self.grant.fencing_token, now, self.expires_at_ms, interval_ms)
+        verdict = after_refresh(out, self.grant.fencing_token, now, self.expires_at_ms, retry_ms)
         if isinstance(verdict, Keep):
             self.expires_at_ms = verdict.expires_at_ms
+        elif isinstance(verdict, Retry):
+            self.refresh_at_ms = now + retry_ms
         elif isinstance(verdict, End):
             if verdict.event.event == "superseded":
                 m.SUPERSEDED.inc()
