@@ -63,7 +63,9 @@ class FakeLocks:
     token: int = 0
     holder: dict[uuid.UUID, str] = field(default_factory=dict)
     refresh_with: LockOutcome | Exception | None = None
+    hold_refreshes: asyncio.Event | None = None
     refreshes: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    timeouts: list[int | None] = field(default_factory=list)
     releases: list[tuple[uuid.UUID, int]] = field(default_factory=list)
 
     async def acquire(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
@@ -79,9 +81,17 @@ class FakeLocks:
         )
 
     async def refresh(
-        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+        self,
+        user_id: uuid.UUID,
+        profile_id: uuid.UUID,
+        owner: str,
+        token: int = 0,
+        timeout_ms: int | None = None,
     ) -> LockOutcome:
         self.refreshes.append((profile_id, token))
+        self.timeouts.append(timeout_ms)
+        if self.hold_refreshes is not None:
+            await self.hold_refreshes.wait()
         if isinstance(self.refresh_with, Exception):
             raise self.refresh_with
         return self.refresh_with or out(
@@ -317,3 +327,25 @@ async def test_the_hubs_producer_serves_its_streams_in_turns() -> None:
     for group in range(1, 10):
         h.hub.produce(group)
     assert all(s.session.queue.qsize() == 1 for s in streams)
+
+
+async def test_a_stream_has_one_refresh_in_flight_and_waits_longer_than_an_open() -> None:
+    """A round still waiting on the keeper does not block the next round, and does not make it
+    send the same stream's refresh twice; refreshes wait max(request timeout, interval, TTL/3)
+    for their answer."""
+    h = hub_with()
+    slow = await h.stream("s1")
+    h.clock.now += 1000
+    h.locks.hold_refreshes = asyncio.Event()
+    first = asyncio.create_task(h.hub.refresh_due())
+    await asyncio.sleep(0)
+    fast = await h.stream("s2")
+    h.clock.now += 1000
+    h.locks.hold_refreshes.set()  # later rounds answer at once
+    assert await h.hub.refresh_due() == 1  # s2 only: s1's refresh is still in flight
+    assert await first == 1
+    assert [p for p, _ in h.locks.refreshes] == [
+        slow.session.grant.profile_id,
+        fast.session.grant.profile_id,
+    ]
+    assert h.locks.timeouts == [3000, 3000]

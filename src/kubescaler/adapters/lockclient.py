@@ -244,11 +244,18 @@ class LockClient:
         return out
 
     async def refresh(
-        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+        self,
+        user_id: uuid.UUID,
+        profile_id: uuid.UUID,
+        owner: str,
+        token: int = 0,
+        timeout_ms: int | None = None,
     ) -> LockOutcome:
         """Result ``refreshed`` (new ``expires_at_ms``) or ``lost`` (stop streaming): lost too
-        when ``token`` is no longer the pair's newest grant (superseded)."""
-        return _told(await self.send("refresh", user_id, profile_id, owner, token=token))
+        when ``token`` is no longer the pair's newest grant (superseded). ``timeout_ms`` as
+        for :meth:`send`."""
+        out = await self.send("refresh", user_id, profile_id, owner, timeout_ms, token=token)
+        return _told(out)
 
     async def release(
         self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0

@@ -77,12 +77,28 @@ class Locks(Protocol):
     ) -> LockOutcome: ...
 
     async def refresh(
-        self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
+        self,
+        user_id: uuid.UUID,
+        profile_id: uuid.UUID,
+        owner: str,
+        token: int = 0,
+        timeout_ms: int | None = None,
     ) -> LockOutcome: ...
 
     async def release(
         self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str, token: int = 0
     ) -> LockOutcome: ...
+
+
+def _logged(rounds: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+    """A done-callback that forgets a finished refresh round and logs how it failed, if it did."""
+
+    def done(task: asyncio.Task[int]) -> None:
+        rounds.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("refresh round failed", exc_info=task.exception())
+
+    return done
 
 
 class Draining(KubescalerError):
@@ -115,6 +131,11 @@ class StreamHub:
         self.tick_s = max(TICK_MIN_S, min(TICK_MAX_S, self.interval_ms / 4000))
         #: After a refresh that got no answer, the next try comes this much sooner than the
         #: interval (a stalled keeper or Redis is waited out, not given up on after two tries).
+        #: A refresh waits this long for its answer (no one is kept waiting: the hold is the
+        #: TTL), far longer than an open does, so a loaded keeper is not taken for a lost lock.
+        self.refresh_timeout_ms = max(
+            settings.lock.request_timeout_ms, min(self.interval_ms, settings.lock.ttl_ms // 3)
+        )
         self.refresh_retry_ms = max(
             int(self.tick_s * 1000), min(self.interval_ms // 4, RETRY_MAX_MS)
         )
@@ -195,14 +216,24 @@ class StreamHub:
     # -- refreshing ----------------------------------------------------------------------
 
     async def refresh_due(self) -> int:
-        """Refresh every stream whose turn has come, all at once; how many were sent."""
+        """Refresh every stream whose turn has come, all at once; how many were sent.
+
+        A stream has at most one refresh in flight, so rounds may overlap: a slow round (a
+        loaded keeper) does not hold back the streams due after it.
+        """
         now = self.clock()
-        due = [s for s in self.sessions if not s.finished and s.refresh_at_ms <= now]
+        due = [s for s in self.sessions if s.refresh_at_ms <= now and not s.refreshing]
+        due = [s for s in due if not s.finished]
         if not due:
             return 0
         for session in due:
             session.refresh_at_ms = now + self.interval_ms
-        got = await asyncio.gather(*(self._refresh(s) for s in due), return_exceptions=True)
+            session.refreshing = True
+        try:
+            got = await asyncio.gather(*(self._refresh(s) for s in due), return_exceptions=True)
+        finally:
+            for session in due:
+                session.refreshing = False
         now = self.clock()
         for session, out in zip(due, got, strict=True):
             if isinstance(out, BaseException):
@@ -219,16 +250,22 @@ class StreamHub:
 
     async def _refresh(self, session: StreamSession) -> LockOutcome:
         g = session.grant
-        return await self.locks.refresh(g.user_id, g.profile_id, session.owner, g.fencing_token)
+        return await self.locks.refresh(
+            g.user_id, g.profile_id, session.owner, g.fencing_token, self.refresh_timeout_ms
+        )
 
     async def keep_refreshed(self) -> None:
-        """Refresh rounds every ``tick_s`` until cancelled; a failing round is logged."""
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.refresh_due()
-            except Exception:  # never let one bad round stop every stream's refreshes
-                log.exception("refresh round failed")
+        """Start a refresh round every ``tick_s`` until cancelled; a failing round is logged."""
+        rounds: set[asyncio.Task[int]] = set()
+        try:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                task = asyncio.create_task(self.refresh_due())
+                rounds.add(task)
+                task.add_done_callback(_logged(rounds))
+        finally:
+            for task in rounds:
+                task.cancel()
 
     # -- producing -----------------------------------------------------------------------
 
@@ -275,6 +312,7 @@ class StreamSession:
         self.owner = grant.owner
         self.expires_at_ms = grant.expires_at_ms
         self.refresh_at_ms = hub.clock() + hub.interval_ms
+        self.refreshing = False
         size = max(2, hub.settings.stream.queue_events)
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(size)
         self.drops = Drops()
