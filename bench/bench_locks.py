@@ -24,9 +24,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
-from _shared import pct, print_table
+from _shared import cpu_busy, cpu_seconds, pct, print_table
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
@@ -120,6 +121,21 @@ async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+async def with_cpu(run: Awaitable[float], workers: list[Service]) -> tuple[float, str]:
+    """``run``'s result, and the CPU it took: the keepers', this client's, the machine's."""
+    pids = [w.popen.pid for w in workers if w.popen is not None]
+    k0, c0, (b0, t0) = sum(map(cpu_seconds, pids)), sum(os.times()[:2]), cpu_busy()
+    wall = time.perf_counter()
+    result = await run
+    wall = time.perf_counter() - wall
+    k1, c1, (b1, t1) = sum(map(cpu_seconds, pids)), sum(os.times()[:2]), cpu_busy()
+    used = (
+        f"keepers {100 * (k1 - k0) / wall:.0f}% of a core, client {100 * (c1 - c0) / wall:.0f}%, "
+        f"machine {100 * (b1 - b0) / (t1 - t0):.0f}% busy"
+    )
+    return result, used
+
+
 def ms(samples: list[float]) -> str:
     return f"{pct(samples, 0.5):.2f} / {pct(samples, 0.99):.2f}"
 
@@ -150,14 +166,16 @@ async def measure(
                     f"{ms(offered)} ({errors})",
                 )
             )
-            rate1 = await throughput(locks, n * 4, concurrency)
-            rows.append((f"acquires/s, 1 worker (concurrency {concurrency})", f"{rate1:.0f}"))
+            rate1, cpu1 = await with_cpu(throughput(locks, n * 4, concurrency), workers)
+            rows.append(
+                (f"acquires/s, 1 worker (concurrency {concurrency}) (CPU)", f"{rate1:.0f} ({cpu1})")
+            )
             workers.append(keeper(settings, "bench-w1", workdir))
-            rate2 = await throughput(locks, n * 4, concurrency)
+            rate2, cpu2 = await with_cpu(throughput(locks, n * 4, concurrency), workers)
             rows.append(
                 (
-                    f"acquires/s, 2 workers (concurrency {concurrency})",
-                    f"{rate2:.0f} ({rate2 / rate1:.2f}x one worker)",
+                    f"acquires/s, 2 workers (concurrency {concurrency}) (CPU)",
+                    f"{rate2:.0f}, {rate2 / rate1:.2f}x one worker ({cpu2})",
                 )
             )
     finally:
