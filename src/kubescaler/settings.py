@@ -167,6 +167,92 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.web_dir) if self.web_dir else _REPO / "frontend" / "dist"
 
 
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
+    enabled: Annotated[
+        bool,
+        _doc(
+            "Require a JWT on the public routes (streams, stream pages, main's lists and "
+            "/login); off is the seed's open mode."
+        ),
+    ] = False
+    algorithms: Annotated[
+        list[str],
+        _doc(
+            "Accepted JWT algorithms (comma-separated): HS256/384/512 with `secret`, or "
+            "RS*/PS*/ES*/EdDSA with `key_file`; never both kinds, never `none`."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["HS256"])
+    secret: Annotated[
+        str,
+        _doc(
+            "HMAC key of HS* tokens (from a Secret on Kubernetes); `kubescaler up` sets the "
+            "one it keeps in `.local/auth.key`."
+        ),
+    ] = ""
+    key_file: Annotated[
+        str,
+        _doc(
+            "The issuer's public key for RS*/PS*/ES*/EdDSA: a PEM file or a JWKS file (keys "
+            "chosen by `kid`; re-read when a token names a `kid` it lacks)."
+        ),
+    ] = ""
+    issuer: Annotated[str, _doc("The `iss` every token must carry; empty = not checked.")] = (
+        "kubescaler-local"
+    )
+    audience: Annotated[str, _doc("The `aud` every token must carry; empty = not checked.")] = (
+        "kubescaler"
+    )
+    leeway_s: Annotated[
+        float, _doc("Clock skew allowed when checking `exp`, `nbf` and `iat`, in seconds.")
+    ] = 30.0
+    subject_claim: Annotated[str, _doc("Claim holding the kubescaler user id.")] = "sub"
+    roles_claim: Annotated[
+        str,
+        _doc(
+            "Claim holding the roles (a list, or a space-separated string); dots walk into "
+            "objects, e.g. `realm_access.roles`."
+        ),
+    ] = "roles"
+    admin_role: Annotated[
+        str, _doc("Role that may use the mutating endpoints (test data) and any /login.")
+    ] = "admin"
+    public_lists: Annotated[
+        bool,
+        _doc("Let /main/users, /main/profiles and /main/suggested answer without a token."),
+    ] = False
+    cookie: Annotated[
+        str, _doc("Cookie (HttpOnly) the web client's token travels in; read on GET only.")
+    ] = "kubescaler_token"
+    cookie_secure: Annotated[
+        bool, _doc("Mark the token cookie Secure (sent over HTTPS only): on behind TLS.")
+    ] = False
+
+
+class LimitSettings(msgspec.Struct, frozen=True, kw_only=True):
+    opens_per_session: Annotated[
+        int,
+        _doc(
+            "Stream opens one session may make per `window_s` (a burst of that many, then "
+            "evenly spread; kept in Redis, so across instances); 0 = no limit."
+        ),
+    ] = 30
+    opens_per_address: Annotated[
+        int,
+        _doc(
+            "Stream opens one client address may make per `window_s`; 0 = no limit (locally "
+            "every client is 127.0.0.1)."
+        ),
+    ] = 0
+    window_s: Annotated[float, _doc("The period of both stream-open limits, in seconds.")] = 60.0
+    proxy_hops: Annotated[
+        int,
+        _doc(
+            "Trusted proxies in front of the stream service: the client address is the "
+            "N-th from the right of X-Forwarded-For; 0 = the connection's peer."
+        ),
+    ] = 0
+
+
 def _in_cluster_api_url(env: Mapping[str, str]) -> str:
     """The API server's address as Kubernetes gives it to every pod ("" outside a cluster)."""
     host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
@@ -203,6 +289,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)
     lock: LockSettings = msgspec.field(default_factory=LockSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
 
     @property
     def process_name(self) -> str:
@@ -220,6 +308,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "base": BaseClientSettings,
     "lock": LockSettings,
     "stream": StreamSettings,
+    "auth": AuthSettings,
+    "limits": LimitSettings,
 }
 
 

@@ -22,6 +22,12 @@ class InvalidInput(KubescalerError):
     status = 400
 
 
+class Unauthorized(KubescalerError):
+    """No token, or one that does not verify (expired, wrong audience, bad signature, ...)."""
+
+    status = 401
+
+
 class Forbidden(KubescalerError):
     """The request is well-formed but not allowed (a user not bound to the profile)."""
 
@@ -41,6 +47,16 @@ class Conflict(KubescalerError):
     """Someone else holds what was asked for (a lock held by another owner)."""
 
     status = 409
+
+
+class TooManyRequests(KubescalerError):
+    """A rate limit was reached; ``retry_after_s`` says when the next try can pass."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **extra)
+        self.retry_after_s = retry_after_s
 
 
 class DependencyUnavailable(KubescalerError):

@@ -1,0 +1,87 @@
+"""The Redis rate limiter (adapters/ratelimit) on a real redis-server: GCRA, atomic, shared."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from kubescaler.adapters import redis_client
+from kubescaler.adapters.ratelimit import RateLimiter
+from kubescaler.devstack.proc import free_port
+from kubescaler.devstack.redis import RedisServer
+from kubescaler.domain.admission import Limit
+from kubescaler.domain.errors import DependencyUnavailable
+
+pytestmark = pytest.mark.integration
+
+
+def limit(count: int, period_ms: int, what: str = "session") -> Limit:
+    return Limit(f"test:ratelimit:{uuid.uuid4().hex}", count, period_ms, what)
+
+
+def limiter(server: RedisServer) -> RateLimiter:
+    return RateLimiter(redis_client.connect(server.url, 2.0))
+
+
+async def test_a_burst_passes_then_one_per_interval(redis_server: RedisServer) -> None:
+    """3 per 1.5 s: three at once pass, the fourth waits about 0.5 s, then passes again."""
+    rl = limiter(redis_server)
+    lim = limit(3, 1500)
+    assert [await rl.take([lim]) for _ in range(3)] == [None, None, None]
+    refused = await rl.take([lim])
+    assert refused is not None
+    assert refused[0] == lim
+    assert 400 <= refused[1] <= 500
+    await asyncio.sleep(refused[1] / 1000 + 0.05)
+    assert await rl.take([lim]) is None
+    assert await rl.take([lim]) is not None
+    await rl.aclose()
+
+
+async def test_a_refusal_by_one_limit_spends_nothing_of_the_other(
+    redis_server: RedisServer,
+) -> None:
+    """A request both limits count: when one refuses, the other keeps its whole budget."""
+    rl = limiter(redis_server)
+    tight, roomy = limit(1, 10_000, "session"), limit(2, 10_000, "address")
+    assert await rl.take([tight, roomy]) is None  # roomy: 1 of 2 spent
+    for _ in range(5):
+        refused = await rl.take([tight, roomy])
+        assert refused is not None
+        assert refused[0] == tight
+    assert await rl.take([roomy]) is None  # its second slot is still there
+    assert await rl.take([roomy]) is not None
+    await rl.aclose()
+
+
+async def test_instances_share_one_budget_even_at_the_same_moment(
+    redis_server: RedisServer,
+) -> None:
+    """Two limiters (two instances) racing 40 takes at once let exactly the limit through."""
+    a, b = limiter(redis_server), limiter(redis_server)
+    lim = limit(10, 60_000)
+    results = await asyncio.gather(*(rl.take([lim]) for rl in [a, b] * 20))
+    assert sum(r is None for r in results) == 10
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_keys_expire_with_their_budget(redis_server: RedisServer) -> None:
+    """A key lives no longer than it matters (at most the period), so idle clients cost nothing."""
+    rl = limiter(redis_server)
+    lim = limit(5, 2000)
+    await rl.take([lim])
+    ttl = await rl.redis.pttl(lim.key)
+    assert 0 < ttl <= 2000
+    await rl.aclose()
+
+
+async def test_redis_down_is_503_naming_redis() -> None:
+    """No Redis to count with: DependencyUnavailable("redis"), not a silent pass."""
+    rl = RateLimiter(redis_client.connect(f"redis://127.0.0.1:{free_port()}/0", 0.5))
+    with pytest.raises(DependencyUnavailable, match="rate limit") as caught:
+        await rl.take([limit(1, 1000)])
+    assert caught.value.dependency == "redis"
+    await rl.aclose()
