@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -179,3 +179,80 @@ def gateway(
     nginx.wait_until(nginx.ready, 20)
     yield nginx
     nginx.stop()
+
+
+# ------------------------------------------------------------------ the auth mode (issue 13)
+
+#: The auth-on services' HMAC key and admin token (test values, nothing else knows them).
+AUTH_SECRET = "test-auth-secret-of-at-least-32-bytes"
+AUTH_ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def auth_env(stream_env: dict[str, str]) -> dict[str, str]:
+    """Auth on, and stream-open limits small enough to reach in a test: 3 opens per session
+    and 40 per address per 3 s; one trusted proxy (the nginx below). Logs at debug, so a test
+    can look for tokens in them."""
+    return {
+        **stream_env,
+        "KUBESCALER_AUTH_ENABLED": "true",
+        "KUBESCALER_AUTH_SECRET": AUTH_SECRET,
+        "KUBESCALER_ADMIN_TOKEN": AUTH_ADMIN_TOKEN,
+        "KUBESCALER_LIMITS_OPENS_PER_SESSION": "3",
+        "KUBESCALER_LIMITS_OPENS_PER_ADDRESS": "40",
+        "KUBESCALER_LIMITS_WINDOW_S": "3",
+        "KUBESCALER_LIMITS_PROXY_HOPS": "1",
+        "KUBESCALER_LOG_LEVEL": "debug",
+    }
+
+
+@pytest.fixture(scope="session")
+def auth_main(auth_env: dict[str, str], test_state: Path) -> Iterator[Service]:
+    """`kubescaler main` with auth on, on the shared base."""
+    svc = start_service("main", auth_env, test_state / "logs", name="main-auth")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_stream(
+    auth_env: dict[str, str], lock_keeper_service: Service, test_state: Path
+) -> Iterator[Service]:
+    """One `kubescaler stream` with auth on, sharing the lock-keeper and the Redlock masters."""
+    env = {**auth_env, "KUBESCALER_INSTANCE": "stream-auth"}
+    svc = start_service("stream", env, test_state / "logs", name="stream-auth")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_gateway(auth_main: Service, auth_stream: Service, test_state: Path) -> Iterator[Nginx]:
+    """An nginx entry point in front of the auth-on main and stream."""
+    nginx = Nginx(
+        test_state / "nginx-auth",
+        free_port(),
+        f"127.0.0.1:{auth_main.port}",
+        [f"127.0.0.1:{auth_stream.port}"],
+    )
+    nginx.start()
+    nginx.wait_until(nginx.ready, 20)
+    yield nginx
+    nginx.stop()
+
+
+@pytest.fixture(scope="session")
+def mint_token() -> Callable[..., str]:
+    """Tokens the auth-on services accept: ``mint_token(user, admin=False, ttl_s=600)``."""
+    from kubescaler.adapters.tokens import mint
+    from kubescaler.settings import AuthSettings
+
+    def make(user: str, *, admin: bool = False, ttl_s: float = 600) -> str:
+        return mint(
+            AuthSettings(enabled=True, secret=AUTH_SECRET),
+            AUTH_SECRET,
+            user,
+            admin=admin,
+            ttl_s=ttl_s,
+        )
+
+    return make

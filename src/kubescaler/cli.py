@@ -112,6 +112,43 @@ def _cmd_cluster(args: argparse.Namespace, _: Settings) -> int:
     return 0
 
 
+def _ttl_seconds(text: str) -> int:
+    """``3600``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a positive whole number, optionally with s, m, h or d"
+        )
+    return int(number) * units[unit]
+
+
+def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+    from pathlib import Path
+
+    from kubescaler.adapters import tokens
+
+    try:
+        user = str(uuid.UUID(args.user))
+    except ValueError:
+        print(f"kubescaler token: {args.user!r} is not a user id (a UUID)", file=sys.stderr)
+        return 2
+    secret = settings.auth.secret
+    if not secret:
+        key = Path(settings.local_state_dir) / tokens.LOCAL_KEY
+        if not key.is_file():
+            print(
+                f"kubescaler token: no key: {key} does not exist (`kubescaler up` makes it) and "
+                "KUBESCALER_AUTH_SECRET is empty",
+                file=sys.stderr,
+            )
+            return 2
+        secret = key.read_text().strip()
+    print(tokens.mint(settings.auth, secret, user, admin=args.admin, ttl_s=args.ttl))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
     rows = settings_module.reference()
     if args.markdown:
@@ -211,6 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--no-app", action="store_true", help="up: the cluster and its add-ons, not kubescaler"
     )
+    token = add(
+        "token",
+        "Mint a JWT for a user with the local HMAC key (KUBESCALER_AUTH_SECRET, else the key "
+        "`kubescaler up` keeps in <KUBESCALER_LOCAL_STATE_DIR>/auth.key), carrying the issuer "
+        "and audience the services check; prints it alone, for $(...).",
+        _cmd_token,
+    )
+    token.add_argument("user", metavar="USER", help="the user id (a UUID): the token's subject")
+    token.add_argument(
+        "--admin", action="store_true", help="add the admin role (test data, any /login)"
+    )
+    token.add_argument(
+        "--ttl",
+        type=_ttl_seconds,
+        default=3600,
+        help="lifetime: seconds, or with a unit: 90s, 15m, 12h, 7d (default 1h)",
+    )
     add(
         "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config
     ).add_argument("--markdown", action="store_true", help="as the README's table")
@@ -235,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "cassandra"):  # per-request and driver chatter; errors still show
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    result: int = args.func(args, settings)
+    try:
+        result: int = args.func(args, settings)
+    except settings_module.SettingsError as exc:  # e.g. auth on without a key
+        print(f"kubescaler {args.command}: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

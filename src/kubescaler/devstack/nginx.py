@@ -3,6 +3,7 @@
 ``/main/...`` goes to the main service with the ``/main`` prefix stripped; every other path
 goes, unchanged, to the stream services (least connections first: streams are long-lived).
 Responses are passed through unbuffered so Server-Sent Events arrive as they are written.
+The access log leaves out query strings and Referer headers, where tokens may travel.
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ events {{
 }}
 
 http {{
-    access_log {home / "logs" / "access.log"};
+    # the path without its query string, and no Referer: a token in ?access_token= (the web
+    # client's stream) is never written down
+    log_format kubescaler '$remote_addr [$time_local] "$request_method $uri $server_protocol" '
+                          '$status $body_bytes_sent $request_time';
+    access_log {home / "logs" / "access.log"} kubescaler;
 {temps}
     default_type application/octet-stream;
     server_tokens off;

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
 from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.nginx import Nginx
 from kubescaler.devstack.proc import Proc, StartError, port_open
@@ -70,7 +71,8 @@ class Stack:
             Service(
                 "stream",
                 s.stream_port + i,
-                {**env, "KUBESCALER_INSTANCE": f"stream-{i}"},
+                # behind the one nginx: the client address is X-Forwarded-For's last entry
+                {**env, "KUBESCALER_INSTANCE": f"stream-{i}", "KUBESCALER_LIMITS_PROXY_HOPS": "1"},
                 logs,
                 name=f"stream-{i}",
                 args=("--port", str(s.stream_port + i)),
@@ -93,6 +95,17 @@ class Stack:
         self.readiness[proc.name] = (ready, timeout)
         proc.wait_until(ready, timeout=timeout)
 
+    @property
+    def auth_key(self) -> Path:
+        return self.state / LOCAL_KEY
+
+    def _auth_key(self) -> None:
+        """main and the streams verify tokens with the local key (made on the first start and
+        kept, so `kubescaler token` signs with it); KUBESCALER_AUTH_SECRET, when set, wins."""
+        secret = self.settings.auth.secret or read_or_make_secret(self.auth_key)
+        for svc in (self.main, *self.streams):
+            svc.env = {**(svc.env or {}), "KUBESCALER_AUTH_SECRET": secret}
+
     def start(self, backing_only: bool = False) -> None:
         """Start everything (or only Redis and Cassandra), or stop what started and raise."""
         ports = [r.port for r in self.redis] + [self.cassandra.native_port]
@@ -108,6 +121,7 @@ class Stack:
             self._start(self.cassandra, self.cassandra.ready, timeout=240)
             if backing_only:
                 return
+            self._auth_key()
             self._start(self.base, self.base.ready)
             self._start(self.main, self.main.ready)
             for keeper in self.keepers:
@@ -153,6 +167,18 @@ class Stack:
         if self.gateway not in self.started:
             return {**backing, "logs": str(self.state / "logs")}
         g = f"http://127.0.0.1:{self.settings.gateway_port}"
+        auth = self.settings.auth
+        mint = "uv run kubescaler token USER_ID [--admin] [--ttl 1h]"
+        admin = ""
+        if auth.enabled:
+            state = f"on: tokens from `{mint}` (key {self.auth_key}), or the dashboard's sign-in"
+            nil = "00000000-0000-0000-0000-000000000000"
+            admin = f'-H "Authorization: Bearer $(uv run kubescaler token {nil} --admin)" '
+        else:
+            state = (
+                f"off (KUBESCALER_AUTH_ENABLED=true turns it on); `{mint}` signs with "
+                f"{self.auth_key}"
+            )
         return {
             "entry point": g,
             "users": f"{g}/main/users",
@@ -161,7 +187,8 @@ class Stack:
             "live profiles": f"{g}/main/login/{{user_id}}",
             "dashboard": f"{g}/dashboard",
             "web client": f"{g}/index/{{user_id}}/{{profile_id}}",
-            "create test data": f"curl -X POST '{g}/main/testdata?users=100&profiles=20'",
+            "create test data": f"curl -X POST {admin}'{g}/main/testdata?users=100&profiles=20'",
+            "auth": state,
             "base": self.base.url,
             "main": self.main.url,
             "streams": " ".join(svc.url for svc in self.streams),

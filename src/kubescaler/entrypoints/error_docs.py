@@ -49,7 +49,11 @@ class DependencyErrorBody(msgspec.Struct, kw_only=True):
 
 _WHY = {
     400: "Malformed request: an id, a query parameter or the body; `error` says which.",
-    401: "The admin token is missing or wrong (only when KUBESCALER_ADMIN_TOKEN is set).",
+    401: (
+        "No token, or one that does not verify (auth mode: expired, another audience or "
+        "issuer, a bad signature); or the admin token missing or wrong, where one is set."
+    ),
+    403: "The token does not allow this: another user's, or without the admin role.",
     404: "The id names no user or profile.",
     409: "The id already exists; nothing was written.",
     413: "The body is larger than KUBESCALER_MAX_BODY_BYTES.",

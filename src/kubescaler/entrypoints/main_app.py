@@ -22,15 +22,17 @@ from kubescaler.domain.models import (
     User,
     parse_uuid,
 )
+from kubescaler.entrypoints.auth import admin_guard, login_guard, reader_guard
 from kubescaler.entrypoints.error_docs import errors
 from kubescaler.entrypoints.params import Limit, PageToken, UserId
-from kubescaler.entrypoints.web import admin_guard, create_service_app
+from kubescaler.entrypoints.web import create_service_app
 from kubescaler.services import live, testdata
+from kubescaler.services.access import Access
 from kubescaler.settings import Settings
 
 DEFAULTS = TestDataRequest()
 NEXT_PAGE = "X-Next-Page"
-PAGE_ERRORS = errors(400, 503)
+PAGE_ERRORS = errors(400, 401, 503)
 PAGE_HEADERS = [
     ResponseHeader(
         name=NEXT_PAGE,
@@ -47,7 +49,7 @@ def _paged(items: list[T], nxt: str | None) -> Response[list[T]]:
     return Response(items, headers={NEXT_PAGE: nxt} if nxt else {})
 
 
-@get("/users", responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
+@get("/users", guards=[reader_guard], responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
 async def users(
     base: BaseClient, limit: Limit = 1000, page: PageToken = None
 ) -> Response[list[User]]:
@@ -56,7 +58,7 @@ async def users(
     return _paged(got.items, got.next)
 
 
-@get("/profiles", responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
+@get("/profiles", guards=[reader_guard], responses=PAGE_ERRORS, response_headers=PAGE_HEADERS)
 async def profiles(
     base: BaseClient, limit: Limit = 1000, page: PageToken = None
 ) -> Response[list[Profile]]:
@@ -65,13 +67,13 @@ async def profiles(
     return _paged(got.items, got.next)
 
 
-@get("/suggested", responses=errors(503))
+@get("/suggested", guards=[reader_guard], responses=errors(401, 503))
 async def suggested(base: BaseClient) -> list[SuggestedUser]:
     """Users bound to two or more profiles, computed from the data (same on every replica)."""
     return await live.suggested(base)
 
 
-@get("/login/{user_id:str}", responses=errors(400, 404, 503))
+@get("/login/{user_id:str}", guards=[login_guard], responses=errors(400, 401, 403, 404, 503))
 async def login(base: BaseClient, redis: aioredis.Redis, user_id: UserId) -> list[str]:
     """The user's profiles that are live now: base's profiles filtered by the lock state."""
     ids = await live.launched(base, redis, parse_uuid(user_id, "user id"))
@@ -83,7 +85,7 @@ def _bounded(name: str) -> Any:
     return Parameter(ge=least, le=most)
 
 
-@post("/testdata", guards=[admin_guard], status_code=201, responses=errors(400, 401, 503))
+@post("/testdata", guards=[admin_guard], status_code=201, responses=errors(400, 401, 403, 503))
 async def create_testdata(
     base: BaseClient,
     users: Annotated[int, _bounded("users")] = DEFAULTS.users,
@@ -105,7 +107,7 @@ async def create_testdata(
     return await testdata.create(base, req)
 
 
-@delete("/testdata", guards=[admin_guard], responses=errors(401, 503))
+@delete("/testdata", guards=[admin_guard], responses=errors(401, 403, 503))
 async def drop_testdata(base: BaseClient) -> None:
     """Drop every user and profile."""
     await testdata.drop(base)
@@ -115,6 +117,7 @@ HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
 
 
 def create_app(settings: Settings) -> Litestar:
+    access = Access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
     base = BaseClient(settings.base, settings.admin_token)
     redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
 
@@ -129,7 +132,7 @@ def create_app(settings: Settings) -> Litestar:
     async def redis_ping() -> None:
         await redis.ping()
 
-    return create_service_app(
+    app = create_service_app(
         "main",
         settings,
         handlers=HANDLERS,
@@ -137,3 +140,5 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"base": base, "redis": redis},
         lifespan=[clients],
     )
+    app.state.access = access
+    return app

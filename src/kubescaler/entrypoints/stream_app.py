@@ -24,6 +24,8 @@ from kubescaler.adapters.locklog import LogTail
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import parse_uuid
 from kubescaler.domain.stream import StreamEvent, session_id
+from kubescaler.entrypoints import auth
+from kubescaler.entrypoints.auth import SESSION_COOKIE
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.sse import frame
 from kubescaler.entrypoints.web import create_service_app
@@ -32,11 +34,10 @@ from kubescaler.services.podcost import pod_cost_updates
 from kubescaler.services.streaming import Item, StreamHub
 from kubescaler.settings import Settings
 
-SESSION_COOKIE = "kubescaler_session"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@get("/stream/{user_id:str}/{profile_id:str}")
+@get("/stream/{user_id:str}/{profile_id:str}", guards=[auth.stream_open_guard])
 async def stream(
     hub: StreamHub,
     request: Request[Any, Any, Any],
@@ -48,6 +49,8 @@ async def stream(
 
     400 malformed ids, 403 not bound, 404 unknown, 409 held by another session (with its
     expiry), 503 when base, Redis or the lock-keeper do not answer or this instance drains.
+    Before any of that the guard refuses: 401/403 (auth mode: no token, or another user's) and
+    429 (too many opens of this session or client address).
     """
     uid, pid = parse_uuid(user_id, "user id"), parse_uuid(profile_id, "profile id")
     owner = session_id(session) or session_id(request.cookies.get(SESSION_COOKIE))
@@ -96,12 +99,19 @@ def web_page(web_dir: Path, page: str) -> Response[bytes]:
     except OSError:
         text = NOT_BUILT.format(page=html.escape(page), web_dir=html.escape(str(web_dir)))
         return Response(text.encode(), status_code=503, media_type=MediaType.HTML)
-    return Response(body, media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
+    # a token in the page's ?access_token= must not travel on in Referer headers
+    headers = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
+    return Response(body, media_type=MediaType.HTML, headers=headers)
 
 
-@get("/index/{user_id:str}/{profile_id:str}", media_type=MediaType.HTML, sync_to_thread=False)
+@get(
+    "/index/{user_id:str}/{profile_id:str}",
+    guards=[auth.user_guard],
+    media_type=MediaType.HTML,
+    sync_to_thread=False,
+)
 def index(settings: Settings, user_id: str, profile_id: str) -> Response[bytes]:
-    """The web client for one pair (400 for malformed ids)."""
+    """The web client for one pair (400 for malformed ids; auth mode: the user's token)."""
     parse_uuid(user_id, "user id")
     parse_uuid(profile_id, "profile id")
     return web_page(settings.stream.web_path, "stream.html")
@@ -137,6 +147,7 @@ def web_assets(web_dir: Path) -> Router:
 
 
 def create_app(settings: Settings) -> Litestar:
+    access = auth.stream_access(settings)  # the auth mode and the stream-open rate limits
     base = BaseClient(settings.base, settings.admin_token)
     locks = LockClient(settings, name=settings.instance)
     hub = StreamHub(settings, base, locks)
@@ -172,12 +183,20 @@ def create_app(settings: Settings) -> Litestar:
     app = create_service_app(
         "stream",
         settings,
-        handlers=[stream, index, dashboard, instance, web_assets(settings.stream.web_path)],
+        handlers=[
+            stream,
+            index,
+            dashboard,
+            instance,
+            *auth.ROUTES,
+            web_assets(settings.stream.web_path),
+        ],
         checks={"base": base.ping, "redis": locks.ping, "draining": not_draining},
         dependencies={"hub": hub, "settings": settings},
-        lifespan=[clients],
+        lifespan=[clients, auth.closing(access)],
     )
     app.state.hub = hub
+    app.state.access = access
     return app
 
 

@@ -19,7 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ControllerRouterHandler, LifespanHook
 
-from kubescaler.domain.errors import KubescalerError
+from kubescaler.domain.errors import KubescalerError, TooManyRequests, Unauthorized
 from kubescaler.entrypoints.request_checks import JsonRequest, check_request
 from kubescaler.settings import Settings
 
@@ -36,7 +36,14 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
 def _domain_error(_: Request[Any, Any, Any], exc: KubescalerError) -> Response[Any]:
     if exc.status >= 500:
         log.warning("%s", exc.message)
-    return Response(error_body(exc.status, exc.message, **exc.extra), status_code=exc.status)
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="kubescaler"'
+    elif isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return Response(
+        error_body(exc.status, exc.message, **exc.extra), status_code=exc.status, headers=headers
+    )
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -117,7 +124,8 @@ def health_handlers(checks: Mapping[str, Check], timeout: float = 2.0) -> list[A
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Mutating endpoints require the admin token when one is configured."""
+    """base's mutating endpoints require the admin token when one is configured. (base is
+    internal; the public services' guards, auth mode included, are in ``auth.py``.)"""
     token = connection.app.state.settings.admin_token
     if token and connection.headers.get("authorization", "") != f"Bearer {token}":
         raise NotAuthorizedException(
