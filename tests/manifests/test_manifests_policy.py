@@ -14,7 +14,7 @@ from kubescaler import settings
 
 #: public paths (entry point) and where they go; everything else stays inside the cluster
 PUBLIC_MAIN = ["/main/users", "/main/profiles", "/main/suggested", "/main/login", "/main/testdata"]
-PUBLIC_STREAM = ["/stream", "/index", "/", "/dashboard", "/instance", "/assets"]
+PUBLIC_STREAM = ["/stream", "/index", "/", "/dashboard", "/instance", "/assets", "/auth/session"]
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,6 +99,29 @@ def test_stream_knows_its_pod_name_and_has_pod_deletion_cost_on(rendered: Render
     assert cfg.pod_deletion_cost is True
     assert cfg.kube_sa_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
     assert "KUBESCALER_STREAM_KUBE_API_URL" not in rendered.config(), "in-cluster address"
+
+
+def test_auth_is_on_in_production_only_with_its_key_from_the_secret(rendered: Rendered) -> None:
+    """production: auth on, HTTPS-only cookie, stream-open limits per address behind one proxy
+    hop, and the HMAC key on main and stream from kubescaler-secrets (never in the config); the
+    other overlays keep the seed's open mode and set no key."""
+    conf = settings.load(rendered.config())
+    secret_env = {}
+    for w, c in rendered.app_containers():
+        for e in c.get("env", []):
+            if e["name"] == "KUBESCALER_AUTH_SECRET":
+                secret_env[w["metadata"]["name"]] = e["valueFrom"]["secretKeyRef"]
+    assert "KUBESCALER_AUTH_SECRET" not in rendered.config()
+    if rendered.overlay == "production":
+        assert conf.auth.enabled
+        assert conf.auth.cookie_secure
+        assert conf.limits.opens_per_address > 0
+        assert conf.limits.proxy_hops == 1
+        ref = {"name": "kubescaler-secrets", "key": "auth-secret"}
+        assert secret_env == {"main": ref, "stream": ref}
+    else:
+        assert not conf.auth.enabled
+        assert secret_env == {}
 
 
 def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
