@@ -51,7 +51,9 @@ def _access(connection: Connection) -> Access:
 def bearer(connection: Connection) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if there is one."""
     scheme, _, value = connection.headers.get("authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
 
 
 def token(connection: Connection) -> str | None:
@@ -160,9 +162,8 @@ def sign_in(request: Request[Any, Any, Any]) -> Response[WhoAmI]:
     access = _access(request)
     if not access.enabled:
         raise NotFoundException("auth is off here (KUBESCALER_AUTH_ENABLED=false): no token needed")
-    raw = bearer(request)
-    identity = access.identify(raw)
-    assert raw is not None  # identify refused a missing token
+    raw = bearer(request) or ""
+    identity = access.identify(raw)  # 401 for a missing or bad token
     left_s = max(0, identity.expires_at_ms // 1000 - int(time.time()))
     cookie = Cookie(
         key=access.auth.cookie,
