@@ -7,6 +7,8 @@ and hands it to each benchmark so Cassandra boots once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -20,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.nginx import Nginx
@@ -208,3 +211,19 @@ def cpu_busy() -> tuple[float, float]:
     idle = fields[3] + fields[4]  # idle + iowait
     tick = os.sysconf("SC_CLK_TCK")
     return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+async def refusal(head: bytes, reader: asyncio.StreamReader) -> str:
+    """What a non-200 answer was, from its status line and JSON body: "503 base", "409", ..."""
+    status = head.split(b" ", 2)[1].decode()
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    body = await reader.readexactly(length) if length else b""
+    with contextlib.suppress(ValueError, AttributeError):
+        dependency = msgspec.json.decode(body).get("dependency")
+        if dependency:
+            return f"{status} {dependency}"
+    return status

@@ -17,10 +17,10 @@ import contextlib
 import time
 import uuid
 
-from _shared import Backend, Row, backend, pct, print_table
+from _shared import Backend, Row, backend, pct, print_table, refusal
 
 
-async def first_hello(port: int, path: str) -> tuple[int, float, asyncio.StreamWriter | None]:
+async def first_hello(port: int, path: str) -> tuple[str, float, asyncio.StreamWriter | None]:
     """Connect, ask for the stream, read until its hello: (status, seconds, open writer)."""
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -29,8 +29,8 @@ async def first_hello(port: int, path: str) -> tuple[int, float, asyncio.StreamW
     )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if status != 200:
+    if head.split(b" ", 2)[1] != b"200":
+        status = await refusal(head, reader)
         writer.close()
         return status, time.perf_counter() - start, None
     seen = b""
@@ -39,10 +39,10 @@ async def first_hello(port: int, path: str) -> tuple[int, float, asyncio.StreamW
         if not chunk:
             break
         seen = seen[-64:] + chunk
-    return status, time.perf_counter() - start, writer
+    return "200", time.perf_counter() - start, writer
 
 
-async def burst(port: int, pairs: list[tuple[str, str]]) -> tuple[list[float], dict[int, int]]:
+async def burst(port: int, pairs: list[tuple[str, str]]) -> tuple[list[float], dict[str, int]]:
     """Every pair opened at once; the hello times of the 200s and a count of each status."""
     sessions = [f"burst-{uuid.uuid4().hex[:12]}" for _ in pairs]
     got = await asyncio.gather(
@@ -53,14 +53,14 @@ async def burst(port: int, pairs: list[tuple[str, str]]) -> tuple[list[float], d
         return_exceptions=True,
     )
     times: list[float] = []
-    statuses: dict[int, int] = {}
+    statuses: dict[str, int] = {}
     for result in got:
         if isinstance(result, BaseException):
-            statuses[0] = statuses.get(0, 0) + 1
+            statuses["no answer"] = statuses.get("no answer", 0) + 1
             continue
         status, took, writer = result
         statuses[status] = statuses.get(status, 0) + 1
-        if status == 200:
+        if status == "200":
             times.append(took)
         if writer is not None:
             writer.close()

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
-from _shared import Backend, Row, backend, cpu_seconds, print_table, rss_bytes
+from _shared import Backend, Row, backend, cpu_seconds, print_table, refusal, rss_bytes
 
 LOW_RATE = {
     "KUBESCALER_STREAM_EVENTS_PER_S": "1",
@@ -35,7 +35,7 @@ LOW_RATE = {
 class Held:
     """What the clients saw."""
 
-    statuses: dict[int, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
     events: int = 0
     ended: dict[str, int] = field(default_factory=dict)
     live: int = 0
@@ -49,13 +49,13 @@ async def hold(port: int, path: str, held: Held, opened: asyncio.Event) -> None:
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
     except (OSError, asyncio.IncompleteReadError):
-        held.statuses[0] = held.statuses.get(0, 0) + 1
+        held.statuses["no answer"] = held.statuses.get("no answer", 0) + 1
         opened.set()
         return
-    status = int(head.split(b" ", 2)[1])
+    status = "200" if head.split(b" ", 2)[1] == b"200" else await refusal(head, reader)
     held.statuses[status] = held.statuses.get(status, 0) + 1
     opened.set()
-    if status != 200:
+    if status != "200":
         writer.close()
         return
     held.live += 1
@@ -143,7 +143,7 @@ async def measure(
     failures = "kubescaler_stream_refresh_failures_total"
     print(f"bench many: {live_end} live at the end; ended {held.ended}", flush=True)
 
-    def counts(statuses: dict[int, int]) -> str:
+    def counts(statuses: dict[str, int]) -> str:
         return ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v)
 
     return [
