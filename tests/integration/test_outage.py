@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from kubescaler.adapters import redis_client
 from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service
@@ -88,3 +91,18 @@ def test_cassandra_down_is_503_naming_it_then_recovers(
     assert len(main.get("/users").json()) == 10  # the data survived the restart
     base.close()
     main.close()
+
+
+async def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """300 commands at once on one client, each holding its connection 50 ms (a BLPOP that
+    times out): all answered by a pool of 100, where redis-py's own pool refuses the 101st with
+    "Too many connections"."""
+    client = redis_client.connect(redis_server.url, 2.0)
+    try:
+        key = f"burst:{uuid.uuid4().hex}"
+        got = await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(300)))
+    finally:
+        await client.aclose()
+    assert got == [None] * 300

@@ -1,17 +1,21 @@
-"""Redis clients that survive a restarted server.
+"""Redis clients that survive a restarted server and a burst of callers.
 
 redis-py keeps pooled connections; after a Redis restart the first command on each stale one
 fails with "Connection closed by server" unless ``retry_on_error`` names ConnectionError. Every
 client of the streams/state Redis is built here so a restart costs a retry, not a 503. (The
 Redlock masters get one immediate retry only, in adapters/redlock.py: there a slow master is a
 vote decided by quorum, not something to wait for.)
+
+The pool holds at most POOL_CONNECTIONS connections, and a caller that finds them all busy
+waits for one (up to the socket timeout) instead of failing: redis-py's own pool raises "Too
+many connections" at its 100th concurrent command, which 200 simultaneous stream opens reach.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,5 +33,11 @@ def retry_options(timeout_s: float) -> dict[str, Any]:
     }
 
 
+POOL_CONNECTIONS = 100
+
+
 def connect(url: str, timeout_s: float) -> Redis:
-    return Redis.from_url(url, **retry_options(timeout_s))
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=POOL_CONNECTIONS, timeout=timeout_s, **retry_options(timeout_s)
+    )
+    return Redis.from_pool(pool)
