@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -360,6 +361,10 @@ def test_a_process_that_keeps_failing_at_start_up_is_reported_and_the_rest_runs(
     port = up.ports["STREAM_PORT"] + 1
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # The squatter hangs up on whoever connects, so the gateway (least connections first, and
+    # the squatter has none) fails over to stream-0 instead of waiting on it forever.
+    squatting = threading.Event()
+    squatter = threading.Thread(target=_hang_up_on_everyone, args=(blocker, squatting))
     try:
         os.kill(up.pid("stream-1"), signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -371,6 +376,8 @@ def test_a_process_that_keeps_failing_at_start_up_is_reported_and_the_rest_runs(
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
         blocker.listen()
+        squatting.set()
+        squatter.start()
         report = up.wait_for(r"stream-1 keeps failing at start-up.*", timeout=90, after=mark)
         assert "the rest keeps running" in report.group(0)
         assert "exit status" in report.group(0)
@@ -383,8 +390,23 @@ def test_a_process_that_keeps_failing_at_start_up_is_reported_and_the_rest_runs(
             assert r.status_code == 200
             assert b"stream-0" in next(r.iter_raw())
     finally:
+        squatting.clear()
+        if squatter.ident is not None:
+            squatter.join(5)
         blocker.close()
     up.wait_for(r"stream-1 is back \(pid \d+\)", timeout=90, after=mark)
+
+
+def _hang_up_on_everyone(listener: socket.socket, squatting: threading.Event) -> None:
+    listener.settimeout(0.1)
+    while squatting.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        # linger 0: close with a reset, which the gateway reads as an upstream error
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 
 
 def test_ctrl_c_stops_everything(up: Up) -> None:

@@ -85,15 +85,16 @@ class _LogWatch:
 def test_the_services_json_routes_are_the_ones_expected(
     base: httpx.Client, main: httpx.Client
 ) -> None:
-    """The routes the checks below walk: base's six body routes; main reads no body."""
+    """The routes the checks below walk: base's seven body routes; main reads no body."""
     assert {(m, p.split("/")[1]) for m, p in _json_body_routes(base)} == {
         ("POST", "users"),
         ("PUT", "users"),
         ("POST", "profiles"),
         ("PUT", "profiles"),
         ("POST", "bulk"),
+        ("POST", "bindings"),
     }
-    assert len(_json_body_routes(base)) == 6
+    assert len(_json_body_routes(base)) == 7
     assert _json_body_routes(main) == []
 
 

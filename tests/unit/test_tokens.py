@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,26 @@ def test_minting_follows_custom_claim_names() -> None:
     assert TokenVerifier(auth).identity(mint(auth, SECRET, USER, admin=True)).admin
 
 
+OTHER_SECRET = "another-secret-of-thirty-two-bytes!"
+
+
+def claims_without(name: str) -> dict[str, Any]:
+    return {k: v for k, v in claims().items() if k != name}
+
+
 @pytest.mark.parametrize(
-    ("token", "reason"),
+    ("make_token", "reason"),
     [
-        (jwt.encode(claims(exp=int(time.time()) - 120), SECRET), "has expired"),
-        (jwt.encode(claims(aud="someone-else"), SECRET), "not for this audience"),
-        (jwt.encode(claims(iss="elsewhere"), SECRET), "not from this issuer"),
-        (jwt.encode(claims(), "another-secret-of-thirty-two-bytes!"), "signature does not verify"),
-        (jwt.encode({k: v for k, v in claims().items() if k != "exp"}, SECRET), "no 'exp' claim"),
-        (jwt.encode({k: v for k, v in claims().items() if k != "aud"}, SECRET), "no 'aud' claim"),
-        (jwt.encode(claims(nbf=int(time.time()) + 600), SECRET), "not valid yet"),
-        (jwt.encode(claims(), SECRET * 2, algorithm="HS512"), "algorithm is not accepted"),
-        (f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}.", "algorithm is not accepted"),
-        ("not-a-jwt", "malformed"),
+        (lambda: jwt.encode(claims(exp=int(time.time()) - 120), SECRET), "has expired"),
+        (lambda: jwt.encode(claims(aud="someone-else"), SECRET), "not for this audience"),
+        (lambda: jwt.encode(claims(iss="elsewhere"), SECRET), "not from this issuer"),
+        (lambda: jwt.encode(claims(), OTHER_SECRET), "signature does not verify"),
+        (lambda: jwt.encode(claims_without("exp"), SECRET), "no 'exp' claim"),
+        (lambda: jwt.encode(claims_without("aud"), SECRET), "no 'aud' claim"),
+        (lambda: jwt.encode(claims(nbf=int(time.time()) + 600), SECRET), "not valid yet"),
+        (lambda: jwt.encode(claims(), SECRET * 2, algorithm="HS512"), "algorithm is not accepted"),
+        (lambda: f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}.", "not accepted"),
+        (lambda: "not-a-jwt", "malformed"),
     ],
     ids=[
         "expired",
@@ -88,9 +96,13 @@ def test_minting_follows_custom_claim_names() -> None:
         "garbage",
     ],
 )
-def test_bad_tokens_are_refused_saying_why(token: str, reason: str) -> None:
-    """Each kind of bad token is a 401 whose message names the fault and never the token."""
-    assert reason in refusal(TokenVerifier(HS), token)
+def test_bad_tokens_are_refused_saying_why(make_token: Callable[[], str], reason: str) -> None:
+    """Each kind of bad token is a 401 whose message names the fault and never the token.
+
+    Tokens are made when the test runs, not at collection: a suite that runs for
+    minutes would otherwise see every token expire before its check.
+    """
+    assert reason in refusal(TokenVerifier(HS), make_token())
 
 
 def test_leeway_forgives_a_little_clock_skew() -> None:

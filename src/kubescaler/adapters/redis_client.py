@@ -28,7 +28,13 @@ def retry_options(timeout_s: float) -> dict[str, Any]:
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.01), RETRIES),
+        # Only a dropped connection is retried: a command that timed out met a stalled server,
+        # and trying it again would only multiply the caller's wait (and its 503's delay).
+        "retry": Retry(
+            ExponentialBackoff(cap=0.2, base=0.01),
+            RETRIES,
+            supported_errors=(RedisConnectionError,),
+        ),
         "retry_on_error": [RedisConnectionError],
     }
 
