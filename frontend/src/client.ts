@@ -4,6 +4,7 @@
  * callbacks, and tests pass a fake fetch, clock and sleep.
  */
 
+import { withToken } from "./auth";
 import { EVENT_NAMES, type DataEvent, type Hello } from "./events";
 import { SseParser, type SseMessage } from "./sse";
 import { backoffMs, drainRetryMs, onRefusal, type LockState, type RefusalBody } from "./state";
@@ -35,9 +36,10 @@ export const browserDeps = (): ClientDeps => ({
     }),
 });
 
-export function streamUrl(userId: string, profileId: string, session: string): string {
+/** The pair's stream URL; with a token (the query form) it carries `access_token` too. */
+export function streamUrl(userId: string, profileId: string, session: string, token: string | null = null): string {
   const path = `/stream/${encodeURIComponent(userId)}/${encodeURIComponent(profileId)}`;
-  return `${path}?session=${encodeURIComponent(session)}`;
+  return withToken(`${path}?session=${encodeURIComponent(session)}`, token);
 }
 
 /**
@@ -94,6 +96,7 @@ export class StreamClient {
         const response = await this.deps.fetch(this.url, {
           signal,
           cache: "no-store",
+          credentials: "same-origin", // the cookie form: the HttpOnly token cookie goes along
           headers: { Accept: "text/event-stream" },
         });
         if (!response.ok || !response.body) {

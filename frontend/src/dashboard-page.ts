@@ -1,6 +1,15 @@
 /** The dashboard at / and /dashboard: suggested users, their live profiles, stream instances. */
 
 import {
+  authHeaders,
+  describeIdentity,
+  identity,
+  looksLikeJwt,
+  tokenFromSearch,
+  type Identity,
+  type WhoAmI,
+} from "./auth";
+import {
   indexHref,
   isUuid,
   mapLimit,
@@ -28,8 +37,16 @@ class HttpError extends Error {
   }
 }
 
+/** The query form's token (the page was opened with ?access_token=); null: cookie or none. */
+const token = tokenFromSearch(location.search);
+let who: Identity = { kind: "signed-out", reason: "not asked yet" };
+
 async function getJson<T>(url: string): Promise<T> {
-  const r = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+  const r = await fetch(url, {
+    cache: "no-store",
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...authHeaders(token) },
+  });
   if (!r.ok) {
     const body = (await r.json().catch(() => null)) as { error?: string; dependency?: string } | null;
     const why = body?.dependency ? `${body.dependency} did not answer` : (body?.error ?? r.statusText);
@@ -82,7 +99,8 @@ async function refreshUsers(): Promise<void> {
     getJson<string[]>(`/main/login/${encodeURIComponent(u.id)}`).catch(() => null),
   );
   const live = new Map(page.map((u, i) => [u.id, lives[i] ?? null] as const));
-  const rows = userRows(page, live);
+  const me = who.kind === "signed-in" ? who.subject : null;
+  const rows = userRows(page, live, token, me);
   byId("users").querySelector("tbody")!.replaceChildren(
     ...rows.map((row) => {
       const profiles = element(
@@ -100,14 +118,17 @@ async function refreshUsers(): Promise<void> {
         }),
       );
       const liveText = row.liveKnown ? fmt.integer(row.liveCount) : "unknown";
+      const userCell = element("td", {}, element("code", { text: row.id }));
+      if (row.mine) userCell.append(" ", element("span", { className: "badge you", text: "you" }));
       const tr = element(
         "tr",
         {},
-        element("td", {}, element("code", { text: row.id })),
+        userCell,
         element("td", {}, profiles),
         element("td", { className: "num", text: liveText }),
       );
       tr.dataset.user = row.id;
+      tr.dataset.mine = String(row.mine);
       return tr;
     }),
   );
@@ -116,11 +137,74 @@ async function refreshUsers(): Promise<void> {
   byId("users-count").textContent = `Showing ${page.length} of ${suggested.length}.`;
 }
 
+/** Who the token says you are (`/auth/session`), shown above everything. */
+async function refreshIdentity(): Promise<void> {
+  let status = 0;
+  let body: WhoAmI | { error?: string } | null = null;
+  try {
+    const r = await fetch("/auth/session", {
+      cache: "no-store",
+      credentials: "same-origin",
+      headers: { Accept: "application/json", ...authHeaders(token) },
+    });
+    status = r.status;
+    body = (await r.json().catch(() => null)) as WhoAmI | { error?: string } | null;
+  } catch {
+    body = { error: "no answer" };
+  }
+  who = identity(status, body, token);
+  const line = byId("who");
+  line.textContent = describeIdentity(who);
+  line.dataset.state = who.kind;
+  // sign-in and -out are the cookie form's; the query form and auth off have nothing to keep
+  byId("signin").hidden = who.kind !== "signed-out" || token !== null;
+  byId("signout").hidden = !(who.kind === "signed-in" && who.via === "cookie");
+  if (who.kind === "signed-in" && !byId<HTMLInputElement>("open-user").value) {
+    byId<HTMLInputElement>("open-user").value = who.subject;
+  }
+}
+
+function wireSignIn(): void {
+  const form = byId<HTMLFormElement>("signin");
+  const error = byId("signin-error");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = byId<HTMLInputElement>("signin-token");
+    const value = input.value.trim();
+    if (!looksLikeJwt(value)) {
+      error.textContent = "That is not a token: a token is three dot-separated parts (eyJ…).";
+      return;
+    }
+    void (async () => {
+      const r = await fetch("/auth/session", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json", Authorization: `Bearer ${value}` },
+      });
+      if (!r.ok) {
+        const body = (await r.json().catch(() => null)) as { error?: string } | null;
+        error.textContent = `Sign-in refused (${r.status}): ${body?.error ?? r.statusText}`;
+        return;
+      }
+      input.value = ""; // the cookie holds it now, out of reach of scripts
+      error.textContent = "";
+      await refreshIdentity(); // at once, even while a periodic refresh is under way
+      void refresh();
+    })();
+  });
+  byId("signout").addEventListener("click", () => {
+    void fetch("/auth/session", { method: "DELETE", credentials: "same-origin" })
+      .then(() => refreshIdentity())
+      .then(() => refresh());
+  });
+}
+
 let running = false;
 async function refresh(): Promise<void> {
   if (running) return;
   running = true;
   try {
+    await refreshIdentity();
     await Promise.all([refreshInstances(), refreshUsers()]);
     byId("updated").textContent = `Updated at ${fmt.clock(Date.now())}; refreshes every ${REFRESH_MS / 1000} s.`;
   } finally {
@@ -138,8 +222,9 @@ function wireForm(): void {
       byId("open-error").textContent = "Both ids must be UUIDs, like 123e4567-e89b-12d3-a456-426614174000.";
       return;
     }
-    location.assign(indexHref(user, profile));
+    location.assign(indexHref(user, profile, token));
   });
+  wireSignIn();
   byId("more").addEventListener("click", () => {
     shown += PAGE;
     void refresh();

@@ -3,6 +3,8 @@
  * instances seen so far. Pure; the page fetches and renders.
  */
 
+import { withToken } from "./auth";
+
 export interface SuggestedUser {
   id: string;
   profiles: string[];
@@ -37,26 +39,32 @@ export function mergeInstances(
 
 export interface UserRow {
   id: string;
+  /** The signed-in user's own row. */
+  mine: boolean;
   profiles: { id: string; live: boolean; href: string }[];
   liveCount: number;
   /** null when this user's live profiles could not be read. */
   liveKnown: boolean;
 }
 
-export const indexHref = (userId: string, profileId: string): string =>
-  `/index/${encodeURIComponent(userId)}/${encodeURIComponent(profileId)}`;
+/** The stream page of a pair; in the query form (a token) the link carries the token. */
+export const indexHref = (userId: string, profileId: string, token: string | null = null): string =>
+  withToken(`/index/${encodeURIComponent(userId)}/${encodeURIComponent(profileId)}`, token);
 
-/** Rows for the users table: each suggested profile marked live or not. */
+/** Rows for the users table: each suggested profile marked live or not, ``me``'s row marked. */
 export function userRows(
   users: readonly SuggestedUser[],
   live: ReadonlyMap<string, readonly string[] | null>,
+  token: string | null = null,
+  me: string | null = null,
 ): UserRow[] {
   return users.map((u) => {
     const liveIds = live.get(u.id);
     const set = new Set(liveIds ?? []);
     return {
       id: u.id,
-      profiles: u.profiles.map((p) => ({ id: p, live: set.has(p), href: indexHref(u.id, p) })),
+      mine: me !== null && u.id.toLowerCase() === me.toLowerCase(),
+      profiles: u.profiles.map((p) => ({ id: p, live: set.has(p), href: indexHref(u.id, p, token) })),
       liveCount: set.size,
       liveKnown: liveIds !== null && liveIds !== undefined,
     };

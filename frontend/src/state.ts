@@ -8,7 +8,7 @@ export type LockState =
   | { kind: "refused"; holderExpiresAtMs: number | null; retryInMs: number }
   | { kind: "lost"; reason: string }
   | { kind: "superseded"; token: number }
-  | { kind: "reconnecting"; reason: "draining" | "disconnected" | "unavailable"; retryInMs: number; detail?: string }
+  | { kind: "reconnecting"; reason: "draining" | "disconnected" | "unavailable" | "limited"; retryInMs: number; detail?: string }
   | { kind: "failed"; status: number; message: string }
   | { kind: "stopped" };
 
@@ -30,6 +30,9 @@ export interface RefusalBody {
   error?: string;
   holder_expires_at_ms?: number;
   dependency?: string;
+  /** 429: whole seconds until an open can pass, and which limit refused ("session", "address"). */
+  retry_after_s?: number;
+  limit?: string;
 }
 
 /** What a refused request (an HTTP status before the stream began) means for the client. */
@@ -42,6 +45,10 @@ export function onRefusal(
   if (status === 409) {
     const expiry = typeof body?.holder_expires_at_ms === "number" ? body.holder_expires_at_ms : null;
     return { kind: "refused", holderExpiresAtMs: expiry, retryInMs: refusedRetryMs(expiry, nowMs) };
+  }
+  if (status === 429) {
+    const waitMs = typeof body?.retry_after_s === "number" ? body.retry_after_s * 1000 : backoffMs(attempt);
+    return { kind: "reconnecting", reason: "limited", retryInMs: Math.max(1000, waitMs), detail: body?.limit ?? "client" };
   }
   if (status === 503 || status === 502 || status === 504) {
     const detail = body?.dependency ? `${body.dependency} did not answer` : `HTTP ${status}`;
@@ -79,6 +86,8 @@ export function describe(state: LockState): string {
     case "reconnecting":
       if (state.reason === "draining")
         return `Reconnecting after a drain: the instance is shutting down; resuming with the same session in ${seconds(state.retryInMs)}.`;
+      if (state.reason === "limited")
+        return `Rate limited: too many stream opens from this ${state.detail ?? "client"}; trying again in ${seconds(state.retryInMs)}.`;
       if (state.reason === "unavailable")
         return `Service unavailable (${state.detail ?? "no answer"}); reconnecting in ${seconds(state.retryInMs)}.`;
       return `Connection dropped; reconnecting in ${seconds(state.retryInMs)}.`;

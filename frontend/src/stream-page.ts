@@ -1,5 +1,6 @@
 /** The stream page at /index/{user_id}/{profile_id}: wires the client to the DOM. */
 
+import { tokenFromSearch, withToken } from "./auth";
 import { browserDeps, StreamClient, streamUrl } from "./client";
 import { byId, show } from "./dom";
 import * as fmt from "./format";
@@ -40,6 +41,12 @@ function main(): void {
   show(byId("profile"), profile);
   const session = loadSession(storage());
   show(byId("session"), session);
+  // the query form: a page opened with ?access_token= streams (and links back) with it; else
+  // the HttpOnly cookie from the dashboard's sign-in goes along by itself (or auth is off)
+  const token = tokenFromSearch(location.search);
+  show(byId("auth-form"), token ? "in this page's address (?access_token=)" : "cookie, if signed in");
+  const back = document.querySelector<HTMLAnchorElement>('nav a[href="/dashboard"]');
+  if (back) back.href = withToken("/dashboard", token);
 
   const stats = new StreamStats();
   const meter = new ThroughputMeter(2000);
@@ -58,7 +65,7 @@ function main(): void {
   };
 
   const client = new StreamClient(
-    streamUrl(user, profile, session),
+    streamUrl(user, profile, session, token),
     {
       state: setState,
       bytes: (n) => {

@@ -27,6 +27,7 @@ describe("user rows", () => {
     );
     expect(rows[0]).toEqual({
       id: "u1",
+      mine: false,
       profiles: [
         { id: "p1", live: false, href: "/index/u1/p1" },
         { id: "p2", live: true, href: "/index/u1/p2" },
@@ -35,6 +36,21 @@ describe("user rows", () => {
       liveKnown: true,
     });
     expect(rows[1]!.liveKnown).toBe(false);
+  });
+
+  it("carries the query form's token in links and marks the signed-in user's row", () => {
+    const rows = userRows(
+      [
+        { id: "U1", profiles: ["p1"] },
+        { id: "u2", profiles: ["p2"] },
+      ],
+      new Map(),
+      "a.b+c",
+      "u1",
+    );
+    expect(rows.map((r) => r.mine)).toEqual([true, false]);
+    expect(rows[0]!.profiles[0]!.href).toBe("/index/U1/p1?access_token=a.b%2Bc");
+    expect(indexHref("u", "p", null)).toBe("/index/u/p");
   });
 
   it("escapes ids in links and checks UUIDs", () => {

@@ -259,3 +259,141 @@ def test_an_unbuilt_client_says_how_to_build_it(tmp_path: Path) -> None:
     r = web_page(tmp_path, "stream.html")
     assert r.status_code == 503
     assert b"npm ci &amp;&amp; npm run build" in r.content
+
+
+# ------------------------------------------------------------------ the auth mode (issue 13)
+
+ADMIN = "00000000-0000-0000-0000-00000000a0a0"
+
+
+@pytest.fixture(scope="module")
+def auth_pairs(auth_main: Service, mint_token: Callable[..., str]) -> list[Pair]:
+    """Pairs of users new to this module's data, made through the auth-on main as an admin."""
+    admin = {"Authorization": f"Bearer {mint_token(ADMIN, admin=True)}"}
+    with httpx.Client(base_url=auth_main.url, timeout=60, headers=admin) as main:
+        before = {s["id"] for s in main.get("/suggested").json()}
+        r = main.post(
+            "/testdata",
+            params={
+                "users": 10,
+                "profiles": 6,
+                "shared_users": 4,
+                "users_per_profile": 1,
+                "profiles_per_shared_user": 2,
+            },
+        )
+        assert r.status_code == 201, r.text
+        suggested = main.get("/suggested").json()
+    return [Pair(s["id"], s["profiles"][0]) for s in suggested if s["id"] not in before]
+
+
+@pytest.fixture
+def auth_context(browser: Browser, auth_gateway: Nginx) -> Iterator[MakeContext]:
+    """Browser contexts (separate profiles and cookie jars) on the auth-on entry point."""
+    made: list[BrowserContext] = []
+
+    def make(width: int = 1100, height: int = 900) -> BrowserContext:
+        ctx = browser.new_context(
+            base_url=auth_gateway.url, viewport={"width": width, "height": height}
+        )
+        ctx.set_default_timeout(15_000)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+def stream_requests(page: Page) -> list[str]:
+    """The URLs of the page's /stream/ requests, as they are made."""
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url) if "/stream/" in r.url else None)
+    return urls
+
+
+def test_auth_on_the_stream_page_streams_with_the_token_in_its_address(
+    auth_context: MakeContext, auth_pairs: list[Pair], mint_token: Callable[..., str]
+) -> None:
+    """The query form: a page opened with ?access_token= streams with the token in the stream's
+    URL (no cookie involved), and its link back to the dashboard keeps the token."""
+    pair = auth_pairs.pop()
+    token = mint_token(pair.user)
+    ctx = auth_context()
+    page = ctx.new_page()
+    urls = stream_requests(page)
+    page.goto(f"{pair.page}?access_token={token}")
+    expect(page.locator("#state")).to_have_attribute("data-state", "streaming")
+    page.wait_for_function("Number(document.getElementById('events').dataset.value) >= 3")
+    assert urls
+    assert all(f"access_token={token}" in u for u in urls), urls
+    assert ctx.cookies() == [] or all(c["name"] != "kubescaler_token" for c in ctx.cookies())
+    expect(page.locator("#auth-form")).to_contain_text("address")
+    back = page.get_by_role("navigation").get_by_role("link", name="Dashboard")
+    expect(back).to_have_attribute("href", f"/dashboard?access_token={token}")
+    shot(page, "auth-stream-page-query-token")
+
+
+def test_auth_on_signing_in_on_the_dashboard_streams_with_the_cookie(
+    auth_context: MakeContext, auth_pairs: list[Pair], mint_token: Callable[..., str]
+) -> None:
+    """The cookie form: the dashboard says nobody is signed in, takes a pasted token, says who
+    you are; the token then lives in an HttpOnly cookie (scripts cannot read it), and the
+    stream page streams with it, the stream's URL carrying no token."""
+    pair = auth_pairs.pop()
+    token = mint_token(pair.user)
+    ctx = auth_context()
+    dash = ctx.new_page()
+    dash.goto("/dashboard")
+    expect(dash.locator("#who")).to_have_attribute("data-state", "signed-out")
+    expect(dash.locator("#who")).to_contain_text("Not signed in")
+    dash.locator("#signin-token").fill("not a token")
+    dash.get_by_role("button", name="Sign in").click()
+    expect(dash.locator("#signin-error")).to_contain_text("not a token")
+    dash.locator("#signin-token").fill(token)
+    dash.get_by_role("button", name="Sign in").click()
+    expect(dash.locator("#who")).to_have_attribute("data-state", "signed-in")
+    expect(dash.locator("#who")).to_contain_text(f"Signed in as {pair.user}")
+    expect(dash.locator("#who")).to_contain_text("cookie")
+    expect(dash.locator(f'tr[data-user="{pair.user}"]')).to_have_attribute("data-mine", "true")
+    (cookie,) = [c for c in ctx.cookies() if c["name"] == "kubescaler_token"]
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Lax"
+    assert "kubescaler_token" not in dash.evaluate("document.cookie")
+    shot(dash, "auth-dashboard-signed-in")
+    page = ctx.new_page()
+    urls = stream_requests(page)
+    page.goto(pair.page)
+    expect(page.locator("#state")).to_have_attribute("data-state", "streaming")
+    page.wait_for_function("Number(document.getElementById('events').dataset.value) >= 3")
+    assert urls
+    assert not any("access_token" in u for u in urls), urls
+    shot(page, "auth-stream-page-cookie")
+    dash.get_by_role("button", name="Sign out").click()
+    expect(dash.locator("#who")).to_have_attribute("data-state", "signed-out")
+    assert not [c for c in ctx.cookies() if c["name"] == "kubescaler_token"]
+
+
+def test_auth_on_without_a_token_the_page_is_refused_and_the_stream_says_why(
+    auth_context: MakeContext, auth_pairs: list[Pair], mint_token: Callable[..., str]
+) -> None:
+    """No token: /index itself is 401. A page whose stream is refused (its token swapped on the
+    way for an expired one) says it cannot stream and why, and does not retry."""
+    pair = auth_pairs.pop()
+    page = auth_context().new_page()
+    response = page.goto(pair.page)
+    assert response is not None
+    assert response.status == 401
+    good, expired = mint_token(pair.user), mint_token(pair.user, ttl_s=-120)  # past the leeway
+    page.route(
+        "**/stream/**",
+        lambda route: route.continue_(url=route.request.url.replace(good, expired)),
+    )
+    tries = stream_requests(page)
+    page.goto(f"{pair.page}?access_token={good}")
+    state = page.locator("#state")
+    expect(state).to_have_attribute("data-state", "failed")
+    expect(state).to_have_text(re.compile(r"^Cannot stream \(401\): the token has expired"))
+    page.wait_for_timeout(1500)
+    assert len(tries) == 1, tries  # a refused token is not retried
+    shot(page, "auth-stream-page-expired")
