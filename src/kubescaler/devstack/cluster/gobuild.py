@@ -74,7 +74,7 @@ def wrapper_go_mod(build: GoBuild, edit: dict[str, Any]) -> str:
     ``edit`` is the module's own go.mod as ``go mod edit -json`` prints it.
     """
     lines = [
-        "module kubescaler.local/" + build.name,
+        f"module {build.wrapper}",
         "",
         f"go {edit.get('Go') or '1.26'}",
         "",
@@ -105,7 +105,11 @@ def _prepare(build: GoBuild, src: Path, go: str, env: dict[str, str], progress: 
     module_go_mod = _download(build.module, build.version, go, env, src, progress) / "go.mod"
     edit = json.loads(run([go, "mod", "edit", "-json", str(module_go_mod)], "go mod edit", env=env))
     (src / "go.mod").write_text(wrapper_go_mod(build, edit))
-    imports = "\n".join(f'\t_ "{pkg}"' for pkg in sorted(set(build.binaries.values())))
+    for path, source in build.sources:
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_text(source)
+    external = sorted({p for p in build.binaries.values() if not p.startswith(build.wrapper)})
+    imports = "\n".join(f'\t_ "{pkg}"' for pkg in external)
     (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
     sum_file = src / "go.sum"
     try:

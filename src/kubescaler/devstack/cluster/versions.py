@@ -62,6 +62,14 @@ class GoBuild:
     tags: tuple[str, ...] = ()
     #: binaries that run in a ``FROM scratch`` image must be static
     static: bool = False
+    #: Go files of the wrapper module itself (path -> source): a main package of our own,
+    #: imported as ``kubescaler.local/<name>/<folder>`` in ``binaries``
+    sources: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def wrapper(self) -> str:
+        """The wrapper module's path."""
+        return f"kubescaler.local/{self.name}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -81,11 +89,32 @@ class GoBuild:
                 self.tags,
                 self.static,
             )
+            # only when there are any, so that the builds without sources keep their keys
+            + ((self.sources,) if self.sources else ())
         )
         return f"{self.name}-{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
 
 
 _K8S_CMD = "k8s.io/kubernetes/cmd"
+
+#: CoreDNS with the plugins the local cluster's Corefile uses (addons.COREFILE) and no others:
+#: the full build's cloud DNS providers (their SDKs) are most of its compile time.
+_COREDNS_MAIN = """package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+func main() { coremain.Run() }
+"""
 
 BUILDS: dict[str, GoBuild] = {
     build.name: build
@@ -133,8 +162,9 @@ BUILDS: dict[str, GoBuild] = {
             name="coredns",
             module="github.com/coredns/coredns",
             version=COREDNS,
-            binaries={"coredns": "github.com/coredns/coredns"},
+            binaries={"coredns": "kubescaler.local/coredns/cmd/coredns"},
             static=True,
+            sources=(("cmd/coredns/main.go", _COREDNS_MAIN),),
         ),
         GoBuild(
             name="metrics-server",
