@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kubescaler.devstack.cassandra import CassandraNode
@@ -87,6 +88,37 @@ def service_env(redis: RedisServer, cassandra: CassandraNode, **extra: str) -> d
         "KUBESCALER_LOG_LEVEL": "warning",
         **extra,
     }
+
+
+def _shared_user_pairs(
+    main: httpx.Client, users: int, profiles: int, shared_users: int
+) -> list[tuple[str, str, str]]:
+    """Fresh test data through ``main`` (its old data dropped): for each shared user, its two
+    profiles as (user, profile, a profile the user is NOT bound to)."""
+    main.delete("/testdata")
+    r = main.post(
+        "/testdata",
+        params={
+            "users": users,
+            "profiles": profiles,
+            "shared_users": shared_users,
+            "users_per_profile": 1,
+            "profiles_per_shared_user": 2,
+        },
+    )
+    assert r.status_code == 201, r.text
+    all_profiles = main.get("/profiles").json()
+    out = []
+    for s in main.get("/suggested").json():
+        other = next(p["id"] for p in all_profiles if s["id"] not in p["users"])
+        out += [(s["id"], s["profiles"][0], other), (s["id"], s["profiles"][1], other)]
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_user_pairs() -> Callable[..., list[tuple[str, str, str]]]:
+    """``(main client, users, profiles, shared users)`` -> pairs on fresh test data."""
+    return _shared_user_pairs
 
 
 @pytest.fixture(scope="session")

@@ -45,29 +45,15 @@ class Pair:
         return f"/stream/{self.user}/{self.profile}{q}"
 
 
+MakePairs = Callable[..., list[tuple[str, str, str]]]  # the shared_user_pairs fixture
+
+
 @pytest.fixture(scope="module")
-def pairs(auth_main: Service, mint_token: Mint) -> list[Pair]:
+def pairs(auth_main: Service, mint_token: Mint, shared_user_pairs: MakePairs) -> list[Pair]:
     """Fresh test data, made through the auth-on main with an admin token."""
     admin = {"Authorization": f"Bearer {mint_token(ADMIN, admin=True)}"}
     with httpx.Client(base_url=auth_main.url, timeout=60, headers=admin) as main:
-        main.delete("/testdata")
-        r = main.post(
-            "/testdata",
-            params={
-                "users": 40,
-                "profiles": 20,
-                "shared_users": 16,
-                "users_per_profile": 1,
-                "profiles_per_shared_user": 2,
-            },
-        )
-        assert r.status_code == 201, r.text
-        profiles = main.get("/profiles").json()
-        out = []
-        for s in main.get("/suggested").json():
-            other = next(p["id"] for p in profiles if s["id"] not in p["users"])
-            out += [Pair(s["id"], s["profiles"][0], other), Pair(s["id"], s["profiles"][1], other)]
-    return out
+        return [Pair(*t) for t in shared_user_pairs(main, 40, 20, 16)]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,32 +37,14 @@ class Pair:
         return f"/stream/{self.user}/{profile or self.profile}{q}"
 
 
-_pairs: list[Pair] = []
+MakePairs = Callable[..., list[tuple[str, str, str]]]  # the shared_user_pairs fixture
 
 
 @pytest.fixture(scope="module")
-def pairs(main_service: Service) -> list[Pair]:
+def pairs(main_service: Service, shared_user_pairs: MakePairs) -> list[Pair]:
     """Fresh test data; each test takes its own pairs so locks never leak between tests."""
     with httpx.Client(base_url=main_service.url, timeout=60) as main:
-        main.delete("/testdata")
-        r = main.post(
-            "/testdata",
-            params={
-                "users": 60,
-                "profiles": 30,
-                "shared_users": 20,
-                "users_per_profile": 1,
-                "profiles_per_shared_user": 2,
-            },
-        )
-        assert r.status_code == 201, r.text
-        profiles = main.get("/profiles").json()
-        out = []
-        for s in main.get("/suggested").json():
-            other = next(p["id"] for p in profiles if s["id"] not in p["users"])
-            out.append(Pair(s["id"], s["profiles"][0], other))
-            out.append(Pair(s["id"], s["profiles"][1], other))
-    return out
+        return [Pair(*t) for t in shared_user_pairs(main, 60, 30, 20)]
 
 
 @pytest.fixture
