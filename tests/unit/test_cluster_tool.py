@@ -153,3 +153,26 @@ def test_a_module_version_the_proxy_refuses_is_one_line_naming_it() -> None:
     assert "example.com/sdk@v1.2.3" in message
     assert "proxy.example" not in message
     assert "versions.py" in message
+
+
+def test_a_full_disk_says_so_and_how_much_a_first_build_needs(tmp_path: Path) -> None:
+    """A cold build that runs out of disk names the cause and the space it needs, not only
+    the failing command's exit status."""
+    from kubescaler.devstack.cluster.progress import COLD_BUILD_DISK_GB, run
+
+    full = "go: writing go.sum: write /root/go/go.sum: no space left on device"
+    with pytest.raises(ClusterError) as caught:
+        run(["sh", "-c", f"echo '{full}'; exit 1"], "go mod tidy for traefik", cwd=tmp_path)
+    first_line = str(caught.value).splitlines()[0]
+    assert "the disk is full" in first_line
+    assert f"about {COLD_BUILD_DISK_GB} GB" in first_line
+    assert "no space left on device" in caught.value.output
+
+
+def test_a_build_key_ignores_that_sources_exist_unless_a_build_has_them() -> None:
+    """Only CoreDNS brings its own main package; every other build's key is its recipe alone,
+    so adding the field did not rebuild them."""
+    with_sources = [name for name, build in BUILDS.items() if build.sources]
+    assert with_sources == ["coredns"]
+    bare = dataclasses.replace(BUILDS["coredns"], sources=())
+    assert bare.key != BUILDS["coredns"].key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+#: what a first build on a fresh machine writes: Go modules (~8 GB) and build cache (~11 GB),
+#: the cluster cache (~2 GB) and podman's images (~1 GB), measured in a cold run here
+COLD_BUILD_DISK_GB = 25
 
 
 class ClusterError(RuntimeError):
@@ -102,6 +107,14 @@ def run(
     if proc.returncode != 0:
         tail = "\n".join(lines[-25:])
         where = f" (whole output: {log})" if log is not None else ""
+        if "no space left on device" in output.lower():
+            free = shutil.disk_usage(cwd or Path.cwd()).free / 1e9
+            raise ClusterError(
+                f"{what} failed: the disk is full ({free:.1f} GB free); a first build of the "
+                f"local cluster needs about {COLD_BUILD_DISK_GB} GB for the Go module and build "
+                f"caches and the images{where}:\n{tail}",
+                output,
+            )
         raise ClusterError(
             f"{what} failed with exit status {proc.returncode}{where}:\n{tail}", output
         )
