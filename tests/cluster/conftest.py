@@ -53,7 +53,8 @@ def pairs(cluster: Cluster, admin_token: str) -> list[Pair]:
     """Test data made through the Gateway; every bound (user, profile) pair, fresh per session."""
     auth = {"Authorization": f"Bearer {admin_token}"}
     with httpx.Client(base_url=GATEWAY, timeout=120) as http:
-        assert http.delete("/main/testdata", headers=auth).status_code in (200, 204)
+        dropped = http.delete("/main/testdata", headers=auth)
+        assert dropped.status_code in (200, 204), dropped.text
         made = http.post(
             "/main/testdata",
             params={"users": 300, "profiles": 80, "shared_users": 40, "users_per_profile": 3},

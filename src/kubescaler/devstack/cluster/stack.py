@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
 from kubescaler.devstack.cassandra import ensure_jars
 from kubescaler.devstack.cluster import addons, images
 from kubescaler.devstack.cluster import layout as net
@@ -503,10 +505,38 @@ class Cluster:
                 )
             except ClusterError as exc:
                 raise ClusterError(f"{exc}\n{self.diagnose(NAMESPACE)}") from exc
+        self.wait_gateway()
         self.say(
             f"kubescaler is up: http://127.0.0.1:{net.GATEWAY_PORT}/ (dashboard), "
             f"http://127.0.0.1:{net.GATEWAY_PORT}/main/profiles"
         )
+
+    #: what must answer 200 through the Gateway before kubescaler counts as up: main with
+    #: base and Cassandra behind it, and a stream instance
+    GATEWAY_CHECKS = ("/main/profiles?limit=1", "/instance")
+
+    def wait_gateway(self, timeout: float = 180) -> None:
+        """Ready pods are not yet reachable ones: Traefik learns the endpoints a moment later,
+        and on a first start base may still be making the keyspace. Wait until each of
+        GATEWAY_CHECKS answers 200 through the Gateway."""
+        base = f"http://127.0.0.1:{net.GATEWAY_PORT}"
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for path in self.GATEWAY_CHECKS:
+                while True:
+                    try:
+                        r = http.get(path)
+                        if r.status_code == 200:
+                            break
+                        last = f"{r.status_code} {r.text[:300]}"
+                    except httpx.HTTPError as exc:
+                        last = repr(exc)
+                    if time.monotonic() > deadline:
+                        raise ClusterError(
+                            f"the pods are ready but {base}{path} does not answer 200 after "
+                            f"{timeout:.0f}s (last: {last})\n{self.diagnose(NAMESPACE)}"
+                        )
+                    time.sleep(1)
 
     def diagnose(self, namespace: str) -> str:
         """What a user needs when pods do not come up: their state, the latest warnings, and
