@@ -6,7 +6,11 @@ here) on free ports. Times `POST /testdata` for 10,000 users and 1,000 profiles,
 start on a schedule whatever the earlier ones do (open loop), and each latency runs from its
 scheduled start, so a stall shows up in the tail instead of slowing the sender.
 
-    uv run python bench/bench_main.py [--rate 50] [--duration 20]
+    uv run python bench/bench_main.py [--rate 50] [--duration 20] [--stacks]
+
+With --stacks the reads are timed on each server stack in turn: the backend's base and main
+(uvloop + httptools), then a base and a main of their own on asyncio + h11 (the stack before),
+the same data behind both.
 """
 
 from __future__ import annotations
@@ -77,7 +81,20 @@ async def open_loop(
     return latencies, errors, len(latencies) / elapsed
 
 
-def run(stack: Backend, rate: float, duration: float, users: int = 10_000) -> list[Row]:
+#: The server stacks /login and base's read are timed on: (name, environment). The first is
+#: the backend's own (production's); the others get a base and a main of their own.
+STACKS: list[tuple[str, dict[str, str]]] = [
+    (
+        "uvloop + httptools",
+        {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"},
+    ),
+    ("asyncio + h11", {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}),
+]
+
+
+def run(
+    stack: Backend, rate: float, duration: float, users: int = 10_000, stacks: bool = False
+) -> list[Row]:
     profiles = users // 10
     took, body = create(stack, users, profiles)
     rows: list[Row] = [
@@ -87,10 +104,22 @@ def run(stack: Backend, rate: float, duration: float, users: int = 10_000) -> li
         )
     ]
     ids = user_ids(stack)
-    targets = [
-        ("main GET /login/{user}", stack.main.url, [f"/login/{u}" for u in ids]),
-        ("base GET /users/{id}/profiles", stack.base.url, [f"/users/{u}/profiles" for u in ids]),
-    ]
+    servers = [(STACKS[0][0], stack.base.url, stack.main.url)]
+    for name, env in STACKS[1:] if stacks else []:
+        base = stack.add_service("base", env)
+        main = stack.add_service("main", {**env, "KUBESCALER_BASE_URL": base.url})
+        servers.append((name, base.url, main.url))
+    targets = []
+    for name, base_url, main_url in servers:
+        on = f" [{name}]" if stacks else ""
+        targets += [
+            (f"main GET /login/{{user}}{on}", main_url, [f"/login/{u}" for u in ids]),
+            (
+                f"base GET /users/{{id}}/profiles{on}",
+                base_url,
+                [f"/users/{u}/profiles" for u in ids],
+            ),
+        ]
     for label, url, paths in targets:
         lat, errors, achieved = asyncio.run(open_loop(url, paths, rate, duration))
         print(f"bench main: {label}: p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms")
@@ -108,9 +137,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50, help="requests per second (default 50)")
     p.add_argument("--duration", type=float, default=20, help="seconds per target (default 20)")
     p.add_argument("--users", type=int, default=10_000, help="test data users (profiles: 1/10)")
+    p.add_argument(
+        "--stacks", action="store_true", help="also on asyncio + h11 (a base and main of its own)"
+    )
     opts = p.parse_args()
     with backend() as stack:
-        rows = run(stack, opts.rate, opts.duration, opts.users)
+        rows = run(stack, opts.rate, opts.duration, opts.users, opts.stacks)
     print()
     print_table(rows)
 
