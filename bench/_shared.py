@@ -84,23 +84,30 @@ def machine() -> list[Row]:
     ]
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (every thread), from /proc/<pid>/stat, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (every thread), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_split(pid))
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and of its live descendants (a server's worker processes)."""
-    total = 0.0
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process and of its live descendants (a server's worker processes)."""
+    user = system = 0.0
     todo = [pid]
     while todo:
         one = todo.pop()
         with contextlib.suppress(OSError):
-            total += cpu_seconds(one)
+            u, s = cpu_split(one)
+            user, system = user + u, system + s
             for task in Path(f"/proc/{one}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-    return total
+    return user, system
 
 
 def metric(url: str, name: str) -> float:

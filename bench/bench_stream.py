@@ -37,7 +37,7 @@ from _shared import (
     backend,
     metric,
     print_table,
-    tree_cpu_seconds,
+    tree_cpu_split,
 )
 from floor_app import granian_argv
 
@@ -122,10 +122,10 @@ async def round_(target: Target, paths: list[str], window: float) -> dict[str, f
     # the scrapes run in a thread: the clients keep reading meanwhile (a blocked loop would
     # leave a backlog in the socket buffers that the window then counts)
     ev0, dr0 = await asyncio.to_thread(counters)
-    b0, c0, t0 = counter[0], tree_cpu_seconds(target.pid), time.perf_counter()
+    b0, (u0, s0), t0 = counter[0], tree_cpu_split(target.pid), time.perf_counter()
     own0 = sum(os.times()[:2])
     await asyncio.sleep(window)
-    b1, c1, t1 = counter[0], tree_cpu_seconds(target.pid), time.perf_counter()
+    b1, (u1, s1), t1 = counter[0], tree_cpu_split(target.pid), time.perf_counter()
     own1 = sum(os.times()[:2])
     ev1, dr1 = await asyncio.to_thread(counters)
     stop.set()
@@ -133,6 +133,7 @@ async def round_(target: Target, paths: list[str], window: float) -> dict[str, f
     await asyncio.sleep(1.0)  # let the server notice the disconnects
     events, dropped = ev1 - ev0, dr1 - dr0
     got = b1 - b0
+    c0, c1 = u0 + s0, u1 + s1
     refused = Counter(str(s) for s in statuses if s != 200)
     if refused:
         print(f"bench stream: {target.name}: not 200: {dict(refused)}", flush=True)
@@ -143,6 +144,7 @@ async def round_(target: Target, paths: list[str], window: float) -> dict[str, f
         "mb_s": got / (t1 - t0) / MB,
         "cpu_s_per_gb": (c1 - c0) / (got / 1e9) if got else float("nan"),
         "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+        "sys_share": (s1 - s0) / (c1 - c0) if c1 > c0 else 0.0,
         "client_cpu_pct": 100 * (own1 - own0) / (t1 - t0),
         "drop_pct": 100 * dropped / (events + dropped) if events + dropped else 0.0,
     }
@@ -222,7 +224,8 @@ def side_by_side(servers: Servers, n: int, take: Measure) -> tuple[dict[str, flo
         print(
             f"bench stream [{servers.name}] {target.name:>6}: {n:>3} clients "
             f"{res['mb_s']:7.1f} MB/s  {res['cpu_s_per_gb']:.2f} CPU-s/GB  "
-            f"{res['cpu_pct']:5.0f}% CPU (clients {res['client_cpu_pct']:.0f}%)  "
+            f"{res['cpu_pct']:5.0f}% CPU ({100 * res['sys_share']:.0f}% in the kernel; "
+            f"clients {res['client_cpu_pct']:.0f}%)  "
             f"drops {res['drop_pct']:.2f}%  ok {res['ok']:.0f}  "
             f"events/s/client {res['events_per_client_s']:.1f}  "
             f"({time.perf_counter() - began:.0f} s)",

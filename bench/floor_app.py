@@ -95,9 +95,10 @@ def app_from_env() -> Any:
 def stream_app_from_env() -> Any:
     """kubescaler's stream app for the settings in the environment (granian's factory target:
     the real stream process under another server, for the comparison of servers)."""
+    from kubescaler.entrypoints.sse_stream import with_server_send
     from kubescaler.entrypoints.stream_app import create_app
 
-    app = create_app(config.load())
+    app = with_server_send(create_app(config.load()))
 
     async def bytes_bodies(scope: Scope, receive: Any, send: Any) -> None:
         """The stream hands uvicorn views of its frame buffer; granian is given bytes."""

@@ -26,8 +26,8 @@ from kubescaler.domain.stream import (
     StreamEvent,
     Superseded,
 )
-from kubescaler.entrypoints.sse_stream import Pump, pump
-from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession
+from kubescaler.entrypoints.sse_stream import SERVER_SEND, Pump, pump, with_server_send
+from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession, pick_group
 from kubescaler.settings import LockSettings, Settings, StreamSettings
 
 SETTINGS = Settings(
@@ -323,21 +323,33 @@ async def test_release_on_disconnect_frees_the_pair_with_its_token() -> None:
 
 
 async def test_the_hubs_producer_serves_its_streams_in_turns() -> None:
-    """One event a second: streams join ten groups in turn, and a tick of group g queues an
-    event for g's streams only, so a second of ticks gives every stream exactly one."""
+    """One event a second: streams fill ten groups of (here) two in turn, and a tick of group
+    g queues an event for g's streams only, so a second of ticks gives every stream one."""
     settings = Settings(
         instance="unit",
         lock=SETTINGS.lock,
         stream=StreamSettings(events_per_s=1, queue_events=4, event_bytes=16),
     )
     h = hub_with(settings)
+    h.hub.group_streams = 2
     streams = [await h.stream(f"s{i}") for i in range(20)]
     assert [len(g) for g in h.hub.groups] == [2] * 10
     h.hub.produce(0)
-    assert [len(s.session.queue) for s in streams] == [int(i % 10 == 0) for i in range(20)]
+    assert [len(s.session.queue) for s in streams] == [int(i < 2) for i in range(20)]
     for group in range(1, 10):
         h.hub.produce(group)
     assert all(len(s.session.queue) == 1 for s in streams)
+
+
+def test_new_streams_fill_a_group_before_the_next_one_is_used() -> None:
+    """Few streams share one group (one producer wake per interval); a full group (the cap)
+    sends newcomers to the next; when every group is full, the smallest takes them."""
+    assert pick_group([0, 0, 0], cap=2) == 0
+    assert pick_group([1, 0, 0], cap=2) == 0
+    assert pick_group([2, 0, 0], cap=2) == 1
+    assert pick_group([1, 1, 0], cap=2) == 0  # streams left group 0: it fills up again first
+    assert pick_group([2, 2, 2], cap=2) == 0
+    assert pick_group([3, 2, 3], cap=2) == 1
 
 
 async def test_a_stream_has_one_refresh_in_flight_and_waits_longer_than_an_open() -> None:
@@ -493,3 +505,37 @@ async def test_a_client_that_goes_away_ends_its_stream_and_is_forgotten() -> Non
     assert [name for name, _ in server.events()] == ["hello", "data"]
     assert h.hub.sessions == set()
     assert sample("kubescaler_stream_connections") == live
+
+
+async def test_events_skip_the_apps_send_wrappers_but_the_start_and_end_do_not() -> None:
+    """with_server_send: the server's own send rides in the HTTP scope; pump() sends hello and
+    the end through the app's send (its middleware sees them) and the events in between
+    straight to the server's."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope.get(SERVER_SEND))
+
+    server = FakeServer()
+    await with_server_send(app)({"type": "http"}, None, server.send)  # type: ignore[arg-type]
+    await with_server_send(app)({"type": "lifespan"}, None, server.send)  # type: ignore[arg-type]
+    assert seen == [server.send, None]
+
+    h = hub_with()
+    session = await h.hub.open(USER, uuid.uuid4(), "s1")
+    through_app, direct = FakeServer(), FakeServer()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    task = asyncio.create_task(
+        pump(session, 500, through_app.send, receive, direct.send)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0)
+    session.produce(ts_ms=1)
+    session.finish(LockLost(reason="x"))
+    await asyncio.wait_for(task, 1)
+    assert [name for name, _ in through_app.events()] == ["hello"]
+    assert through_app.bodies[-1] == b""  # the end
+    assert [name for name, _ in direct.events()] == ["data", "lock-lost"]

@@ -26,7 +26,7 @@ from kubescaler.domain.stream import session_id
 from kubescaler.entrypoints import auth
 from kubescaler.entrypoints.auth import SESSION_COOKIE
 from kubescaler.entrypoints.serve import serve
-from kubescaler.entrypoints.sse_stream import SseStream
+from kubescaler.entrypoints.sse_stream import SseStream, with_server_send
 from kubescaler.entrypoints.web import create_service_app
 from kubescaler.services.podcost import pod_cost_updates
 from kubescaler.services.streaming import StreamHub
@@ -184,5 +184,9 @@ def run(settings: Settings) -> int:
     app = create_app(settings)
     hub: StreamHub = app.state.hub
     return serve(
-        app, settings, settings.stream_port, grace_s=settings.stream.grace_s, on_signal=hub.drain
+        with_server_send(app),
+        settings,
+        settings.stream_port,
+        grace_s=settings.stream.grace_s,
+        on_signal=hub.drain,
     )

@@ -5,8 +5,10 @@ One :class:`StreamHub` per stream process holds what its streams share: the port
 of every stream's lock. One :class:`StreamSession` per client queues its events in a small bounded
 queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
 ``lock-lost``, ``reconnect`` or ``superseded`` event when it must. The hub's one producer task
-gives the streams their events in turns (a tenth of them per tick at most), rather than one
-task and one timer per stream. What a refresh outcome
+gives the streams their events in turns, one group of streams per tick, rather than one task
+and one timer per stream; streams fill a group (up to ``GROUP_STREAMS``) before the next is
+used, and the producer sleeps through empty groups and while no stream is open, because each
+wake of the process costs more than serving a hundred streams in it. What a refresh outcome
 means is ``domain.stream.after_refresh``'s to say.
 
 Producing: a data event is its numbers (seq, ts_ms, dropped), written into the stream's one
@@ -67,9 +69,11 @@ log = logging.getLogger(__name__)
 TICK_MAX_S = 1.0
 TICK_MIN_S = 0.05
 #: Streams produce in turns: at most this many groups per event interval, each at least
-#: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams.
+#: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams. A group
+#: takes up to GROUP_STREAMS streams before the next one is used (more when all are full).
 PRODUCE_GROUPS = 10
 PRODUCE_TICK_S = 0.01
+GROUP_STREAMS = 128
 #: The longest wait before a failed refresh is tried again.
 RETRY_MAX_MS = 5000
 
@@ -108,6 +112,15 @@ class Outlet(Protocol):
         """Hand ``item`` to the client now; False when that cannot be done at once (the item
         is then queued). True: handed over, or the consumer was woken to finish handing it."""
         ...
+
+
+def pick_group(sizes: list[int], cap: int) -> int:
+    """The group a new stream joins, given the groups' sizes: the fullest one still under
+    ``cap`` (so few groups, and few producer wakes, serve few streams), else the smallest."""
+    under = [i for i, n in enumerate(sizes) if n < cap]
+    if under:
+        return max(under, key=lambda i: (sizes[i], -i))
+    return min(range(len(sizes)), key=lambda i: (sizes[i], i))
 
 
 def _logged(rounds: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
@@ -168,7 +181,8 @@ class StreamHub:
         self.groups: list[set[StreamSession]] = [
             set() for _ in range(max(1, min(PRODUCE_GROUPS, groups)))
         ]
-        self._joined = 0
+        self.group_streams = GROUP_STREAMS
+        self._streaming = asyncio.Event()  # set while any stream is open: the producer runs
         self._background: set[asyncio.Task[None]] = set()
 
     async def open(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> StreamSession:
@@ -208,9 +222,9 @@ class StreamHub:
         """A stream started here (live connections, refreshes, events, the pair's streams)."""
         self.sessions.add(session)
         self.by_pair.setdefault(session.grant.pair, set()).add(session)
-        session.group = self._joined % len(self.groups)
-        self._joined += 1
+        session.group = pick_group([len(g) for g in self.groups], self.group_streams)
         self.groups[session.group].add(session)
+        self._streaming.set()
 
     def untrack(self, session: StreamSession) -> None:
         """A stream here ended."""
@@ -301,21 +315,29 @@ class StreamHub:
 
     async def keep_producing(self) -> None:
         """Each stream's events at the configured rate, one group of streams per tick: one
-        task and one timer for every stream of the process. Never bursts to catch up."""
+        task and one timer for every stream of the process. Never bursts to catch up; an
+        empty group's turn passes without a wake, and with no stream open nothing ticks."""
         if not self.event_interval_s:
             return
         loop = asyncio.get_running_loop()
-        tick = self.event_interval_s / len(self.groups)
-        next_at, group = loop.time(), 0
+        count = len(self.groups)
+        tick = self.event_interval_s / count
+        next_at, group = loop.time(), count - 1
         while True:
+            if not self.sessions:
+                self._streaming.clear()
+                await self._streaming.wait()
+                next_at = loop.time()
+            group = (group + 1) % count
             next_at += tick
+            if not self.groups[group]:
+                continue  # some group has a stream: at most count - 1 turns pass like this
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -1.0:  # far behind (an overloaded loop): do not burst to catch up
                 next_at = loop.time()
             self.produce(group)
-            group = (group + 1) % len(self.groups)
 
     # -- background work -----------------------------------------------------------------
 
