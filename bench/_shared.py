@@ -77,7 +77,9 @@ def machine() -> list[Row]:
         (
             "versions",
             f"Python {platform.python_version()}, kubescaler {metadata.version('kubescaler')}, "
-            f"litestar {metadata.version('litestar')}, uvicorn {metadata.version('uvicorn')}, "
+            f"litestar {metadata.version('litestar')}, uvicorn {metadata.version('uvicorn')} "
+            f"(uvloop {metadata.version('uvloop')}, httptools {metadata.version('httptools')}), "
+            f"granian {metadata.version('granian')}, "
             f"redis-server {''.join(redis).removeprefix('v=')}, Cassandra 5.0 ({java})",
         ),
         ("machine: load average at start (1 min)", f"{load1:.2f}"),
