@@ -9,8 +9,8 @@ scheduled start, so a stall shows up in the tail instead of slowing the sender.
     uv run python bench/bench_main.py [--rate 50] [--duration 20] [--stacks]
 
 With --stacks the reads are timed on each server stack in turn: the backend's base and main
-(uvloop + httptools), then a base and a main of their own on asyncio + h11 (the stack before),
-the same data behind both.
+(uvicorn on uvloop + httptools), then a base and a main of their own on uvicorn with asyncio +
+h11 (the stack before), then on granian; the same data behind all.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import time
 
 import httpx
 from _shared import Backend, Row, backend, pct, print_table
+from floor_app import granian_argv
+
+from kubescaler.devstack.proc import free_port
 
 
 def create(stack: Backend, users: int, profiles: int) -> tuple[float, dict[str, object]]:
@@ -83,13 +86,32 @@ async def open_loop(
 
 #: The server stacks /login and base's read are timed on: (name, environment). The first is
 #: the backend's own (production's); the others get a base and a main of their own.
-STACKS: list[tuple[str, dict[str, str]]] = [
-    (
-        "uvloop + httptools",
-        {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"},
-    ),
-    ("asyncio + h11", {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}),
+UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}
+ASYNCIO = {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}
+#: The server stacks /login and base's read are timed on: (name, server, environment). The
+#: first is the backend's own (production's); the others get a base and a main of their own.
+STACKS: list[tuple[str, str, dict[str, str]]] = [
+    ("uvicorn, uvloop + httptools", "uvicorn", UVLOOP),
+    ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
+    ("granian, uvloop", "granian", UVLOOP),
 ]
+
+
+def base_and_main(stack: Backend, server: str, env: dict[str, str]) -> tuple[str, str]:
+    """A base and a main of their own on ``server`` with ``env``: their URLs."""
+    if server == "uvicorn":
+        base = stack.add_service("base", env)
+        main = stack.add_service("main", {**env, "KUBESCALER_BASE_URL": base.url})
+        return base.url, main.url
+    loop, urls = env["KUBESCALER_SERVER_LOOP"], []
+    extra: dict[str, str] = {}
+    for name in ("base", "main"):
+        port = free_port()
+        argv = granian_argv(f"floor_app:{name}_app_from_env", loop, port)
+        served = stack.add_http(f"{name}-{server}-{port}", argv, port, {**env, **extra})
+        urls.append(served.url)
+        extra = {"KUBESCALER_BASE_URL": served.url}
+    return urls[0], urls[1]
 
 
 def run(
@@ -105,10 +127,8 @@ def run(
     ]
     ids = user_ids(stack)
     servers = [(STACKS[0][0], stack.base.url, stack.main.url)]
-    for name, env in STACKS[1:] if stacks else []:
-        base = stack.add_service("base", env)
-        main = stack.add_service("main", {**env, "KUBESCALER_BASE_URL": base.url})
-        servers.append((name, base.url, main.url))
+    for name, server, env in STACKS[1:] if stacks else []:
+        servers.append((name, *base_and_main(stack, server, env)))
     targets = []
     for name, base_url, main_url in servers:
         on = f" [{name}]" if stacks else ""
@@ -120,6 +140,8 @@ def run(
                 [f"/users/{u}/profiles" for u in ids],
             ),
         ]
+    # unmeasured: Cassandra's caches and JIT warm up on the first target, not on the first stack
+    asyncio.run(open_loop(targets[0][1], targets[0][2], rate, min(5.0, duration)))
     for label, url, paths in targets:
         lat, errors, achieved = asyncio.run(open_loop(url, paths, rate, duration))
         print(f"bench main: {label}: p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms")
@@ -138,7 +160,9 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20, help="seconds per target (default 20)")
     p.add_argument("--users", type=int, default=10_000, help="test data users (profiles: 1/10)")
     p.add_argument(
-        "--stacks", action="store_true", help="also on asyncio + h11 (a base and main of its own)"
+        "--stacks",
+        action="store_true",
+        help="also on the other server stacks (asyncio + h11, granian)",
     )
     opts = p.parse_args()
     with backend() as stack:

@@ -113,6 +113,20 @@ def stream_app_from_env() -> Any:
     return bytes_bodies
 
 
+def base_app_from_env() -> Any:
+    """kubescaler's base app for the settings in the environment (granian's factory target)."""
+    from kubescaler.entrypoints.base_app import create_app
+
+    return create_app(config.load())
+
+
+def main_app_from_env() -> Any:
+    """kubescaler's main app for the settings in the environment (granian's factory target)."""
+    from kubescaler.entrypoints.main_app import create_app
+
+    return create_app(config.load())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--port", type=int, required=True)
