@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import time
@@ -114,10 +115,16 @@ async def round_(target: Target, paths: list[str], window: float) -> dict[str, f
     m = target.metrics
 
     def counters() -> tuple[float, float]:
+        """(sent, dropped) events; NaN when the scrape does not answer (an overloaded
+        process: the count is then not held)."""
         if m is None:
             return 0.0, 0.0
-        sent = metric(m, "kubescaler_stream_sent_events_total")
-        return sent, metric(m, "kubescaler_stream_dropped_events_total")
+        try:
+            sent = metric(m, "kubescaler_stream_sent_events_total")
+            return sent, metric(m, "kubescaler_stream_dropped_events_total")
+        except httpx.HTTPError as exc:
+            print(f"bench stream: {target.name}: /metrics did not answer: {exc!r}", flush=True)
+            return math.nan, math.nan
 
     # the scrapes run in a thread: the clients keep reading meanwhile (a blocked loop would
     # leave a backlog in the socket buffers that the window then counts)
@@ -146,7 +153,7 @@ async def round_(target: Target, paths: list[str], window: float) -> dict[str, f
         "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
         "sys_share": (s1 - s0) / (c1 - c0) if c1 > c0 else 0.0,
         "client_cpu_pct": 100 * (own1 - own0) / (t1 - t0),
-        "drop_pct": 100 * dropped / (events + dropped) if events + dropped else 0.0,
+        "drop_pct": 100 * dropped / (events + dropped) if events + dropped != 0 else 0.0,
     }
 
 
@@ -269,7 +276,7 @@ def run(
     for n in counts:
         floor, got = side_by_side(prod, n, take)
         results.append((floor, got))
-        if got["drop_pct"] >= HELD or got["ok"] < n:
+        if not got["drop_pct"] < HELD or got["ok"] < n:  # NaN: not measured, not held
             break
     rows: list[Row] = []
     for floor, got in results:
