@@ -77,17 +77,39 @@ def machine() -> list[Row]:
         (
             "versions",
             f"Python {platform.python_version()}, kubescaler {metadata.version('kubescaler')}, "
-            f"litestar {metadata.version('litestar')}, uvicorn {metadata.version('uvicorn')}, "
+            f"litestar {metadata.version('litestar')}, uvicorn {metadata.version('uvicorn')} "
+            f"(uvloop {metadata.version('uvloop')}, httptools {metadata.version('httptools')}), "
+            f"granian {metadata.version('granian')}, "
             f"redis-server {''.join(redis).removeprefix('v=')}, Cassandra 5.0 ({java})",
         ),
         ("machine: load average at start (1 min)", f"{load1:.2f}"),
     ]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (every thread), from /proc/<pid>/stat, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (every thread), from /proc/<pid>/stat."""
+    return sum(cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process and of its live descendants (a server's worker processes)."""
+    user = system = 0.0
+    todo = [pid]
+    while todo:
+        one = todo.pop()
+        with contextlib.suppress(OSError):
+            u, s = cpu_split(one)
+            user, system = user + u, system + s
+            for task in Path(f"/proc/{one}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return user, system
 
 
 def metric(url: str, name: str) -> float:
@@ -144,6 +166,17 @@ class Backend:
         """One more `kubescaler stream` on this backend, with ``env`` on top (stopped with it)."""
         return self._service("stream", {**self.env, **env}, self.workdir / "logs")
 
+    def add_service(self, command: str, env: Mapping[str, str]) -> Service:
+        """One more `kubescaler <command>` on this backend, with ``env`` on top."""
+        return self._service(command, {**self.env, **env}, self.workdir / "logs")
+
+    def add_http(self, name: str, argv: list[str], port: int, env: Mapping[str, str]) -> Served:
+        """Any HTTP server on ``port`` (``argv``, with this backend's ``env`` and ``env`` on
+        top), ready when its /healthz answers 200; stopped with the backend."""
+        proc = Served(name, argv, port, self.workdir / "logs" / f"{name}.log", {**self.env, **env})
+        self._up(proc, proc.ready, timeout=60)
+        return proc
+
     def gateway(self, streams: list[Service]) -> Nginx:
         """An nginx entry point in front of main and ``streams`` (stopped with the backend)."""
         nginx = Nginx(
@@ -181,6 +214,21 @@ class Backend:
     def stop(self) -> None:
         while self.started:
             self.started.pop().stop(timeout=60)
+
+
+class Served(Proc):
+    """A benchmark's own HTTP process (the floor app, a service under another server)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str]):
+        super().__init__(name, argv, log, env=env, cwd=ROOT / "bench")
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
 
 
 @contextmanager

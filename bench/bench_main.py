@@ -6,7 +6,11 @@ here) on free ports. Times `POST /testdata` for 10,000 users and 1,000 profiles,
 start on a schedule whatever the earlier ones do (open loop), and each latency runs from its
 scheduled start, so a stall shows up in the tail instead of slowing the sender.
 
-    uv run python bench/bench_main.py [--rate 50] [--duration 20]
+    uv run python bench/bench_main.py [--rate 50] [--duration 20] [--stacks]
+
+With --stacks the reads are timed on each server stack in turn: the backend's base and main
+(uvicorn on uvloop + httptools), then a base and a main of their own on uvicorn with asyncio +
+h11 (the stack before), then on granian; the same data behind all.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import time
 
 import httpx
 from _shared import Backend, Row, backend, pct, print_table
+from floor_app import granian_argv
+
+from kubescaler.devstack.proc import free_port
 
 
 def create(stack: Backend, users: int, profiles: int) -> tuple[float, dict[str, object]]:
@@ -77,7 +84,39 @@ async def open_loop(
     return latencies, errors, len(latencies) / elapsed
 
 
-def run(stack: Backend, rate: float, duration: float, users: int = 10_000) -> list[Row]:
+#: The server stacks /login and base's read are timed on: (name, environment). The first is
+#: the backend's own (production's); the others get a base and a main of their own.
+UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}
+ASYNCIO = {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}
+#: The server stacks /login and base's read are timed on: (name, server, environment). The
+#: first is the backend's own (production's); the others get a base and a main of their own.
+STACKS: list[tuple[str, str, dict[str, str]]] = [
+    ("uvicorn, uvloop + httptools", "uvicorn", UVLOOP),
+    ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
+    ("granian, uvloop", "granian", UVLOOP),
+]
+
+
+def base_and_main(stack: Backend, server: str, env: dict[str, str]) -> tuple[str, str]:
+    """A base and a main of their own on ``server`` with ``env``: their URLs."""
+    if server == "uvicorn":
+        base = stack.add_service("base", env)
+        main = stack.add_service("main", {**env, "KUBESCALER_BASE_URL": base.url})
+        return base.url, main.url
+    loop, urls = env["KUBESCALER_SERVER_LOOP"], []
+    extra: dict[str, str] = {}
+    for name in ("base", "main"):
+        port = free_port()
+        argv = granian_argv(f"floor_app:{name}_app_from_env", loop, port)
+        served = stack.add_http(f"{name}-{server}-{port}", argv, port, {**env, **extra})
+        urls.append(served.url)
+        extra = {"KUBESCALER_BASE_URL": served.url}
+    return urls[0], urls[1]
+
+
+def run(
+    stack: Backend, rate: float, duration: float, users: int = 10_000, stacks: bool = False
+) -> list[Row]:
     profiles = users // 10
     took, body = create(stack, users, profiles)
     rows: list[Row] = [
@@ -87,10 +126,22 @@ def run(stack: Backend, rate: float, duration: float, users: int = 10_000) -> li
         )
     ]
     ids = user_ids(stack)
-    targets = [
-        ("main GET /login/{user}", stack.main.url, [f"/login/{u}" for u in ids]),
-        ("base GET /users/{id}/profiles", stack.base.url, [f"/users/{u}/profiles" for u in ids]),
-    ]
+    servers = [(STACKS[0][0], stack.base.url, stack.main.url)]
+    for name, server, env in STACKS[1:] if stacks else []:
+        servers.append((name, *base_and_main(stack, server, env)))
+    targets = []
+    for name, base_url, main_url in servers:
+        on = f" [{name}]" if stacks else ""
+        targets += [
+            (f"main GET /login/{{user}}{on}", main_url, [f"/login/{u}" for u in ids]),
+            (
+                f"base GET /users/{{id}}/profiles{on}",
+                base_url,
+                [f"/users/{u}/profiles" for u in ids],
+            ),
+        ]
+    # unmeasured: Cassandra's caches and JIT warm up on the first target, not on the first stack
+    asyncio.run(open_loop(targets[0][1], targets[0][2], rate, min(5.0, duration)))
     for label, url, paths in targets:
         lat, errors, achieved = asyncio.run(open_loop(url, paths, rate, duration))
         print(f"bench main: {label}: p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms")
@@ -108,9 +159,14 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50, help="requests per second (default 50)")
     p.add_argument("--duration", type=float, default=20, help="seconds per target (default 20)")
     p.add_argument("--users", type=int, default=10_000, help="test data users (profiles: 1/10)")
+    p.add_argument(
+        "--stacks",
+        action="store_true",
+        help="also on the other server stacks (asyncio + h11, granian)",
+    )
     opts = p.parse_args()
     with backend() as stack:
-        rows = run(stack, opts.rate, opts.duration, opts.users)
+        rows = run(stack, opts.rate, opts.duration, opts.users, opts.stacks)
     print()
     print_table(rows)
 

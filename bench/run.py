@@ -39,12 +39,12 @@ def main() -> None:
     rows.append(("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")))
     print("bench: locks ...", flush=True)
     rows += bench_locks.run(n=200 if opts.quick else 1000, concurrency=64, rate=500)
-    counts = [1, 10, 40] if opts.quick else [1, 5, 10, 20, 40, 80, 120, 160]
+    counts = [1, 10, 40, 160] if opts.quick else bench_stream.COUNTS
     with backend() as stack:
         print("bench: stream ...", flush=True)
         rows += bench_stream.run(stack, counts, window=4 if opts.quick else 8)
         print("bench: main ...", flush=True)
-        rows += bench_main.run(stack, rate=50, duration=5 if opts.quick else 20)
+        rows += bench_main.run(stack, rate=200, duration=5 if opts.quick else 20, stacks=True)
         print("bench: burst ...", flush=True)
         rows += bench_burst.run(stack, clients=200)
         print("bench: many ...", flush=True)

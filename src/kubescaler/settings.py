@@ -15,7 +15,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -111,6 +111,17 @@ class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
     keeper_port: Annotated[
         int, _doc("Port of the lock-keeper's health and /metrics HTTP endpoint.")
     ] = 8085
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    loop: Annotated[
+        Literal["uvloop", "asyncio"],
+        _doc("Event loop of every HTTP process: `uvloop` (libuv) or Python's `asyncio`."),
+    ] = "uvloop"
+    http: Annotated[
+        Literal["httptools", "h11"],
+        _doc("HTTP/1.1 parser of every HTTP process: `httptools` (C) or `h11` (pure Python)."),
+    ] = "httptools"
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -284,6 +295,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     local_state_dir: Annotated[
         str, _doc("Where `kubescaler up` keeps data and logs of the local system.")
     ] = ".local"
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     cassandra: CassandraSettings = msgspec.field(default_factory=CassandraSettings)
     base: BaseClientSettings = msgspec.field(default_factory=BaseClientSettings)
@@ -303,6 +315,7 @@ class SettingsError(ValueError):
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerSettings,
     "redis": RedisSettings,
     "cassandra": CassandraSettings,
     "base": BaseClientSettings,

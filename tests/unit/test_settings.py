@@ -40,6 +40,18 @@ def test_bad_values_name_the_variable() -> None:
     ).stream.release_on_disconnect
 
 
+def test_the_server_stack_is_one_uvicorn_knows() -> None:
+    """KUBESCALER_SERVER_LOOP/HTTP take uvicorn's names of the stacks compared, nothing else."""
+    assert (settings.load({}).server.loop, settings.load({}).server.http) == (
+        "uvloop",
+        "httptools",
+    )
+    old = settings.load({"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"})
+    assert (old.server.loop, old.server.http) == ("asyncio", "h11")
+    with pytest.raises(settings.SettingsError, match="KUBESCALER_SERVER_LOOP='auto'"):
+        settings.load({"KUBESCALER_SERVER_LOOP": "auto"})
+
+
 def test_every_setting_has_a_unique_name_and_a_description() -> None:
     rows = settings.reference()
     names = [name for name, _, _ in rows]

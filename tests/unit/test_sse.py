@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import msgspec
+import random
 
-from kubescaler.domain.stream import Hello, LockLost, Reconnect, SseParser, StreamEvent, Superseded
+import msgspec
+import pytest
+
+from kubescaler.domain.stream import (
+    DataFrame,
+    Hello,
+    LockLost,
+    Payload,
+    Reconnect,
+    SseParser,
+    StreamEvent,
+    Superseded,
+)
 from kubescaler.entrypoints.sse import TYPESCRIPT_PATH, frame, typescript
 
 
@@ -37,3 +49,17 @@ def test_control_events_are_named_versioned_and_only_reconnect_sets_retry() -> N
 def test_the_web_clients_event_types_are_generated_from_the_structs() -> None:
     """frontend/src/events.ts is what `python -m kubescaler.entrypoints.sse` writes."""
     assert TYPESCRIPT_PATH.read_text() == typescript()
+
+
+@pytest.mark.parametrize("instance", ["stream-a", 'we"ird %d \\ name', "ünïcode:8090"])
+def test_a_data_frame_is_what_frame_makes_of_the_same_event(instance: str) -> None:
+    """DataFrame writes each event in place, byte for byte the SSE of the StreamEvent with the
+    same fields, event after event in the one buffer (the longest numbers included)."""
+    payload = Payload(64, random.Random(3)).take()
+    frames = DataFrame(payload, instance, token=42)
+    for seq, ts_ms, dropped in [(1, 1_700_000_000_000, 0), (2**63, 0, 17), (3, 5, 2**63)]:
+        got = bytes(frames.frame(seq, ts_ms, dropped))
+        event = StreamEvent(
+            seq=seq, instance=instance, ts_ms=ts_ms, token=42, dropped=dropped, payload=payload
+        )
+        assert got == frame(event)

@@ -7,7 +7,9 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import prometheus_client
 import pytest
 from lockfakes import Clock
@@ -20,10 +22,12 @@ from kubescaler.domain.stream import (
     Hello,
     LockLost,
     Reconnect,
+    SseParser,
     StreamEvent,
     Superseded,
 )
-from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession
+from kubescaler.entrypoints.sse_stream import SERVER_SEND, Pump, pump, with_server_send
+from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession, pick_group
 from kubescaler.settings import LockSettings, Settings, StreamSettings
 
 SETTINGS = Settings(
@@ -137,6 +141,14 @@ def hub_with(settings: Settings = SETTINGS) -> Hub:
     return Hub(clock, base, locks, StreamHub(settings, base, locks, clock))
 
 
+def data_event(session: StreamSession, item: Item) -> StreamEvent:
+    """A queued data event, written on the wire and read back as the client reads it."""
+    assert isinstance(item, tuple)
+    (msg,) = SseParser().feed(bytes(session.frames.frame(*item)))
+    assert msg.event == "data"
+    return msgspec.json.decode(msg.data, type=StreamEvent)
+
+
 def sample(name: str) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name) or 0.0
 
@@ -158,16 +170,15 @@ async def test_a_slow_client_has_events_dropped_not_buffered() -> None:
     opened = await h.stream()
     before = sample("kubescaler_stream_dropped_events_total")
     for _ in range(5):
-        opened.session.produce()
+        opened.session.produce(ts_ms=1234)
     assert sample("kubescaler_stream_dropped_events_total") == before + 3
-    first = await opened.next()
-    assert isinstance(first, StreamEvent)
-    assert (first.seq, first.dropped) == (1, 0)
+    first = data_event(opened.session, await opened.next())
+    assert (first.seq, first.dropped, first.ts_ms) == (1, 0, 1234)
     await opened.next()
-    opened.session.produce()
-    late = await opened.next()
-    assert isinstance(late, StreamEvent)
-    assert (late.seq, late.dropped, late.token) == (6, 3, 1)
+    opened.session.produce(ts_ms=1250)
+    late = data_event(opened.session, await opened.next())
+    assert (late.seq, late.dropped, late.token, late.instance) == (6, 3, 1, "unit")
+    assert len(late.payload) == 16
 
 
 async def test_a_profile_the_user_is_not_bound_to_is_forbidden() -> None:
@@ -206,7 +217,7 @@ async def test_a_lost_lock_ends_the_stream_with_lock_lost() -> None:
     """refresh answered lost (not the owner): the stream's last event is lock-lost."""
     h = hub_with()
     opened = await h.stream()
-    opened.session.produce()
+    opened.session.produce(ts_ms=0)
     h.locks.refresh_with = out("lost", "s1", uuid.uuid4(), detail="not the owner any more")
     h.clock.now += 1000
     await h.hub.refresh_due()
@@ -312,21 +323,33 @@ async def test_release_on_disconnect_frees_the_pair_with_its_token() -> None:
 
 
 async def test_the_hubs_producer_serves_its_streams_in_turns() -> None:
-    """One event a second: streams join ten groups in turn, and a tick of group g queues an
-    event for g's streams only, so a second of ticks gives every stream exactly one."""
+    """One event a second: streams fill ten groups of (here) two in turn, and a tick of group
+    g queues an event for g's streams only, so a second of ticks gives every stream one."""
     settings = Settings(
         instance="unit",
         lock=SETTINGS.lock,
         stream=StreamSettings(events_per_s=1, queue_events=4, event_bytes=16),
     )
     h = hub_with(settings)
+    h.hub.group_streams = 2
     streams = [await h.stream(f"s{i}") for i in range(20)]
     assert [len(g) for g in h.hub.groups] == [2] * 10
     h.hub.produce(0)
-    assert [s.session.queue.qsize() for s in streams] == [int(i % 10 == 0) for i in range(20)]
+    assert [len(s.session.queue) for s in streams] == [int(i < 2) for i in range(20)]
     for group in range(1, 10):
         h.hub.produce(group)
-    assert all(s.session.queue.qsize() == 1 for s in streams)
+    assert all(len(s.session.queue) == 1 for s in streams)
+
+
+def test_new_streams_fill_a_group_before_the_next_one_is_used() -> None:
+    """Few streams share one group (one producer wake per interval); a full group (the cap)
+    sends newcomers to the next; when every group is full, the smallest takes them."""
+    assert pick_group([0, 0, 0], cap=2) == 0
+    assert pick_group([1, 0, 0], cap=2) == 0
+    assert pick_group([2, 0, 0], cap=2) == 1
+    assert pick_group([1, 1, 0], cap=2) == 0  # streams left group 0: it fills up again first
+    assert pick_group([2, 2, 2], cap=2) == 0
+    assert pick_group([3, 2, 3], cap=2) == 1
 
 
 async def test_a_stream_has_one_refresh_in_flight_and_waits_longer_than_an_open() -> None:
@@ -349,3 +372,170 @@ async def test_a_stream_has_one_refresh_in_flight_and_waits_longer_than_an_open(
         fast.session.grant.profile_id,
     ]
     assert h.locks.timeouts == [3000, 3000]
+
+
+# -- handing events to the server (entrypoints.sse.Pump) ----------------------------------
+
+
+@dataclass
+class FakeServer:
+    """An ASGI send that records bodies; while ``paused`` is set, a send waits for it."""
+
+    bodies: list[bytes] = field(default_factory=list)
+    paused: asyncio.Event | None = None
+    fail: Exception | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.paused is not None:
+            await self.paused.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.bodies.append(bytes(message["body"]))
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        msgs = SseParser().feed(b"".join(self.bodies))
+        return [(m.event, msgspec.json.decode(m.data)) for m in msgs]
+
+
+async def pumped(h: Hub, server: FakeServer) -> tuple[StreamSession, asyncio.Task[None]]:
+    session = await h.hub.open(USER, uuid.uuid4(), "s1")
+    session.start()
+    task = asyncio.create_task(Pump(session, 500, server.send).run())
+    await asyncio.sleep(0)  # the pump is idle, waiting for events
+    return session, task
+
+
+async def test_a_client_that_keeps_up_gets_each_event_within_the_producers_tick() -> None:
+    """While the pump idles, produce() hands the event to the server itself: sent before any
+    other task runs, counted as sent, the pump still idle."""
+    h = hub_with()
+    server = FakeServer()
+    session, task = await pumped(h, server)
+    sent = sample("kubescaler_stream_sent_events_total")
+    for ts in (10, 20, 30):
+        session.produce(ts_ms=ts)
+        assert len(server.bodies) == ts // 10  # no await in between: sent in produce()
+    assert session.idle
+    assert [(e["seq"], e["ts_ms"], e["dropped"]) for _, e in server.events()] == [
+        (1, 10, 0),
+        (2, 20, 0),
+        (3, 30, 0),
+    ]
+    assert sample("kubescaler_stream_sent_events_total") == sent + 3
+    session.finish(LockLost(reason="x"))
+    await task
+    assert server.events()[-1] == ("lock-lost", {"v": 1, "reason": "x"})
+
+
+async def test_a_paused_connection_queues_then_drops_and_the_pump_catches_up_in_order() -> None:
+    """The connection pauses: the send in flight waits, the queue (2) fills, the rest are
+    dropped; when it resumes, the pump sends the waiting event, then the queued ones in
+    order, and the next event says how many were dropped."""
+    h = hub_with()
+    server = FakeServer(paused=asyncio.Event())
+    session, task = await pumped(h, server)
+    for ts in range(1, 7):  # 1 in flight, 2 queued, 3 dropped
+        session.produce(ts_ms=ts)
+        await asyncio.sleep(0.001)  # the pump waits on the send in flight meanwhile
+    assert server.bodies == []
+    assert len(session.queue) == 2
+    assert not task.done()
+    server.paused.set()  # type: ignore[union-attr]
+    await asyncio.sleep(0.01)
+    server.paused = None
+    session.produce(ts_ms=7)
+    assert [(e["seq"], e["dropped"]) for _, e in server.events()] == [
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (7, 3),
+    ]
+    assert session.idle  # caught up: events go out at once again
+    session.finish(LockLost(reason="x"))
+    await task
+
+
+async def test_an_end_waits_for_the_send_in_flight_and_comes_last() -> None:
+    """superseded while a send waits on a slow client: that event goes out, queued data is
+    discarded, superseded is the last thing sent, and the pump returns."""
+    h = hub_with()
+    server = FakeServer(paused=asyncio.Event())
+    session, task = await pumped(h, server)
+    session.produce(ts_ms=1)
+    session.produce(ts_ms=2)
+    await asyncio.sleep(0.001)  # the pump waits on the send in flight
+    session.supersede(5)
+    server.paused.set()  # type: ignore[union-attr]
+    await asyncio.wait_for(task, 1)
+    assert [name for name, _ in server.events()] == ["data", "superseded"]
+
+
+async def test_a_send_that_fails_in_the_producers_tick_fails_the_stream_not_the_producer() -> None:
+    """The server's send raises during produce(): produce() returns, the stream's own task
+    raises the error (the server logs it and closes the connection)."""
+    h = hub_with()
+    server = FakeServer(fail=RuntimeError("connection broken"))
+    session, task = await pumped(h, server)
+    session.produce(ts_ms=1)
+    with pytest.raises(RuntimeError, match="connection broken"):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_a_client_that_goes_away_ends_its_stream_and_is_forgotten() -> None:
+    """pump(): the server's receive says http.disconnect, so the stream ends without a last
+    event, leaves the hub (no more refreshes or events) and its connection is uncounted."""
+    h = hub_with()
+    session = await h.hub.open(USER, uuid.uuid4(), "s1")
+    server = FakeServer()
+    gone = asyncio.Event()
+    live = sample("kubescaler_stream_connections")
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    task = asyncio.create_task(pump(session, 500, server.send, receive))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert h.hub.sessions == {session}
+    assert sample("kubescaler_stream_connections") == live + 1
+    session.produce(ts_ms=1)
+    await asyncio.sleep(0.01)
+    gone.set()
+    await asyncio.wait_for(task, 1)
+    assert [name for name, _ in server.events()] == ["hello", "data"]
+    assert h.hub.sessions == set()
+    assert sample("kubescaler_stream_connections") == live
+
+
+async def test_events_skip_the_apps_send_wrappers_but_the_start_and_end_do_not() -> None:
+    """with_server_send: the server's own send rides in the HTTP scope; pump() sends hello and
+    the end through the app's send (its middleware sees them) and the events in between
+    straight to the server's."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope.get(SERVER_SEND))
+
+    server = FakeServer()
+    await with_server_send(app)({"type": "http"}, None, server.send)  # type: ignore[arg-type]
+    await with_server_send(app)({"type": "lifespan"}, None, server.send)  # type: ignore[arg-type]
+    assert seen == [server.send, None]
+
+    h = hub_with()
+    session = await h.hub.open(USER, uuid.uuid4(), "s1")
+    through_app, direct = FakeServer(), FakeServer()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    task = asyncio.create_task(
+        pump(session, 500, through_app.send, receive, direct.send)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0)
+    session.produce(ts_ms=1)
+    session.finish(LockLost(reason="x"))
+    await asyncio.wait_for(task, 1)
+    assert [name for name, _ in through_app.events()] == ["hello"]
+    assert through_app.bodies[-1] == b""  # the end
+    assert [name for name, _ in direct.events()] == ["data", "lock-lost"]

@@ -1,9 +1,11 @@
 """The one way kubescaler's HTTP processes run: uvicorn with the house options.
 
 Every process (base, main, stream, the lock-keeper's health endpoint) serves through
-:func:`serve`: its app on ``settings.host``, no access log (Prometheus counts requests), the
-lifespan on, and a bounded graceful shutdown. ``on_signal`` runs in the event loop on the
-first SIGTERM/SIGINT, before uvicorn stops accepting (the stream service drains there).
+:func:`serve`: its app on ``settings.host``, on the event loop and HTTP parser of
+``settings.server`` (uvloop and httptools unless told otherwise; docs/BENCHMARKS.md says
+why), no access log (Prometheus counts requests), the lifespan on, and a bounded graceful
+shutdown. ``on_signal`` runs in the event loop on the first SIGTERM/SIGINT, before uvicorn
+stops accepting (the stream service drains there).
 """
 
 from __future__ import annotations
@@ -12,22 +14,20 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from litestar import Litestar
-
 from kubescaler.settings import Settings
 
 GRACE_S = 30
 
 
 def serve(
-    app: Litestar,
+    app: Any,
     settings: Settings,
     port: int,
     *,
     grace_s: float = GRACE_S,
     on_signal: Callable[[], None] | None = None,
 ) -> int:
-    """Serve ``app`` on ``port`` until SIGTERM/SIGINT; 0 once it stopped."""
+    """Serve the ASGI ``app`` on ``port`` until SIGTERM/SIGINT; 0 once it stopped."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -51,6 +51,8 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        loop=settings.server.loop,
+        http=settings.server.http,
         timeout_graceful_shutdown=int(grace_s),
     )
     Server(config).run()

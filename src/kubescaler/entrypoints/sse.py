@@ -2,9 +2,11 @@
 
 :func:`frame` turns a stream's typed events (``domain/stream.py``) into SSE bytes: a data
 event carries its ``seq`` as the SSE ``id``; a control event is named by its struct; a
-``reconnect`` carries the ``retry`` the client should wait. :func:`typescript` writes the
-same structs as TypeScript interfaces for the web client (``frontend/src/events.ts``, written
-by ``uv run python -m kubescaler.entrypoints.sse``; a test fails when it is stale).
+``reconnect`` carries the ``retry`` the client should wait. (A stream's data events are
+written by ``domain.stream.DataFrame``: the same bytes this makes of a ``StreamEvent``; how
+they reach the server is ``sse_stream.py``'s.) :func:`typescript` writes the same structs as
+TypeScript interfaces for the web client (``frontend/src/events.ts``, written by
+``uv run python -m kubescaler.entrypoints.sse``; a test fails when it is stale).
 """
 
 from __future__ import annotations

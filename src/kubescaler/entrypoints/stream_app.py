@@ -14,7 +14,6 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.params import Parameter
-from litestar.response import Stream
 from litestar.static_files import create_static_files_router
 
 from kubescaler.adapters import redis_client
@@ -23,15 +22,14 @@ from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.locklog import LogTail
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import parse_uuid
-from kubescaler.domain.stream import StreamEvent, session_id
+from kubescaler.domain.stream import session_id
 from kubescaler.entrypoints import auth
 from kubescaler.entrypoints.auth import SESSION_COOKIE
 from kubescaler.entrypoints.serve import serve
-from kubescaler.entrypoints.sse import frame
+from kubescaler.entrypoints.sse_stream import SseStream, with_server_send
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services import stream_metrics as m
 from kubescaler.services.podcost import pod_cost_updates
-from kubescaler.services.streaming import Item, StreamHub
+from kubescaler.services.streaming import StreamHub
 from kubescaler.settings import Settings
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -44,7 +42,7 @@ async def stream(
     user_id: str,
     profile_id: str,
     session: Annotated[str | None, Parameter(description="the client's session id")] = None,
-) -> Stream:
+) -> SseStream:
     """The pair's stream. The owner is ``?session=``, else the session cookie, else a new one.
 
     400 malformed ids, 403 not bound, 404 unknown, 409 held by another session (with its
@@ -59,26 +57,7 @@ async def stream(
         owner = uuid.uuid4().hex
         cookies.append(Cookie(key=SESSION_COOKIE, value=owner, path="/", samesite="lax"))
     opened = await hub.open(uid, pid, owner)
-    return Stream(
-        frames(opened.events(), hub.retry_ms),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-        cookies=cookies,
-    )
-
-
-async def frames(events: AsyncIterator[Item], retry_ms: int) -> AsyncIterator[bytes]:
-    """A session's events as Server-Sent Events; data events count as sent stream bytes."""
-    try:
-        async for event in events:
-            data = frame(event, retry_ms)
-            if isinstance(event, StreamEvent):
-                m.BYTES.inc(len(data))
-                m.EVENTS.inc()
-            yield data
-    finally:  # the client went away: end the session now, not when it is collected
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+    return SseStream(opened, hub.retry_ms, headers=SSE_HEADERS, cookies=cookies)
 
 
 NOT_BUILT = """<!doctype html>
@@ -205,5 +184,9 @@ def run(settings: Settings) -> int:
     app = create_app(settings)
     hub: StreamHub = app.state.hub
     return serve(
-        app, settings, settings.stream_port, grace_s=settings.stream.grace_s, on_signal=hub.drain
+        with_server_send(app),
+        settings,
+        settings.stream_port,
+        grace_s=settings.stream.grace_s,
+        on_signal=hub.drain,
     )

@@ -5,9 +5,20 @@ One :class:`StreamHub` per stream process holds what its streams share: the port
 of every stream's lock. One :class:`StreamSession` per client queues its events in a small bounded
 queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
 ``lock-lost``, ``reconnect`` or ``superseded`` event when it must. The hub's one producer task
-gives the streams their events in turns (a tenth of them per tick at most), rather than one
-task and one timer per stream. What a refresh outcome
+gives the streams their events in turns, one group of streams per tick, rather than one task
+and one timer per stream; streams fill a group (up to ``GROUP_STREAMS``) before the next is
+used, and the producer sleeps through empty groups and while no stream is open, because each
+wake of the process costs more than serving a hundred streams in it. What a refresh outcome
 means is ``domain.stream.after_refresh``'s to say.
+
+Producing: a data event is its numbers (seq, ts_ms, dropped), written into the stream's one
+frame buffer (``domain.stream.DataFrame``: the stream's payload, cut once from the hub's random
+pool, and a head formatted per event) when it is handed to the server. A stream whose client
+keeps up hands it over at once, in the producer's tick (its :class:`Outlet` takes it when the
+connection's send completes without waiting); only a stream whose send is waiting on its
+client queues the numbers, at most ``queue_events`` of them, and drops the rest. So a task
+wakes per event only for a client that is behind. The per-event counters are the plain
+integers of ``stream_metrics.TALLY``.
 
 Refreshing: the hub, not each stream, refreshes. Every ``tick`` it sends the refresh of every
 stream whose turn has come, all at once (the lock client publishes them in one pipeline and
@@ -27,6 +38,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -35,6 +47,7 @@ from kubescaler.domain.locks import LockOutcome, now_ms
 from kubescaler.domain.models import Binding
 from kubescaler.domain.stream import (
     ControlEvent,
+    DataFrame,
     Drops,
     End,
     Hello,
@@ -42,11 +55,11 @@ from kubescaler.domain.stream import (
     Payload,
     Reconnect,
     Retry,
-    StreamEvent,
     after_refresh,
     superseded_event,
 )
 from kubescaler.services import stream_metrics as m
+from kubescaler.services.stream_metrics import TALLY
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,9 +69,11 @@ log = logging.getLogger(__name__)
 TICK_MAX_S = 1.0
 TICK_MIN_S = 0.05
 #: Streams produce in turns: at most this many groups per event interval, each at least
-#: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams.
+#: PRODUCE_TICK_S apart, so one tick of the hub's producer serves a group of streams. A group
+#: takes up to GROUP_STREAMS streams before the next one is used (more when all are full).
 PRODUCE_GROUPS = 10
 PRODUCE_TICK_S = 0.01
+GROUP_STREAMS = 128
 #: The longest wait before a failed refresh is tried again.
 RETRY_MAX_MS = 5000
 
@@ -90,6 +105,24 @@ class Locks(Protocol):
     ) -> LockOutcome: ...
 
 
+class Outlet(Protocol):
+    """Where a stream's events go when its consumer is idle (``entrypoints.sse.Pump``)."""
+
+    def offer(self, item: Data) -> bool:
+        """Hand ``item`` to the client now; False when that cannot be done at once (the item
+        is then queued). True: handed over, or the consumer was woken to finish handing it."""
+        ...
+
+
+def pick_group(sizes: list[int], cap: int) -> int:
+    """The group a new stream joins, given the groups' sizes: the fullest one still under
+    ``cap`` (so few groups, and few producer wakes, serve few streams), else the smallest."""
+    under = [i for i, n in enumerate(sizes) if n < cap]
+    if under:
+        return max(under, key=lambda i: (sizes[i], -i))
+    return min(range(len(sizes)), key=lambda i: (sizes[i], i))
+
+
 def _logged(rounds: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
     """A done-callback that forgets a finished refresh round and logs how it failed, if it did."""
 
@@ -107,7 +140,10 @@ class Draining(KubescalerError):
     status = 503
 
 
-Item = StreamEvent | ControlEvent
+#: A data event as queued: (seq, ts_ms, dropped); ``StreamSession.frames`` makes its bytes.
+Data = tuple[int, int, int]
+#: What a stream's queue holds: a data event, or a control event.
+Item = Data | ControlEvent
 
 
 class StreamHub:
@@ -145,7 +181,8 @@ class StreamHub:
         self.groups: list[set[StreamSession]] = [
             set() for _ in range(max(1, min(PRODUCE_GROUPS, groups)))
         ]
-        self._joined = 0
+        self.group_streams = GROUP_STREAMS
+        self._streaming = asyncio.Event()  # set while any stream is open: the producer runs
         self._background: set[asyncio.Task[None]] = set()
 
     async def open(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> StreamSession:
@@ -185,9 +222,9 @@ class StreamHub:
         """A stream started here (live connections, refreshes, events, the pair's streams)."""
         self.sessions.add(session)
         self.by_pair.setdefault(session.grant.pair, set()).add(session)
-        session.group = self._joined % len(self.groups)
-        self._joined += 1
+        session.group = pick_group([len(g) for g in self.groups], self.group_streams)
         self.groups[session.group].add(session)
+        self._streaming.set()
 
     def untrack(self, session: StreamSession) -> None:
         """A stream here ended."""
@@ -270,27 +307,37 @@ class StreamHub:
     # -- producing -----------------------------------------------------------------------
 
     def produce(self, group: int) -> None:
-        """One tick of the producer: every stream of ``group`` gets its next event (or a drop)."""
-        for session in list(self.groups[group]):
-            session.produce()
+        """One tick of the producer: every stream of ``group`` gets its next event (or a drop),
+        all stamped with this tick's time."""
+        ts_ms = int(time.time() * 1000)
+        for session in self.groups[group]:  # produce() never joins or leaves a group
+            session.produce(ts_ms)
 
     async def keep_producing(self) -> None:
         """Each stream's events at the configured rate, one group of streams per tick: one
-        task and one timer for every stream of the process. Never bursts to catch up."""
+        task and one timer for every stream of the process. Never bursts to catch up; an
+        empty group's turn passes without a wake, and with no stream open nothing ticks."""
         if not self.event_interval_s:
             return
         loop = asyncio.get_running_loop()
-        tick = self.event_interval_s / len(self.groups)
-        next_at, group = loop.time(), 0
+        count = len(self.groups)
+        tick = self.event_interval_s / count
+        next_at, group = loop.time(), count - 1
         while True:
+            if not self.sessions:
+                self._streaming.clear()
+                await self._streaming.wait()
+                next_at = loop.time()
+            group = (group + 1) % count
             next_at += tick
+            if not self.groups[group]:
+                continue  # some group has a stream: at most count - 1 turns pass like this
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -1.0:  # far behind (an overloaded loop): do not burst to catch up
                 next_at = loop.time()
             self.produce(group)
-            group = (group + 1) % len(self.groups)
 
     # -- background work -----------------------------------------------------------------
 
@@ -313,37 +360,86 @@ class StreamSession:
         self.expires_at_ms = grant.expires_at_ms
         self.refresh_at_ms = hub.clock() + hub.interval_ms
         self.refreshing = False
-        size = max(2, hub.settings.stream.queue_events)
-        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(size)
+        self.size = max(2, hub.settings.stream.queue_events)
+        self.queue: deque[Item | None] = deque()
+        #: The consumer waits for an item (idle) on this; an outlet is offered items then.
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle = False
+        self.outlet: Outlet | None = None
         self.drops = Drops()
+        self.frames = DataFrame(hub.payload.take(), hub.instance, grant.fencing_token)
         self.group = 0
         self.finished = False
         self.release_on_end = hub.settings.stream.release_on_disconnect
 
     # -- the client's side -------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Item]:
-        """The stream's events, from ``hello`` to the end; ends the session however it ends."""
+    def start(self) -> Hello:
+        """The stream starts: it is tracked (connections, refreshes, events); its first event."""
         hub, grant = self.hub, self.grant
         hub.track(self)
         m.CONNECTIONS.inc()
+        return Hello(
+            session=self.owner,
+            instance=hub.instance,
+            token=grant.fencing_token,
+            expires_at_ms=grant.expires_at_ms,
+            user_id=str(grant.user_id),
+            profile_id=str(grant.profile_id),
+        )
+
+    async def wait(self) -> None:
+        """Until there is something for the consumer: an item queued, or the outlet woke it
+        (meanwhile the consumer is idle and an outlet is offered each event)."""
+        if self.queue:
+            return
+        self.idle = True
+        self.waiter = asyncio.get_running_loop().create_future()
         try:
-            yield Hello(
-                session=self.owner,
-                instance=hub.instance,
-                token=grant.fencing_token,
-                expires_at_ms=grant.expires_at_ms,
-                user_id=str(grant.user_id),
-                profile_id=str(grant.profile_id),
-            )
-            while (item := await self.queue.get()) is not None:
+            await self.waiter
+        finally:
+            self.idle, self.waiter = False, None
+
+    def wake(self) -> None:
+        """The consumer has something to do: it is not idle from now on."""
+        self.idle = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> Item | None:
+        """The next event to send; None: the stream is over."""
+        while not self.queue:
+            await self.wait()
+        return self.queue.popleft()
+
+    def hang_up(self) -> None:
+        """The client went away: stop producing and end the stream, with no last event."""
+        if self.finished:
+            return
+        self.finished = True
+        self.queue.clear()
+        self.queue.append(None)
+        self.wake()
+
+    def close(self) -> None:
+        """The stream ended, however it ended: forget it here; release the pair if configured
+        (a client that went away, not a lock lost, superseded or handed over on drain)."""
+        self.finished = True
+        self.hub.untrack(self)
+        m.CONNECTIONS.dec()
+        if self.release_on_end:
+            self.hub.spawn(self._release())
+
+    async def events(self) -> AsyncIterator[Item]:
+        """The stream's events, from ``hello`` to the end; ends the session however it ends."""
+        hello = self.start()
+        try:
+            yield hello
+            while (item := await self.next()) is not None:
                 yield item
         finally:
-            self.finished = True
-            hub.untrack(self)
-            m.CONNECTIONS.dec()
-            if self.release_on_end:
-                hub.spawn(self._release())
+            self.close()
 
     def finish(self, last: ControlEvent) -> None:
         """End the stream after ``last``: stop producing, discard queued data, send ``last``."""
@@ -351,10 +447,9 @@ class StreamSession:
             return
         self.finished = True
         self.release_on_end = False  # lock lost or superseded, or handed over on drain
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(last)
-        self.queue.put_nowait(None)
+        self.queue.clear()
+        self.queue.extend((last, None))
+        self.wake()
 
     def supersede(self, newest_token: int) -> None:
         """End with ``superseded`` if ``newest_token`` is a later grant of this pair than ours."""
@@ -382,25 +477,21 @@ class StreamSession:
 
     # -- producing -----------------------------------------------------------------------
 
-    def produce(self) -> None:
-        """One event is due: queue it, or count it dropped when the client is behind."""
+    def produce(self, ts_ms: int) -> None:
+        """One event is due (made at ``ts_ms``): hand it to the outlet while the consumer is
+        idle, else queue it, or count it dropped when the queue is full (the client is behind)."""
         if self.finished:
             return
-        due = self.drops.tick(room=not self.queue.full())
+        queue = self.queue
+        due = self.drops.tick(room=len(queue) < self.size)
         if due is None:
-            m.DROPPED.inc()
+            TALLY.dropped += 1
             return
-        seq, dropped = due
-        self.queue.put_nowait(
-            StreamEvent(
-                seq=seq,
-                instance=self.hub.instance,
-                ts_ms=int(time.time() * 1000),
-                token=self.grant.fencing_token,
-                dropped=dropped,
-                payload=self.hub.payload.take(),
-            )
-        )
+        item = (due[0], ts_ms, due[1])
+        if self.idle and self.outlet is not None and self.outlet.offer(item):
+            return
+        queue.append(item)
+        self.wake()
 
     async def _release(self) -> None:
         g = self.grant
