@@ -275,3 +275,14 @@ async def refusal(head: bytes, reader: asyncio.StreamReader) -> str:
         if dependency:
             return f"{status} {dependency}"
     return status
+
+
+UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}
+ASYNCIO = {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}
+#: The server stacks the benchmarks compare: (name, server, environment). The first is
+#: production's (the backend's own processes run on it); the others get servers of their own.
+STACKS: list[tuple[str, str, dict[str, str]]] = [
+    ("uvicorn, uvloop + httptools", "uvicorn", UVLOOP),
+    ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
+    ("granian, uvloop", "granian", UVLOOP),
+]

@@ -21,7 +21,7 @@ import random
 import time
 
 import httpx
-from _shared import Backend, Row, backend, pct, print_table
+from _shared import STACKS, Backend, Row, backend, pct, print_table
 from floor_app import granian_argv
 
 from kubescaler.devstack.proc import free_port
@@ -82,19 +82,6 @@ async def open_loop(
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     return latencies, errors, len(latencies) / elapsed
-
-
-#: The server stacks /login and base's read are timed on: (name, environment). The first is
-#: the backend's own (production's); the others get a base and a main of their own.
-UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}
-ASYNCIO = {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}
-#: The server stacks /login and base's read are timed on: (name, server, environment). The
-#: first is the backend's own (production's); the others get a base and a main of their own.
-STACKS: list[tuple[str, str, dict[str, str]]] = [
-    ("uvicorn, uvloop + httptools", "uvicorn", UVLOOP),
-    ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
-    ("granian, uvloop", "granian", UVLOOP),
-]
 
 
 def base_and_main(stack: Backend, server: str, env: dict[str, str]) -> tuple[str, str]:

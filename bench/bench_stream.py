@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import uvloop
 from _shared import (
+    STACKS,
     Backend,
     Row,
     backend,
@@ -49,14 +50,6 @@ COUNTS = [1, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400, 480, 560, 640, 800]
 MB = 1_000_000
 RATE = 65_536 * 32 / MB  # default payload MB/s per client, before SSE/JSON framing
 HELD = 1.0  # drop % under which a count is held
-UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}
-ASYNCIO = {"KUBESCALER_SERVER_LOOP": "asyncio", "KUBESCALER_SERVER_HTTP": "h11"}
-#: The server stacks compared: (name, server, environment). The first is production's.
-STACKS: list[tuple[str, str, dict[str, str]]] = [
-    ("uvicorn, uvloop + httptools", "uvicorn", UVLOOP),
-    ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
-    ("granian, uvloop", "granian", UVLOOP),
-]
 
 
 @dataclass
