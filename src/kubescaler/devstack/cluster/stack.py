@@ -621,12 +621,18 @@ class Cluster:
         return problems
 
     def _kill_pods(self) -> None:
-        """SIGKILL every process in the kubelet's pod cgroups."""
-        for procs in Path("/sys/fs/cgroup").glob("*/kubepods/**/cgroup.procs"):
-            with contextlib.suppress(OSError):
-                for pid in procs.read_text().split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
+        """SIGKILL every process in the kubelet's pod cgroups.
+
+        The tree is walked with os.walk, which skips what vanishes meanwhile: the cgroups of
+        containers that exit while we look (a glob raised FileNotFoundError on one)."""
+        for hierarchy in Path("/sys/fs/cgroup").glob("*/kubepods"):
+            for folder, _, files in os.walk(hierarchy):
+                if "cgroup.procs" not in files:
+                    continue
+                with contextlib.suppress(OSError):
+                    for pid in Path(folder, "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError, ValueError):
+                            os.kill(int(pid), signal.SIGKILL)
 
     def _kill_shims(self) -> None:
         """containerd's shims for this cluster (found by our socket in their command line)."""
