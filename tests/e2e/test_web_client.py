@@ -108,10 +108,15 @@ def browser(playwright_: Playwright, web_build: Path) -> Iterator[Browser]:
 @pytest.fixture
 def new_context(browser: Browser, gateway: Nginx) -> Iterator[MakeContext]:
     """Make browser contexts (separate profiles: separate localStorage) on the entry point."""
+    yield from contexts(browser, gateway.url)
+
+
+def contexts(browser: Browser, base_url: str) -> Iterator[MakeContext]:
+    """A context maker for a fixture to yield; the contexts it made are closed afterwards."""
     made: list[BrowserContext] = []
 
     def make(width: int = 1100, height: int = 900) -> BrowserContext:
-        ctx = browser.new_context(base_url=gateway.url, viewport={"width": width, "height": height})
+        ctx = browser.new_context(base_url=base_url, viewport={"width": width, "height": height})
         ctx.set_default_timeout(15_000)
         made.append(ctx)
         return ctx
@@ -290,19 +295,7 @@ def auth_pairs(auth_main: Service, mint_token: Callable[..., str]) -> list[Pair]
 @pytest.fixture
 def auth_context(browser: Browser, auth_gateway: Nginx) -> Iterator[MakeContext]:
     """Browser contexts (separate profiles and cookie jars) on the auth-on entry point."""
-    made: list[BrowserContext] = []
-
-    def make(width: int = 1100, height: int = 900) -> BrowserContext:
-        ctx = browser.new_context(
-            base_url=auth_gateway.url, viewport={"width": width, "height": height}
-        )
-        ctx.set_default_timeout(15_000)
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
+    yield from contexts(browser, auth_gateway.url)
 
 
 def stream_requests(page: Page) -> list[str]:
