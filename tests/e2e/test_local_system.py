@@ -296,8 +296,12 @@ async def test_sigkill_of_the_lock_keeper_is_503_then_every_command_is_answered(
 
     async def racer(http: httpx.AsyncClient, i: int) -> None:
         user, profile = pairs[i % len(pairs)]
-        url = f"{up.gateway}/stream/{user}/{profile}?session=session-race-{i}"
+        attempt = 0
         while racing:
+            # a new session per attempt: one session's 30 opens a minute (the stream-open rate
+            # limit, a 429) would otherwise end the race before the keeper is back
+            attempt += 1
+            url = f"{up.gateway}/stream/{user}/{profile}?session=session-race-{i}-{attempt}"
             started = time.monotonic()
             try:
                 async with http.stream("GET", url) as response:
