@@ -9,13 +9,13 @@ reaches the caller as a 503 naming both.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
+from kubescaler.adapters.coalesce import Coalescer
 from kubescaler.domain.errors import DependencyUnavailable, KubescalerError
 from kubescaler.domain.models import (
     MAX_BINDINGS,
@@ -57,8 +57,7 @@ class BaseClient:
         self.settings = settings
         headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        self._asked: list[tuple[Pair, asyncio.Future[Binding]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._bindings = Coalescer(self._ask, FLUSHES, MAX_BINDINGS)
         self._http = httpx.AsyncClient(
             base_url=settings.url,
             timeout=httpx.Timeout(settings.timeout_s),
@@ -68,8 +67,7 @@ class BaseClient:
         )
 
     async def close(self) -> None:
-        for task in self._flushers:
-            task.cancel()
+        await self._bindings.aclose()
         await self._http.aclose()
 
     async def _request(
@@ -111,39 +109,21 @@ class BaseClient:
         requests and Cassandra a few ``IN`` queries instead of one each. Up to FLUSHES
         requests are in flight at once, so lookups arriving during one need not wait for it.
         """
-        waiting: asyncio.Future[Binding] = asyncio.get_running_loop().create_future()
-        self._asked.append((Pair(user_id=user_id, profile_id=profile_id), waiting))
-        if len(self._flushers) < FLUSHES:
-            task = asyncio.create_task(self._ask(), name="base-bindings")
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
-        got = await waiting
+        got = await self._bindings(Pair(user_id=user_id, profile_id=profile_id))
         if got.missing is not None:
             ident = got.profile_id if got.missing == "profile" else got.user_id
             raise UpstreamError(404, f"{got.missing} {ident} not found")
         return got
 
-    async def _ask(self) -> None:
-        """Send what was asked, MAX_BINDINGS at a time, until nothing is left."""
-        while self._asked:
-            batch = self._asked[:MAX_BINDINGS]
-            del self._asked[:MAX_BINDINGS]
-            try:
-                response = await self._request(
-                    "POST",
-                    "/bindings",
-                    content=_encode(BindingsQuery(pairs=[pair for pair, _ in batch])),
-                    headers={"content-type": "application/json"},
-                )
-                items = msgspec.json.decode(response.content, type=Bindings).items
-            except KubescalerError as exc:
-                for _, waiting in batch:
-                    if not waiting.done():
-                        waiting.set_exception(exc)
-                continue
-            for (_, waiting), item in zip(batch, items, strict=True):
-                if not waiting.done():
-                    waiting.set_result(item)
+    async def _ask(self, pairs: list[Pair]) -> list[Binding]:
+        """One ``POST /bindings`` for the pairs asked together."""
+        response = await self._request(
+            "POST",
+            "/bindings",
+            content=_encode(BindingsQuery(pairs=pairs)),
+            headers={"content-type": "application/json"},
+        )
+        return msgspec.json.decode(response.content, type=Bindings).items
 
     async def bulk_insert(self, bulk: Bulk, timeout: float) -> Counts:
         response = await self._request(

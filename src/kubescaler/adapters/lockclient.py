@@ -1,10 +1,8 @@
 """The requester side of the lock: publish commands, await their outcomes.
 
-Publishing: commands sent in the same moment leave together. Each one joins a queue, and a
-flusher writes the whole queue as one pipeline of XADDs (one round trip for any number of
-commands); up to FLUSHES flushers run at once, so commands arriving during one publish go
-out in another. A lone command waits for nothing: a flusher runs as soon as the event loop
-is free.
+Publishing: commands sent in the same moment leave together (:mod:`.coalesce`), as one
+pipeline of XADDs (one round trip for any number of commands); up to FLUSHES publishes run at
+once, so commands arriving during one go out in another. A lone command waits for nothing.
 
 Replies: one long-lived pub/sub channel per client (per process) and a map from request id to
 a waiting future. The lock-keeper publishes one JSON array of outcomes per batch it applied,
@@ -18,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +26,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from kubescaler.adapters import lockstate, redis_client
+from kubescaler.adapters.coalesce import Coalescer
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import Action, LockCommand, LockOutcome, now_ms
 from kubescaler.settings import Settings
@@ -39,17 +37,6 @@ _decode = msgspec.json.Decoder(list[LockOutcome] | LockOutcome).decode
 RECONNECT_S = 0.5
 #: Most publishes (XADD pipelines) in flight at once.
 FLUSHES = 4
-
-
-class _Sending:
-    """One command on its way: published (or why not), then answered."""
-
-    __slots__ = ("answer", "cmd", "published")
-
-    def __init__(self, cmd: LockCommand, loop: asyncio.AbstractEventLoop) -> None:
-        self.cmd = cmd
-        self.published: asyncio.Future[None] = loop.create_future()
-        self.answer: asyncio.Future[LockOutcome] = loop.create_future()
 
 
 class LockClient:
@@ -63,9 +50,8 @@ class LockClient:
         self.redis: Redis | None = None
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._flushers: set[asyncio.Task[None]] = set()
-        self._queue: list[_Sending] = []
-        self._waiting: dict[str, _Sending] = {}
+        self._publish = Coalescer(self._xadd, FLUSHES)
+        self._waiting: dict[str, asyncio.Future[LockOutcome]] = {}
 
     async def start(self) -> None:
         """Connect and subscribe to the reply channel (before any command can be answered)."""
@@ -75,11 +61,11 @@ class LockClient:
         self._listener = asyncio.create_task(self._listen(self._pubsub), name="lock-replies")
 
     async def stop(self) -> None:
-        for task in (self._listener, *self._flushers):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await self._publish.aclose()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -125,58 +111,37 @@ class LockClient:
             log.warning("unreadable lock reply: %s", exc)
             return
         for out in got if isinstance(got, list) else [got]:
-            sending = self._waiting.get(out.request_id)
-            if sending is not None and not sending.answer.done():
-                sending.answer.set_result(out)
+            answer = self._waiting.get(out.request_id)
+            if answer is not None and not answer.done():
+                answer.set_result(out)
 
     # -- publishing ------------------------------------------------------------------------
 
-    def _enqueue(self, sending: _Sending) -> None:
-        self._queue.append(sending)
-        if len(self._flushers) < FLUSHES:
-            task = asyncio.create_task(self._flush(), name="lock-publish")
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
-
-    async def _flush(self) -> None:
-        """Publish the queue as one pipeline, again until it stays empty."""
-        while self._queue:
-            batch, self._queue = self._queue, []
-            await self._publish(batch)
-
-    async def _publish(self, batch: Sequence[_Sending]) -> None:
+    async def _xadd(self, cmds: list[LockCommand]) -> list[None]:
+        """Publish the commands sent together: one XADD, or one pipeline of them."""
         assert self.redis is not None, "client not started"
-        live = [s for s in batch if not s.published.done()]  # a cancelled send is skipped
-        if not live:
-            return
         lock = self.lock
         try:
-            if len(live) == 1:  # one command costs the client less than a pipeline of one
+            if len(cmds) == 1:  # one command costs the client less than a pipeline of one
                 await self.redis.xadd(
                     lock.command_stream,
-                    {DATA_KEY: _encode(live[0].cmd)},
+                    {DATA_KEY: _encode(cmds[0])},
                     maxlen=lock.command_maxlen,
                     approximate=True,
                 )
             else:
                 pipe = self.redis.pipeline(transaction=False)
-                for s in live:
+                for cmd in cmds:
                     pipe.xadd(
                         lock.command_stream,
-                        {DATA_KEY: _encode(s.cmd)},
+                        {DATA_KEY: _encode(cmd)},
                         maxlen=lock.command_maxlen,
                         approximate=True,
                     )
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            error = DependencyUnavailable("redis", f"cannot publish lock command: {exc}")
-            for s in live:
-                if not s.published.done():
-                    s.published.set_exception(error)
-            return
-        for s in live:
-            if not s.published.done():
-                s.published.set_result(None)
+            raise DependencyUnavailable("redis", f"cannot publish lock command: {exc}") from exc
+        return [None] * len(cmds)
 
     async def send(
         self,
@@ -206,16 +171,16 @@ class LockClient:
             reply_to=self.reply_channel,
             fencing_token=token,
         )
-        sending = _Sending(cmd, asyncio.get_running_loop())
-        self._waiting[cmd.request_id] = sending
+        answer: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
+        self._waiting[cmd.request_id] = answer
+        published = False
         try:
             async with asyncio.timeout(timeout / 1000):
-                self._enqueue(sending)
-                await sending.published
-                return await sending.answer
+                await self._publish(cmd)  # a command not yet sent when time runs out never is
+                published = True
+                return await answer
         except TimeoutError as exc:
-            # (awaiting it when the time ran out cancelled it: cancelled = never published)
-            if not sending.published.done() or sending.published.cancelled():
+            if not published:
                 raise DependencyUnavailable(
                     "redis", f"lock command not published in {timeout} ms"
                 ) from exc
@@ -224,8 +189,6 @@ class LockClient:
             ) from exc
         finally:
             self._waiting.pop(cmd.request_id, None)
-            if not sending.published.done():
-                sending.published.cancel()
 
     async def acquire(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
         """The granted outcome (with ``fencing_token`` and ``expires_at_ms``).
