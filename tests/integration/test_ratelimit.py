@@ -85,3 +85,31 @@ async def test_redis_down_is_503_naming_redis() -> None:
         await rl.take([limit(1, 1000)])
     assert caught.value.dependency == "redis"
     await rl.aclose()
+
+
+async def test_takes_asked_together_share_a_script_call_each_all_or_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """60 takes asked at once leave in a few script calls, not 60, and each is still its own
+    all-or-nothing take: of the ones that also count a tight shared limit, exactly its count
+    pass, and a refused one spends nothing of its roomy limit."""
+    rl = limiter(redis_server)
+    calls = 0
+    run = rl._script
+
+    async def counted(**kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await run(**kwargs)  # type: ignore[arg-type]
+
+    rl._script = counted  # type: ignore[assignment]
+    shared = limit(5, 60_000, "address")
+    own = [limit(1, 60_000) for _ in range(60)]
+    results = await asyncio.gather(*(rl.take([mine, shared]) for mine in own))
+    assert calls <= 4, f"{calls} script calls for 60 takes"
+    assert sum(r is None for r in results) == 5
+    assert all(r[0] == shared for r in results if r is not None)
+    # the refused takes spent nothing of their own limit: each still has its one slot
+    refused = [mine for mine, r in zip(own, results, strict=True) if r is not None]
+    assert [await rl.take([mine]) for mine in refused] == [None] * len(refused)
+    await rl.aclose()
