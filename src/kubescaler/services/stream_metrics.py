@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -57,6 +57,12 @@ class TallyCollector(Collector):
 
 TALLY = Tally()
 REGISTRY.register(TallyCollector(TALLY))
+OPEN_STAGE = Histogram(
+    "kubescaler_stream_open_seconds",
+    "Time an open spent in each stage: the binding check with base, the lock acquire.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 REFUSED = Counter(
     "kubescaler_stream_refused", "Streams refused before they started, by reason.", ["reason"]
 )

@@ -190,12 +190,14 @@ class StreamHub:
         if self.draining:
             m.REFUSED.labels("draining").inc()
             raise Draining("this stream instance is draining; reconnect", retry_ms=self.retry_ms)
-        binding = await self.base.binding(user_id, profile_id)
+        with m.OPEN_STAGE.labels("binding").time():
+            binding = await self.base.binding(user_id, profile_id)
         if not binding.bound:
             m.REFUSED.labels("not_bound").inc()
             raise Forbidden(f"user {user_id} is not bound to profile {profile_id}")
         try:
-            grant = await self.locks.acquire(user_id, profile_id, owner)
+            with m.OPEN_STAGE.labels("lock").time():
+                grant = await self.locks.acquire(user_id, profile_id, owner)
         except Conflict:
             m.LOCK_OUTCOMES.labels("acquire", "denied").inc()
             m.REFUSED.labels("locked").inc()
