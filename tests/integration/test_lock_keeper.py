@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -221,6 +223,29 @@ async def test_command_past_its_deadline_is_expired_not_applied(
     (record,) = await history(redis, settings)
     assert record.result == "expired"
     assert await launched_profiles(redis, user) == set()
+
+
+async def test_a_short_stall_of_redis_does_not_idle_the_keeper(
+    redis_server: RedisServer, redis_masters: list[RedisServer]
+) -> None:
+    """The stream Redis stalls (SIGSTOP) for 3 s: longer than the socket timeout (2 s), so the
+    keeper's blocked read times out, and shorter than its retries. The keeper retries the read
+    instead of failing it into FastStream's fixed 5 s pause, so a command published right after
+    the resume is answered at once (with the pause: 3 s or more later)."""
+    settings = make_settings(redis_server, redis_masters, request_timeout_ms=15_000)
+    assert settings.redis.timeout_s == 2.0
+    async with keepers(settings), LockClient(settings) as locks:
+        assert (await locks.acquire(uuid.uuid4(), uuid.uuid4(), "before")).result == "granted"
+        redis_server.signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3)
+        finally:
+            redis_server.signal(signal.SIGCONT)
+        started = time.monotonic()
+        after = await locks.send("acquire", uuid.uuid4(), uuid.uuid4(), "after")
+        took = time.monotonic() - started
+    assert after.result == "granted"
+    assert took < 1.5, f"answered {took:.1f} s after the resume"
 
 
 async def wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:

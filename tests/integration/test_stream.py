@@ -205,7 +205,8 @@ async def test_paused_redis_is_503_naming_redis_not_the_lock_keeper(
     stream_services: list[Service], redis_server: RedisServer, pairs: list[Pair]
 ) -> None:
     """Redis stalled (SIGSTOP): the lock command cannot be published, so the 503 names redis;
-    once it runs again, streams are granted again (the tests after this one need that)."""
+    once it runs again, the next stream is granted at once: the lock-keeper rode out the stall
+    (its broker retries a timed-out read) instead of pausing 5 s after a failed one."""
     pair, later = pairs.pop(), pairs.pop()
     redis_server.signal(signal.SIGSTOP)
     try:
@@ -217,14 +218,8 @@ async def test_paused_redis_is_503_naming_redis_not_the_lock_keeper(
     assert r.status_code == 503, r.text
     assert r.json()["dependency"] == "redis", r.json()
     assert took < 4
-    # a lock-keeper whose read timed out during the stall waits out FastStream's back-off (5 s)
-    deadline = time.monotonic() + 20
-    while True:
-        async with open_stream(stream_services[0].url + later.path("session-paused-2")) as (r, _):
-            if r.status_code == 200:
-                break
-        assert time.monotonic() < deadline, "no stream granted 20 s after Redis runs again"
-        await asyncio.sleep(0.5)
+    async with open_stream(stream_services[0].url + later.path("session-paused-2")) as (r, _):
+        assert r.status_code == 200, (await r.aread()).decode()
 
 
 async def test_base_down_is_503(gateway: Nginx, base_service: Service, pair: Pair) -> None:

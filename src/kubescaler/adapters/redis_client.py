@@ -6,6 +6,11 @@ client of the streams/state Redis is built here so a restart costs a retry, not 
 Redlock masters get one immediate retry only, in adapters/redlock.py: there a slow master is a
 vote decided by quorum, not something to wait for.)
 
+A command that times out (a stalled server) is retried by one client only: the lock-keeper's
+FastStream broker (:func:`worker_retry_options`), which has no caller waiting and would
+otherwise sit out FastStream's fixed pause after a failed read. Every other client
+(:func:`retry_options`) fails fast, so a stall gives its caller a prompt 503.
+
 The pool holds at most POOL_CONNECTIONS connections, and a caller that finds them all busy
 waits for one (up to the socket timeout) instead of failing: redis-py's own pool raises "Too
 many connections" at its 100th concurrent command, which 200 simultaneous stream opens reach.
@@ -19,23 +24,42 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RETRIES = 2
 
 
 def retry_options(timeout_s: float) -> dict[str, Any]:
-    """Connection keyword arguments shared by redis-py clients and FastStream's RedisBroker."""
+    """Connection keyword arguments of the request path's redis-py clients (:func:`connect`).
+
+    Only a dropped connection is retried: a command that timed out met a stalled server, and
+    trying it again would only multiply the caller's wait (and its 503's delay).
+    """
+    return _options(timeout_s, (RedisConnectionError,))
+
+
+def worker_retry_options(timeout_s: float) -> dict[str, Any]:
+    """Connection keyword arguments of the lock-keeper's FastStream RedisBroker.
+
+    A timed-out command is retried too, so the keeper rides out a stall of up to about
+    ``(RETRIES + 1) * timeout_s``: nobody waits on its reads, and a read that fails instead
+    costs FastStream's fixed 5 s pause before the next one (every lock command waits it out).
+    Safe because the broker only reads (XREADGROUP, XAUTOCLAIM; XGROUP CREATE at start, which a
+    repeat leaves as it was): a timed-out command may still run once the server resumes, which
+    for a read leaves entries pending that the claiming subscriber takes over, but for a write
+    would apply it twice. The keeper's writes go through :func:`connect`, which does not retry
+    timeouts.
+    """
+    return _options(timeout_s, (RedisConnectionError, RedisTimeoutError))
+
+
+def _options(timeout_s: float, retried: tuple[type[RedisError], ...]) -> dict[str, Any]:
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        # Only a dropped connection is retried: a command that timed out met a stalled server,
-        # and trying it again would only multiply the caller's wait (and its 503's delay).
-        "retry": Retry(
-            ExponentialBackoff(cap=0.2, base=0.01),
-            RETRIES,
-            supported_errors=(RedisConnectionError,),
-        ),
-        "retry_on_error": [RedisConnectionError],
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.01), RETRIES, supported_errors=retried),
+        "retry_on_error": list(retried),
     }
 
 

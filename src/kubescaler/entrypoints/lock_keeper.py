@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from kubescaler.adapters import lockstate, redis_client
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
-from kubescaler.adapters.redis_client import retry_options
+from kubescaler.adapters.redis_client import worker_retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import quorum
@@ -116,9 +116,14 @@ def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
     """The worker's broker: the two subscribers of the consumer group, and the reply channel
     (declared for the AsyncAPI document; replies are published by the commit)."""
     lock = settings.lock
+    # A read that fails (Redis stalled past the retries, or down) makes FastStream 0.7 sleep a
+    # fixed 5 s before the next one: CONSUME_ERROR_BACKOFF_SECONDS, a module constant of
+    # faststream.redis.subscriber.usecases.basic with no broker or subscriber option. So the
+    # pause cannot be shortened here; worker_retry_options retries timed-out reads instead, so
+    # a short stall never reaches it.
     broker = RedisBroker(
         settings.redis.url,
-        **retry_options(settings.redis.timeout_s),
+        **worker_retry_options(settings.redis.timeout_s),
         log_level=logging.DEBUG,
         apply_types=False,  # the handlers take the raw entries: no injection per message
     )
