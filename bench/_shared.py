@@ -261,8 +261,14 @@ def cpu_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
+#: The first message seen of each kind of refusal ("503 redis": its body's detail), for the
+#: benchmarks to print: a count of 503s says little without what they said.
+REFUSALS: dict[str, str] = {}
+
+
 async def refusal(head: bytes, reader: asyncio.StreamReader) -> str:
-    """What a non-200 answer was, from its status line and JSON body: "503 base", "409", ..."""
+    """What a non-200 answer was, from its status line and JSON body: "503 base", "409", ...
+    (its detail noted in REFUSALS)."""
     status = head.split(b" ", 2)[1].decode()
     length = 0
     for line in head.split(b"\r\n")[1:]:
@@ -270,11 +276,14 @@ async def refusal(head: bytes, reader: asyncio.StreamReader) -> str:
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
     body = await reader.readexactly(length) if length else b""
+    kind, detail = status, body[:300].decode(errors="replace")
     with contextlib.suppress(ValueError, AttributeError):
-        dependency = msgspec.json.decode(body).get("dependency")
-        if dependency:
-            return f"{status} {dependency}"
-    return status
+        got = msgspec.json.decode(body)
+        detail = str(got.get("detail", detail))
+        if dependency := got.get("dependency"):
+            kind = f"{status} {dependency}"
+    REFUSALS.setdefault(kind, detail)
+    return kind
 
 
 UVLOOP = {"KUBESCALER_SERVER_LOOP": "uvloop", "KUBESCALER_SERVER_HTTP": "httptools"}

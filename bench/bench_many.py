@@ -22,7 +22,16 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
-from _shared import Backend, Row, backend, cpu_seconds, print_table, refusal, rss_bytes
+from _shared import (
+    REFUSALS,
+    Backend,
+    Row,
+    backend,
+    cpu_seconds,
+    print_table,
+    refusal,
+    rss_bytes,
+)
 
 LOW_RATE = {
     "KUBESCALER_STREAM_EVENTS_PER_S": "1",
@@ -142,6 +151,8 @@ async def measure(
     not_refreshed = sum(delta(outcome % r) for r in ("lost", "failed"))
     failures = "kubescaler_stream_refresh_failures_total"
     print(f"bench many: {live_end} live at the end; ended {held.ended}", flush=True)
+    for kind, detail in REFUSALS.items():
+        print(f"bench many: a {kind} said: {detail}", flush=True)
 
     def counts(statuses: dict[str, int]) -> str:
         return ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()) if v)
