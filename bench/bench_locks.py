@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import tempfile
@@ -150,6 +151,10 @@ async def measure(
     try:
         async with LockClient(settings, name="bench") as locks:
             await alternating(redlock, locks, 2 * BLOCK)  # warm up connections and scripts
+            # the client stands in for a stream process, which freezes its start-up heap
+            # (entrypoints/serve.py): without this a full collection of the benchmark's own
+            # heap stalled every request in flight for ~50 ms, which is the client, not the lock
+            gc.freeze()
             d, e = await alternating(redlock, locks, n)
             ratio = pct(e, 0.5) / pct(d, 0.5)
             rows += [
