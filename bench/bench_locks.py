@@ -5,7 +5,9 @@ and lock-keeper worker processes (`kubescaler lock-keeper`), measures, prints a 
 everything. Not a test: numbers depend on the machine.
 
 - latency: sequential acquires on fresh pairs, direct and event path alternating in blocks
-  of 100 so both see the same moments of the machine; p50/p99 and the ratio of the p50s.
+  of 100 so both see the same moments of the machine; p50/p99 and the ratio of the p50s; and
+  where the event path's time goes: the keeper's steps (its ``kubescaler_lock_step_seconds``)
+  and the rest (the publish, the keeper's read, the reply).
 - open loop: acquires started on a fixed schedule (``--rate`` per second for ``--seconds``),
   each timed from its scheduled start, so a stall shows in the tail instead of slowing the
   offer down.
@@ -28,7 +30,7 @@ import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 
-from _shared import cpu_busy, cpu_seconds, pct, print_table
+from _shared import cpu_busy, cpu_seconds, metric, pct, print_table
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
@@ -40,6 +42,7 @@ from kubescaler.entrypoints.replay import from_redis
 from kubescaler.settings import LockSettings, RedisSettings, Settings
 
 BLOCK = 100
+STEPS = ("claim", "vote", "fence", "commit")
 
 
 def keeper(settings: Settings, name: str, logs: Path) -> Service:
@@ -137,6 +140,31 @@ async def with_cpu(run: Awaitable[float], workers: list[Service]) -> tuple[float
     return result, used
 
 
+def step_totals(url: str) -> dict[str, tuple[float, float]]:
+    """(seconds, count) of each keeper step so far, from its /metrics."""
+    name = "kubescaler_lock_step_seconds"
+    return {
+        step: (
+            metric(url, f'{name}_sum{{step="{step}"}}'),
+            metric(url, f'{name}_count{{step="{step}"}}'),
+        )
+        for step in STEPS
+    }
+
+
+def split(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], e: list[float]
+) -> str:
+    """Each step's mean over the run between ``before`` and ``after`` (one command a batch),
+    and what is left of the mean round trip ``e``: publish, read, reply."""
+    means = {
+        step: (after[step][0] - before[step][0]) / max(after[step][1] - before[step][1], 1)
+        for step in STEPS
+    }
+    rest = sum(e) / len(e) - sum(means.values())
+    return " / ".join(f"{1000 * means[s]:.2f}" for s in STEPS) + f" | {1000 * rest:.2f}"
+
+
 def ms(samples: list[float]) -> str:
     return f"{pct(samples, 0.5):.2f} / {pct(samples, 0.99):.2f}"
 
@@ -155,12 +183,18 @@ async def measure(
             # (entrypoints/serve.py): without this a full collection of the benchmark's own
             # heap stalled every request in flight for ~50 ms, which is the client, not the lock
             gc.freeze()
+            before = step_totals(workers[0].url)
             d, e = await alternating(redlock, locks, n)
             ratio = pct(e, 0.5) / pct(d, 0.5)
             rows += [
                 ("direct Redlock acquire, 3 masters: p50 / p99 ms", ms(d)),
                 ("event path acquire round trip: p50 / p99 ms", ms(e)),
                 ("event path p50 / direct p50 (same run, alternating blocks)", f"{ratio:.1f}x"),
+                (
+                    "event path, where a round trip goes: keeper claim / vote / fence / commit "
+                    "means | the rest (publish, read, reply) ms",
+                    split(before, step_totals(workers[0].url), e),
+                ),
             ]
             seconds = 10.0
             offered, errors = await open_loop(locks, rate, seconds)
