@@ -79,7 +79,7 @@ Handler = Callable[[Sequence[Delivery], str], Awaitable[None]]
 class Timed:
     """A port whose ``steps`` (coroutine methods) are timed into STEP; the rest passes through.
 
-    Where a batch's time goes, per step, for the dashboards and ``bench_locks``: the use case
+    Where a batch's time goes, per step, for Prometheus and ``bench_locks``: the use case
     and its ports stay free of metrics."""
 
     def __init__(self, port: object, *steps: str) -> None:
