@@ -9,8 +9,8 @@ from faststream.redis import TestRedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from lockfakes import Clock, FakeLedger, FakeMasters, command
 
-from kubescaler.entrypoints.lock_keeper import Worker, deliveries
-from kubescaler.services.lockkeeping import LockKeeping
+from kubescaler.entrypoints.lock_keeper import Timed, Worker, deliveries
+from kubescaler.services.lockkeeping import Delivery, LockKeeping
 from kubescaler.settings import LockSettings, Settings
 
 SETTINGS = Settings(instance="w-test", lock=LockSettings(command_stream="t:worker:cmd"))
@@ -79,3 +79,34 @@ async def test_entries_are_read_bare_or_in_faststreams_envelope() -> None:
     raw = {"data": [{b"__data__": bare}, {b"__data__": wrapped}], "message_ids": [b"1-0", b"2-0"]}
     got = deliveries(raw)
     assert [(d.receipt, d.cmd) for d in got] == [(b"1-0", cmd), (b"2-0", cmd)]
+
+
+def step_count(step: str) -> float:
+    sample = prometheus_client.REGISTRY.get_sample_value(
+        "kubescaler_lock_step_seconds_count", {"step": step}
+    )
+    return sample or 0.0
+
+
+async def test_timed_ports_time_their_steps_through_a_whole_batch(
+    worker: tuple[Worker, FakeLedger, Clock],
+) -> None:
+    """Wrapped in Timed, the ports the use case calls count one claim, vote, fence and commit
+    for an acquire's batch; what is not a step passes through untimed."""
+    w, ledger, clock = worker
+    masters = FakeMasters(clock)
+    w.keeping = LockKeeping(
+        Timed(masters, "vote"),
+        Timed(ledger, "claim", "fence", "commit"),
+        clock,
+    )
+    before = {s: step_count(s) for s in ("claim", "vote", "fence", "commit")}
+    cmd = command("acquire", "alice", clock=clock)
+    await w.handle([Delivery(b"1-0", cmd)], "fresh")
+    assert {s: step_count(s) - before[s] for s in before} == {
+        "claim": 1,
+        "vote": 1,
+        "fence": 1,
+        "commit": 1,
+    }
+    assert Timed(masters, "vote").tally == masters.tally  # not a step: the port's own

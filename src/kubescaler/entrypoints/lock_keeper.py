@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import prometheus_client as prom
@@ -36,7 +36,7 @@ from kubescaler.domain.lockrules import quorum
 from kubescaler.domain.locks import LockCommand
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services.lockkeeping import Delivery, Handled, Ledger, LockKeeping, Masters
+from kubescaler.services.lockkeeping import Delivery, Handled, LockKeeping
 from kubescaler.settings import Settings
 
 COMMANDS = prom.Counter(
@@ -241,7 +241,7 @@ class Worker:
         )
         ledger = Timed(LockLedger(self.state, s.lock, self.name), "claim", "fence", "commit")
         voting = Timed(self.redlock, "vote")
-        self.keeping = LockKeeping(cast(Masters, voting), cast(Ledger, ledger))
+        self.keeping = LockKeeping(voting, ledger)  # Timed forwards every attribute: either port
         self.group = CommandGroup(self.state, s.lock, self.broker)
         await self.broker.start()
 
