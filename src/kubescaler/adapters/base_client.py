@@ -35,7 +35,7 @@ from kubescaler.settings import BaseClientSettings
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 #: Most ``POST /bindings`` in flight at once. Fewer in flight, bigger batches: 200 opens
-#: arriving through nginx over ~50 ms made 10-45 requests with 4 (each one a Cassandra query
+#: arriving through nginx made 10-45 requests with 4 (each one a Cassandra query
 #: and a few ms of httpx), 5-21 with 2; 2 rather than 1 so one slow answer does not hold
 #: every other open back.
 FLUSHES = 2
