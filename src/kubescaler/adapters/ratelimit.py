@@ -64,6 +64,8 @@ return out
 
 #: Most script calls in flight at once: takes arriving meanwhile leave together in the next.
 IN_FLIGHT = 2
+#: Most takes one script call applies: a script holds Redis for its whole run.
+MOST_TAKES = 500
 
 
 class RateLimiter:
@@ -74,7 +76,7 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(_GCRA)
-        self._takes = Coalescer(self._run, IN_FLIGHT)
+        self._takes = Coalescer(self._run, IN_FLIGHT, MOST_TAKES)
 
     async def aclose(self) -> None:
         await self._takes.aclose()
