@@ -106,3 +106,23 @@ async def test_a_failing_bindings_request_fails_every_caller_in_it() -> None:
         *(base.binding(USER, uuid.UUID(int=i)) for i in range(3)), return_exceptions=True
     )
     assert all(isinstance(e, DependencyUnavailable) and e.dependency == "base" for e in got)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"<html>proxy error</html>", "unreadable answer"),
+        (json.dumps({"items": []}).encode(), "answered 0 of 2 pairs"),
+    ],
+)
+async def test_an_unreadable_or_short_bindings_answer_is_a_503_naming_base(
+    body: bytes, says: str
+) -> None:
+    """A 200 from base that is not the bindings asked for: each caller gets a 503 naming base
+    and what was wrong, not a crash or a hang."""
+    base = client(lambda _: httpx.Response(200, content=body))
+    got = await asyncio.gather(
+        *(base.binding(USER, uuid.UUID(int=i)) for i in range(2)), return_exceptions=True
+    )
+    assert all(isinstance(e, DependencyUnavailable) and e.dependency == "base" for e in got), got
+    assert all(says in str(e) for e in got), got

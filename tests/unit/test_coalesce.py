@@ -95,3 +95,18 @@ async def test_aclose_cancels_the_waiting_callers() -> None:
     await ask.aclose()
     got = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in got)
+
+
+async def test_a_batch_answered_with_the_wrong_count_fails_each_caller_and_goes_on() -> None:
+    """A send that loses or invents results is an error for every caller of the batch, not a
+    wrong answer for some and a hang for others; the next batch is served."""
+    short = True
+
+    async def lossy(items: list[int]) -> list[int | BaseException]:
+        return list(items[:-1]) if short else list(items)
+
+    ask = Coalescer(lossy, in_flight=1)
+    got = await asyncio.gather(ask(1), ask(2), return_exceptions=True)
+    assert all(isinstance(r, ValueError) for r in got)
+    short = False
+    assert await ask(3) == 3

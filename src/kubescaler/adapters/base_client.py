@@ -126,7 +126,17 @@ class BaseClient:
             content=_encode(BindingsQuery(pairs=pairs)),
             headers={"content-type": "application/json"},
         )
-        return msgspec.json.decode(response.content, type=Bindings).items
+        try:
+            items = msgspec.json.decode(response.content, type=Bindings).items
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DependencyUnavailable(
+                "base", f"unreadable answer to POST /bindings: {exc}"
+            ) from exc
+        if len(items) != len(pairs):
+            raise DependencyUnavailable(
+                "base", f"POST /bindings answered {len(items)} of {len(pairs)} pairs"
+            )
+        return items
 
     async def bulk_insert(self, bulk: Bulk, timeout: float) -> Counts:
         response = await self._request(

@@ -8,7 +8,8 @@ N callers costs the dependency a handful of requests instead of N, and the proce
 client round trips (each one, for redis-py or httpx, is far more CPU than a batch's encoding).
 
 ``send`` returns one result per item, in order; a result that is an exception is raised to
-that item's caller alone. An exception ``send`` raises goes to every caller of the batch. A
+that item's caller alone. An exception ``send`` raises goes to every caller of the batch, and
+so does a ValueError when it returns too few or too many results. A
 caller that stopped waiting (cancelled, timed out) before its batch left is not sent.
 """
 
@@ -53,6 +54,8 @@ class Coalescer(Generic[T, R]):
     async def _one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._send([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise ValueError(f"{len(results)} answers to a batch of {len(batch)}")
         except Exception as exc:
             for _, waiting in batch:
                 if not waiting.done():
