@@ -48,8 +48,8 @@ def _proxy_headers(indent: str) -> str:
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_buffering off;",
         # unbuffered, nginx moves a response through one buffer of this size: at the default
-        # (one page) a 64 KiB event takes 16 reads and 16 writes, and 200 streams at 2 MiB/s
-        # kept nginx's worker busy enough to delay new streams' first bytes by a second
+        # (one page) a 64 KiB event takes 16 reads and 16 writes (fewer system calls; its
+        # effect on the burst benchmark was within that benchmark's run-to-run spread)
         "proxy_buffer_size 64k;",
         "proxy_buffers 4 64k;",  # (allocated only when buffering; must hold the busy size)
         "proxy_busy_buffers_size 128k;",
