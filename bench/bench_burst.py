@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 
-from _shared import Backend, Row, backend, pct, print_table, refusal
+from _shared import Backend, Row, backend, pct, print_table, refusal, run_client
 
 
 async def first_hello(port: int, path: str) -> tuple[str, float, asyncio.StreamWriter | None]:
@@ -81,7 +81,7 @@ def run(stack: Backend, clients: int = 200) -> list[Row]:
     ):
         pairs = stack.new_pairs(clients // 2 + 1)[:clients]
         time.sleep(2)  # the test data's writes settle
-        times, statuses = asyncio.run(burst(port, pairs))
+        times, statuses = run_client(burst(port, pairs))
         print(f"bench burst: {clients} opens {where}, statuses {statuses}", flush=True)
         rows.append(
             (

@@ -31,6 +31,7 @@ from _shared import (
     print_table,
     refusal,
     rss_bytes,
+    run_client,
 )
 
 LOW_RATE = {
@@ -193,7 +194,7 @@ def run(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # one socket per client; the stream process inherits the limit
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return asyncio.run(measure(stack, streams, burst, hold_s, concurrency))
+    return run_client(measure(stack, streams, burst, hold_s, concurrency))
 
 
 def main() -> None:

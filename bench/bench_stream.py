@@ -26,12 +26,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
-import uvloop
 from _shared import (
     STACKS,
     Backend,
@@ -39,6 +37,7 @@ from _shared import (
     backend,
     metric,
     print_table,
+    run_client,
     tree_cpu_split,
 )
 from floor_app import granian_argv
@@ -85,11 +84,6 @@ async def client(
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return status
-
-
-def run_async(coro: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 async def round_(target: Target, paths: list[str], window: float) -> dict[str, float]:
@@ -261,7 +255,7 @@ def run(
         else:
             paths = [f"/stream/{u}/{p}?session=bench-{uuid.uuid4().hex[:12]}" for u, p in pairs[:n]]
             pairs = pairs[n:]  # fresh pairs: the last round's locks stay until their TTL
-        return run_async(round_(target, paths, window))
+        return run_client(round_(target, paths, window))
 
     name, server, env = STACKS[0]
     prod = Servers(stack, name, server, env)
