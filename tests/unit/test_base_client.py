@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from kubescaler.adapters.base_client import BaseClient, UpstreamError
+from kubescaler.adapters.base_client import IN_FLIGHT, BaseClient, UpstreamError
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.settings import BaseClientSettings
 
@@ -59,6 +59,35 @@ async def test_base_not_answering_is_dependency_base_naming_the_request() -> Non
         await client(refuse).binding(USER, USER)
     assert caught.value.dependency == "base"
     assert "ConnectError calling POST /bindings" in caught.value.message
+
+
+async def test_at_most_in_flight_requests_reach_httpx_and_a_long_wait_is_a_503() -> None:
+    """Requests beyond IN_FLIGHT wait in front of httpx; one still waiting when its timeout
+    ends is a 503 naming base and the wait; the others are answered once base answers."""
+    inside = most = 0
+    go = asyncio.Event()
+
+    async def slow(_: httpx.Request) -> httpx.Response:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await go.wait()
+        inside -= 1
+        return httpx.Response(200, json=[])
+
+    base = BaseClient(
+        BaseClientSettings(url="http://base", timeout_s=0.2), transport=httpx.MockTransport(slow)
+    )
+    calls = [asyncio.create_task(base.profiles_of_user(USER)) for _ in range(IN_FLIGHT + 1)]
+    done, waiting = await asyncio.wait(calls, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    assert (len(done), most) == (1, IN_FLIGHT)
+    with pytest.raises(DependencyUnavailable) as caught:
+        done.pop().result()
+    assert caught.value.dependency == "base"
+    assert f"waited 0.2 s behind {IN_FLIGHT} requests to base" in caught.value.message
+    go.set()
+    assert await asyncio.gather(*waiting) == [[]] * IN_FLIGHT
+    await base.close()
 
 
 async def test_connection_retries_are_httpxs_own() -> None:
