@@ -280,15 +280,20 @@ def cpu_busy() -> tuple[float, float]:
 REFUSALS: dict[str, str] = {}
 
 
+def content_length(head: bytes) -> int | None:
+    """The Content-Length of a response head (status line and headers), if it has one."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return None
+
+
 async def refusal(head: bytes, reader: asyncio.StreamReader) -> str:
     """What a non-200 answer was, from its status line and JSON body: "503 base", "409", ...
     (its detail noted in REFUSALS)."""
     status = head.split(b" ", 2)[1].decode()
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
+    length = content_length(head) or 0
     body = await reader.readexactly(length) if length else b""
     kind, detail = status, body[:300].decode(errors="replace")
     with contextlib.suppress(ValueError, AttributeError):

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import time
 from urllib.parse import urlsplit
 
 import httpx
-from _shared import STACKS, Backend, Row, backend, pct, print_table, run_client
+from _shared import STACKS, Backend, Row, backend, content_length, pct, print_table, run_client
 from floor_app import granian_argv
 
 from kubescaler.devstack.proc import free_port
@@ -78,10 +77,10 @@ class Pool:
             try:
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                length = content_length(head)
                 if length is None:
                     raise ValueError(f"no content-length: {head[:200]!r}")
-                await reader.readexactly(int(length[1]))
+                await reader.readexactly(length)
             except BaseException:
                 writer.close()
                 raise
