@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 import uvloop
+import yaml
 
 from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.devstack.nginx import Nginx
@@ -314,3 +315,72 @@ STACKS: list[tuple[str, str, dict[str, str]]] = [
     ("uvicorn, asyncio + h11", "uvicorn", ASYNCIO),
     ("granian, uvloop", "granian", UVLOOP),
 ]
+
+
+class NoCpuLimit(Exception):
+    """This machine gives the benchmark no cgroup it may limit a process's CPU with."""
+
+
+def _cpu_cgroup_root() -> tuple[Path, str]:
+    """Where CPU cgroups are made here, and which version: cgroup v1's ``cpu`` hierarchy, or
+    cgroup v2's root with the ``cpu`` controller on."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists():
+        return v1, "v1"
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.subtree_control"
+    if controllers.exists() and "cpu" in controllers.read_text().split():
+        return v2, "v2"
+    raise NoCpuLimit("no cgroup v1 cpu hierarchy, and cgroup v2's root does not delegate cpu")
+
+
+def _own_cgroup(pid: int, root: Path, version: str) -> Path:
+    """The CPU cgroup ``pid`` is in now, as a folder under ``root``."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if (version == "v1" and "cpu" in controllers.split(",")) or (
+            version == "v2" and controllers == ""
+        ):
+            return root / path.lstrip("/")
+    raise NoCpuLimit(f"process {pid} is in no {version} cpu cgroup")
+
+
+@contextmanager
+def cpu_limited(pid: int, millicores: int, name: str) -> Iterator[None]:
+    """Hold process ``pid`` (every thread) to ``millicores`` of CPU, as a Kubernetes pod's
+    CPU limit does (the same CFS quota, per 100 ms period), in a cgroup of its own; on exit
+    put it back where it was and remove the cgroup, so the machine is left as it was.
+    Raises :class:`NoCpuLimit` where this cannot be done (no cgroup, not root)."""
+    root, version = _cpu_cgroup_root()
+    home = _own_cgroup(pid, root, version)
+    group = root / f"kubescaler-bench-{os.getpid()}-{name}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        raise NoCpuLimit(f"cannot make a cgroup in {root}: {exc.strerror}") from exc
+    try:
+        quota = millicores * 100  # µs of CPU per 100,000 µs period
+        if version == "v1":
+            (group / "cpu.cfs_period_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            (group / "cpu.max").write_text(f"{quota} 100000")
+        (group / "cgroup.procs").write_text(str(pid))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (home / "cgroup.procs").write_text(str(pid))
+    finally:
+        group.rmdir()
+
+
+def cpu_limit_of(manifest: Path, container: str) -> int:
+    """The CPU limit, in millicores, of ``container`` in a Kubernetes manifest file."""
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []):
+            if c["name"] == container:
+                cpu = str(c["resources"]["limits"]["cpu"])
+                return int(cpu[:-1]) if cpu.endswith("m") else int(float(cpu) * 1000)
+    raise ValueError(f"no container {container!r} with a CPU limit in {manifest}")

@@ -8,10 +8,13 @@ everything. Not a test: numbers depend on the machine.
   of 100 so both see the same moments of the machine; p50/p99 and the ratio of the p50s; and
   where the event path's time goes: the keeper's steps (its ``kubescaler_lock_step_seconds``)
   and the rest (the publish, the keeper's read, the reply).
-- open loop: acquires started on a fixed schedule (``--rate`` per second for ``--seconds``),
-  each timed from its scheduled start, so a stall shows in the tail instead of slowing the
-  offer down.
-- throughput: ``--concurrency`` acquires in flight, one lock-keeper, then two.
+- open loop: acquires started on a fixed schedule (``--rate`` per second for 10 s), each
+  timed from its scheduled start, so a stall shows in the tail instead of slowing the offer
+  down; first on the direct path (the reference: one hop at that rate, on this machine),
+  then on the event path.
+- throughput: ``--concurrency`` acquires in flight, one lock-keeper, then two; and one, then
+  two, each held to the CPU limit of its pod in ``manifests/`` (a cgroup of its own, removed
+  afterwards; needs root, else the row says why).
 - afterwards the lock log of the whole run is checked with the replay verifier.
 
     uv run python bench/bench_locks.py [--n 1000] [--concurrency 64] [--rate 500]
@@ -21,20 +24,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _shared import cpu_busy, cpu_seconds, metric, pct, print_table, run_client
+from _shared import (
+    ROOT,
+    NoCpuLimit,
+    cpu_busy,
+    cpu_limit_of,
+    cpu_limited,
+    cpu_seconds,
+    metric,
+    pct,
+    print_table,
+    run_client,
+)
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.devstack.proc import free_port
+from kubescaler.devstack.proc import Proc, free_port
 from kubescaler.devstack.redis import RedisServer
 from kubescaler.devstack.services import Service, start_service
 from kubescaler.domain.locks import verify
@@ -87,20 +102,25 @@ async def alternating(
     return d, e
 
 
-async def open_loop(locks: LockClient, rate: float, seconds: float) -> tuple[list[float], int]:
-    """Acquires started every 1/rate s for ``seconds``; latency from the scheduled start
-    (``perf_counter``: uvloop's ``loop.time()`` counts whole milliseconds)."""
+async def open_loop(
+    acquire: Callable[[], Awaitable[bool]], rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """``acquire()`` started every 1/rate s for ``seconds``; latency from the scheduled start
+    (``perf_counter``: uvloop's ``loop.time()`` counts whole milliseconds). An acquire that
+    raises or returns False is an error, not a sample."""
     times: list[float] = []
     errors = 0
 
     async def one(due: float) -> None:
         nonlocal errors
         try:
-            await locks.acquire(uuid.uuid4(), uuid.uuid4(), "bench")
+            ok = await acquire()
         except Exception:
+            ok = False
+        if ok:
+            times.append(time.perf_counter() - due)
+        else:
             errors += 1
-            return
-        times.append(time.perf_counter() - due)
 
     start = time.perf_counter() + 0.1
     tasks = []
@@ -111,6 +131,35 @@ async def open_loop(locks: LockClient, rate: float, seconds: float) -> tuple[lis
         tasks.append(asyncio.create_task(one(due)))
     await asyncio.gather(*tasks)
     return times, errors
+
+
+async def offered(
+    redlock: Redlock, locks: LockClient, rate: float, seconds: float
+) -> list[tuple[str, str]]:
+    """The open loop on the direct path, then on the event path, each after a second's warm-up
+    (the direct path's pools open a connection per acquire in flight: counted, that was a
+    300 ms tail). The direct row is the reference: what one hop to the masters costs at this
+    rate on this machine, from the same client."""
+
+    async def direct_one() -> bool:
+        return (await redlock.acquire(f"bench:{uuid.uuid4()}", "bench")).ok
+
+    async def event_one() -> bool:
+        await locks.acquire(uuid.uuid4(), uuid.uuid4(), "bench")
+        return True
+
+    rows = []
+    for name, acquire in (("direct Redlock", direct_one), ("event path", event_one)):
+        await open_loop(acquire, rate, 1.0)
+        times, errors = await open_loop(acquire, rate, seconds)
+        rows.append(
+            (
+                f"{name} at {rate:.0f} acquires/s offered for {seconds:.0f} s: "
+                "p50 / p99 ms (errors)",
+                f"{ms(times)} ({errors})",
+            )
+        )
+    return rows
 
 
 async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
@@ -125,19 +174,66 @@ async def throughput(locks: LockClient, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def with_cpu(run: Awaitable[float], workers: list[Service]) -> tuple[float, str]:
-    """``run``'s result, and the CPU it took: the keepers', this client's, the machine's."""
-    pids = [w.popen.pid for w in workers if w.popen is not None]
-    k0, c0, (b0, t0) = sum(map(cpu_seconds, pids)), sum(os.times()[:2]), cpu_busy()
-    wall = time.perf_counter()
-    result = await run
-    wall = time.perf_counter() - wall
-    k1, c1, (b1, t1) = sum(map(cpu_seconds, pids)), sum(os.times()[:2]), cpu_busy()
-    used = (
-        f"keepers {100 * (k1 - k0) / wall:.0f}% of a core, client {100 * (c1 - c0) / wall:.0f}%, "
-        f"machine {100 * (b1 - b0) / (t1 - t0):.0f}% busy"
-    )
-    return result, used
+class Usage:
+    """The CPU a run took, by who took it: the keepers, the stream Redis, the three masters
+    (together), this client; and how busy the whole machine was."""
+
+    def __init__(self, servers: list[RedisServer]) -> None:
+        self.stream_redis = _pid(servers[0])
+        self.masters = [_pid(s) for s in servers[1:]]
+
+    async def of(self, run: Awaitable[float], workers: list[Service]) -> tuple[float, str]:
+        """``run``'s result, and the CPU each took meanwhile, in % of a core."""
+        groups = {
+            "keepers": [_pid(w) for w in workers],
+            "stream Redis": [self.stream_redis],
+            "masters": self.masters,
+            "client": [os.getpid()],
+        }
+        before, (b0, t0) = {k: sum(map(cpu_seconds, v)) for k, v in groups.items()}, cpu_busy()
+        wall = time.perf_counter()
+        result = await run
+        wall = time.perf_counter() - wall
+        after, (b1, t1) = {k: sum(map(cpu_seconds, v)) for k, v in groups.items()}, cpu_busy()
+        used = ", ".join(f"{k} {100 * (after[k] - before[k]) / wall:.0f}%" for k in groups)
+        return result, f"{used} of a core; machine {100 * (b1 - b0) / (t1 - t0):.0f}% busy"
+
+
+async def at_pod_limit(
+    usage: Usage,
+    locks: LockClient,
+    workers: list[Service],
+    second: Callable[[], None],
+    n: int,
+    concurrency: int,
+) -> list[tuple[str, str]]:
+    """Acquires/s of the one keeper in ``workers``, then of two (``second`` starts the other),
+    each held to its pod's CPU limit (its own cgroup, the limit read from the manifest), as
+    replicas in a cluster are: whether another keeper adds capacity once a keeper is what
+    limits, which the unlimited rows on this machine's 2 cores (shared with the client and
+    four redis-servers) cannot show. Both keepers run unlimited again afterwards."""
+    millicores = cpu_limit_of(ROOT / "manifests/base/lock-keeper.yaml", "lock-keeper")
+    label = f"each held to its pod's CPU limit ({millicores}m)"
+    try:
+        with contextlib.ExitStack() as limits:
+            limits.enter_context(cpu_limited(_pid(workers[0]), millicores, "w0"))
+            one, cpu1 = await usage.of(throughput(locks, n, concurrency), workers)
+            second()
+            limits.enter_context(cpu_limited(_pid(workers[1]), millicores, "w1"))
+            two, cpu2 = await usage.of(throughput(locks, n, concurrency), workers)
+    except NoCpuLimit as exc:
+        if len(workers) == 1:
+            second()
+        return [(f"acquires/s, 1 and 2 workers {label}", f"not measured: {exc}")]
+    return [
+        (f"acquires/s, 1 worker {label} (CPU)", f"{one:.0f} ({cpu1})"),
+        (f"acquires/s, 2 workers {label} (CPU)", f"{two:.0f}, {two / one:.2f}x one ({cpu2})"),
+    ]
+
+
+def _pid(proc: Proc) -> int:
+    assert proc.popen is not None, f"{proc.name} is not running"
+    return proc.popen.pid
 
 
 def step_totals(url: str) -> dict[str, tuple[float, float]]:
@@ -170,9 +266,11 @@ def ms(samples: list[float]) -> str:
 
 
 async def measure(
-    settings: Settings, n: int, concurrency: int, rate: float, workdir: Path
+    settings: Settings, usage: Usage, n: int, concurrency: int, rate: float, workdir: Path
 ) -> list[tuple[str, str]]:
     masters = [master_client(u, 0.25) for u in settings.redis.lock_urls]
+    for master in masters:  # room for the open loop's acquires in flight: a stall of the direct
+        master.connection_pool.max_connections = 2000  # path is latency, not a full pool (100)
     redlock = Redlock(masters, 60_000, 0.01, 250)
     rows: list[tuple[str, str]] = []
     workers = [keeper(settings, "bench-w0", workdir)]
@@ -196,21 +294,14 @@ async def measure(
                     split(before, step_totals(workers[0].url), e),
                 ),
             ]
-            seconds = 10.0
-            offered, errors = await open_loop(locks, rate, seconds)
-            rows.append(
-                (
-                    f"event path at {rate:.0f} acquires/s offered for {seconds:.0f} s: "
-                    "p50 / p99 ms (errors)",
-                    f"{ms(offered)} ({errors})",
-                )
-            )
-            rate1, cpu1 = await with_cpu(throughput(locks, n * 4, concurrency), workers)
+            rows += await offered(redlock, locks, rate, 10.0)
+            rate1, cpu1 = await usage.of(throughput(locks, n * 10, concurrency), workers)
             rows.append(
                 (f"acquires/s, 1 worker (concurrency {concurrency}) (CPU)", f"{rate1:.0f} ({cpu1})")
             )
-            workers.append(keeper(settings, "bench-w1", workdir))
-            rate2, cpu2 = await with_cpu(throughput(locks, n * 4, concurrency), workers)
+            second = lambda: workers.append(keeper(settings, "bench-w1", workdir))  # noqa: E731
+            rows += await at_pod_limit(usage, locks, workers, second, n * 10, concurrency)
+            rate2, cpu2 = await usage.of(throughput(locks, n * 10, concurrency), workers)
             rows.append(
                 (
                     f"acquires/s, 2 workers (concurrency {concurrency}) (CPU)",
@@ -243,7 +334,7 @@ def run(n: int = 1000, concurrency: int = 64, rate: float = 500.0) -> list[tuple
             redis=RedisSettings(url=servers[0].url, lock_urls=[s.url for s in servers[1:]]),
             lock=LockSettings(),
         )
-        return run_client(measure(settings, n, concurrency, rate, workdir))
+        return run_client(measure(settings, Usage(servers), n, concurrency, rate, workdir))
     finally:
         for server in servers:
             server.stop()
