@@ -12,9 +12,9 @@ everything. Not a test: numbers depend on the machine.
   timed from its scheduled start, so a stall shows in the tail instead of slowing the offer
   down; first on the direct path (the reference: one hop at that rate, on this machine),
   then on the event path.
-- throughput: ``--concurrency`` acquires in flight, one lock-keeper, then two; and one, then
-  two, each held to the CPU limit of its pod in ``manifests/`` (a cgroup of its own, removed
-  afterwards; needs root, else the row says why).
+- throughput: ``--concurrency`` acquires in flight, one lock-keeper, then two; and, between
+  those, three rounds of one then two, each held to the CPU limit of its pod in
+  ``manifests/`` (a cgroup of its own, removed afterwards; needs root, else the row says why).
 - afterwards the lock log of the whole run is checked with the replay verifier.
 
     uv run python bench/bench_locks.py [--n 1000] [--concurrency 64] [--rate 500]
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import os
 import shutil
@@ -33,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from statistics import median
 
 from _shared import (
     ROOT,
@@ -57,6 +57,8 @@ from kubescaler.entrypoints.replay import from_redis
 from kubescaler.settings import LockSettings, RedisSettings, Settings
 
 BLOCK = 100
+#: Rounds of one keeper, then two, at the pod's CPU limit.
+ROUNDS = 3
 STEPS = ("claim", "vote", "fence", "commit")
 
 
@@ -207,27 +209,40 @@ async def at_pod_limit(
     n: int,
     concurrency: int,
 ) -> list[tuple[str, str]]:
-    """Acquires/s of the one keeper in ``workers``, then of two (``second`` starts the other),
-    each held to its pod's CPU limit (its own cgroup, the limit read from the manifest), as
-    replicas in a cluster are: whether another keeper adds capacity once a keeper is what
-    limits, which the unlimited rows on this machine's 2 cores (shared with the client and
-    four redis-servers) cannot show. Both keepers run unlimited again afterwards."""
+    """Acquires/s of the one keeper in ``workers``, then of two (``second`` starts the other,
+    stopped again after), each held to its pod's CPU limit (its own cgroup, the limit read from
+    the manifest), as replicas in a cluster are: whether another keeper adds capacity once a
+    keeper is what limits, which the unlimited rows on this machine's 2 cores (shared with the
+    client and four redis-servers) cannot show. ROUNDS rounds of one then two, so that the
+    machine's moments fall on both alike; the medians, and the range of the ratio."""
     millicores = cpu_limit_of(ROOT / "manifests/base/lock-keeper.yaml", "lock-keeper")
-    label = f"each held to its pod's CPU limit ({millicores}m)"
+    label = f"each held to its pod's CPU limit ({millicores}m), median of {ROUNDS} rounds"
+    ones: list[float] = []
+    twos: list[float] = []
     try:
-        with contextlib.ExitStack() as limits:
-            limits.enter_context(cpu_limited(_pid(workers[0]), millicores, "w0"))
-            one, cpu1 = await usage.of(throughput(locks, n, concurrency), workers)
-            second()
-            limits.enter_context(cpu_limited(_pid(workers[1]), millicores, "w1"))
-            two, cpu2 = await usage.of(throughput(locks, n, concurrency), workers)
+        with cpu_limited(_pid(workers[0]), millicores, "w0"):
+            for _ in range(ROUNDS):
+                one, cpu1 = await usage.of(throughput(locks, n, concurrency), workers)
+                ones.append(one)
+                second()
+                try:
+                    with cpu_limited(_pid(workers[1]), millicores, "w1"):
+                        two, cpu2 = await usage.of(throughput(locks, n, concurrency), workers)
+                finally:
+                    workers.pop().stop()
+                twos.append(two)
     except NoCpuLimit as exc:
-        if len(workers) == 1:
-            second()
-        return [(f"acquires/s, 1 and 2 workers {label}", f"not measured: {exc}")]
+        return [
+            ("acquires/s, 1 and 2 workers each held to a pod's CPU limit", f"not measured: {exc}")
+        ]
+    ratios = sorted(t / o for o, t in zip(ones, twos, strict=True))
     return [
-        (f"acquires/s, 1 worker {label} (CPU)", f"{one:.0f} ({cpu1})"),
-        (f"acquires/s, 2 workers {label} (CPU)", f"{two:.0f}, {two / one:.2f}x one ({cpu2})"),
+        (f"acquires/s, 1 worker {label} (CPU, last round)", f"{median(ones):.0f} ({cpu1})"),
+        (
+            f"acquires/s, 2 workers {label} (CPU, last round)",
+            f"{median(twos):.0f}, {median(ratios):.2f}x one "
+            f"({ratios[0]:.2f}-{ratios[-1]:.2f}x in the rounds) ({cpu2})",
+        ),
     ]
 
 
@@ -301,6 +316,7 @@ async def measure(
             )
             second = lambda: workers.append(keeper(settings, "bench-w1", workdir))  # noqa: E731
             rows += await at_pod_limit(usage, locks, workers, second, n * 10, concurrency)
+            second()
             rate2, cpu2 = await usage.of(throughput(locks, n * 10, concurrency), workers)
             rows.append(
                 (

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import random
 import time
+from collections import Counter
 from urllib.parse import urlsplit
 
 import httpx
@@ -103,26 +104,28 @@ class Pool:
 
 async def open_loop(
     url: str, paths: list[str], rate: float, duration: float
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], Counter[str], float]:
     """Latencies (s) of requests started every 1/rate s for ``duration`` s (an error's too:
-    the time until it failed); errors (not 200, or no answer in TIMEOUT_S); 200s a second."""
+    the time until it failed); errors by kind (a status that is not 200, "no answer" in
+    TIMEOUT_S, "connection" for a failed or dropped one); 200s a second."""
     pool = Pool(url)
     try:
         for path in paths[:20]:  # warm the pool and the services
             await pool.get(path)
         latencies: list[float] = []
-        errors = 0
+        errors: Counter[str] = Counter()
 
         async def one(path: str, scheduled: float) -> None:
-            nonlocal errors
             try:
                 async with asyncio.timeout(TIMEOUT_S):
-                    status = await pool.get(path)
-            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
-                status = 0
+                    status = str(await pool.get(path))
+            except TimeoutError:
+                status = "no answer"
+            except (OSError, ValueError, asyncio.IncompleteReadError):
+                status = "connection"
             latencies.append(time.perf_counter() - scheduled)
-            if status != 200:
-                errors += 1
+            if status != "200":
+                errors[status] += 1
 
         total = int(rate * duration)
         tasks = []
@@ -137,7 +140,12 @@ async def open_loop(
         elapsed = time.perf_counter() - start
     finally:
         pool.close()
-    return latencies, errors, (len(latencies) - errors) / elapsed
+    return latencies, errors, (len(latencies) - errors.total()) / elapsed
+
+
+def kinds(errors: Counter[str]) -> str:
+    """ "0", or each kind of error and its count: "503: 12, no answer: 3"."""
+    return ", ".join(f"{k}: {n}" for k, n in sorted(errors.items())) or "0"
 
 
 def base_and_main(stack: Backend, server: str, env: dict[str, str]) -> tuple[str, str]:
@@ -191,7 +199,7 @@ def run(
         rows.append(
             (
                 f"{label} at {rate:.0f}/s for {duration:.0f} s: p50 / p99 ms (achieved/s, errors)",
-                f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f} ({achieved:.1f}/s, {errors})",
+                f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f} ({achieved:.1f}/s, {kinds(errors)})",
             )
         )
     return rows
