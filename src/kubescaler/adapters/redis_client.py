@@ -14,13 +14,18 @@ otherwise sit out FastStream's fixed pause after a failed read. Every other clie
 The pool holds at most POOL_CONNECTIONS connections, and a caller that finds them all busy
 waits for one (up to the socket timeout) instead of failing: redis-py's own pool raises "Too
 many connections" at its 100th concurrent command, which 200 simultaneous stream opens reach.
+
+Commands are packed in C (:func:`packing_in_c`): redis-py 8.1's asyncio connections pack every
+command in Python, re-joining the buffer for each argument, while its sync ones use hiredis.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import hiredis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -70,4 +75,48 @@ def connect(url: str, timeout_s: float) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=POOL_CONNECTIONS, timeout=timeout_s, **retry_options(timeout_s)
     )
-    return Redis.from_pool(pool)
+    return Redis.from_pool(packing_in_c(pool))
+
+
+_UTF8 = frozenset({"utf-8", "utf8"})  # the encodings hiredis packs str in
+
+
+class PackedInC(AbstractConnection):
+    """Packs a command with hiredis's ``pack_command``: the same bytes as redis-py's packer.
+
+    Measured here: a commit script call of 27 outcomes (309 arguments, 28 KB) takes 460-530 µs
+    to pack in Python and 45 µs in C. A batch makes several such calls (the claim, a vote per
+    master, the commit), each packed on the keeper's one event loop: at 64 acquires in flight
+    the keeper spent 186-206 µs of CPU per acquire before, 142-166 after. What hiredis does not take
+    as redis-py does (a first argument holding two words such as "SCRIPT LOAD", a memoryview, a
+    bool that must raise DataError, a text encoding other than UTF-8) goes to redis-py's packer.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if self.encoder.encoding.lower() not in _UTF8 or (
+            (b" " if isinstance(first, bytes) else " ") in first
+        ):
+            return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # not str, bytes, int or float
+            return super().pack_command(*args)
+
+
+def packing_in_c(pool: ConnectionPool) -> ConnectionPool:
+    """``pool``, its connections (of the kind its URL chose) packing commands in C."""
+    pool.connection_class = _packed(pool.connection_class)
+    return pool
+
+
+_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packed(kind: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``kind`` with PackedInC's packer (one class per kind, made once)."""
+    if issubclass(kind, PackedInC):
+        return kind
+    if kind not in _PACKED:
+        _PACKED[kind] = type(f"PackedInC{kind.__name__}", (PackedInC, kind), {})
+    return _PACKED[kind]

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from kubescaler.adapters.redis_client import packing_in_c
 from kubescaler.domain.lockrules import (
     VALUE_SEPARATOR,
     Round,
@@ -88,7 +89,7 @@ def master_client(url: str, timeout_s: float) -> Redis:
     """A client for one master: short socket timeouts, one immediate retry on a dropped
     connection only (a pooled connection a restarted master closed). A master that is down
     or slow is not retried: Redlock decides by quorum, and each call is bounded anyway."""
-    return Redis.from_url(
+    client = Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -96,6 +97,8 @@ def master_client(url: str, timeout_s: float) -> Redis:
         retry_on_error=[RedisConnectionError],
         decode_responses=False,
     )
+    packing_in_c(client.connection_pool)
+    return client
 
 
 class Redlock:
