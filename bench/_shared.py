@@ -360,16 +360,19 @@ def cpu_limited(pid: int, millicores: int, name: str) -> Iterator[None]:
         raise NoCpuLimit(f"cannot make a cgroup in {root}: {exc.strerror}") from exc
     try:
         quota = millicores * 100  # µs of CPU per 100,000 µs period
-        if version == "v1":
-            (group / "cpu.cfs_period_us").write_text("100000")
-            (group / "cpu.cfs_quota_us").write_text(str(quota))
-        else:
-            (group / "cpu.max").write_text(f"{quota} 100000")
-        (group / "cgroup.procs").write_text(str(pid))
+        try:
+            if version == "v1":
+                (group / "cpu.cfs_period_us").write_text("100000")
+                (group / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (group / "cpu.max").write_text(f"{quota} 100000")
+            (group / "cgroup.procs").write_text(str(pid))
+        except OSError as exc:
+            raise NoCpuLimit(f"cannot limit process {pid} in {group}: {exc.strerror}") from exc
         try:
             yield
         finally:
-            with contextlib.suppress(ProcessLookupError, OSError):
+            with contextlib.suppress(OSError):  # it exited: the cgroup is empty anyway
                 (home / "cgroup.procs").write_text(str(pid))
     finally:
         group.rmdir()
