@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
+from kubescaler.adapters import redis_client
 from kubescaler.adapters.redis_client import PackedInC, connect, packing_in_c
 from kubescaler.adapters.redlock import master_client
 
@@ -49,6 +50,23 @@ def packing_in_c_kind(kind: type[Connection]) -> type[Connection]:
 def test_packed_in_c_is_byte_for_byte_what_redis_py_packs(args: tuple[Any, ...]) -> None:
     in_c, in_python = packers()
     assert b"".join(in_c.pack_command(*args)) == b"".join(in_python.pack_command(*args))
+
+
+def test_hiredis_packs_what_it_can_and_redis_py_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C packer is the one used (the byte-for-byte tests above pass with either)."""
+    calls: list[tuple[Any, ...]] = []
+    real = redis_client.hiredis.pack_command
+
+    def spy(args: tuple[Any, ...]) -> bytes:
+        calls.append(args)
+        return real(args)
+
+    monkeypatch.setattr(redis_client.hiredis, "pack_command", spy)
+    in_c, _ = packers()
+    assert len(in_c.pack_command(*COMMIT_LIKE)) == 1  # redis-py's splits it in 6,000-byte chunks
+    in_c.pack_command("SCRIPT LOAD", "return 1")
+    in_c.pack_command("SET", memoryview(b"view"), "v")  # tried in C, refused, packed by redis-py
+    assert [c[0] for c in calls] == ["EVALSHA", "SET"]
 
 
 def test_a_text_encoding_other_than_utf8_is_packed_as_redis_py_packs_it() -> None:

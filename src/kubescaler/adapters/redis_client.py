@@ -87,9 +87,11 @@ class PackedInC(AbstractConnection):
     Measured here: a commit script call of 27 outcomes (309 arguments, 28 KB) takes 460-530 µs
     to pack in Python and 45 µs in C. A batch makes several such calls (the claim, a vote per
     master, the commit), each packed on the keeper's one event loop: at 64 acquires in flight
-    the keeper spent 186-206 µs of CPU per acquire before, 142-166 after. What hiredis does not take
-    as redis-py does (a first argument holding two words such as "SCRIPT LOAD", a memoryview, a
-    bool that must raise DataError, a text encoding other than UTF-8) goes to redis-py's packer.
+    the keeper spent 186-206 µs of CPU per acquire before, 142-166 after.
+
+    What hiredis does not take as redis-py does (a first argument holding two words such as
+    "SCRIPT LOAD", a memoryview, a bool that must raise DataError, a text encoding other than
+    UTF-8) goes to redis-py's packer.
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
