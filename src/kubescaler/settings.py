@@ -55,6 +55,13 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, _doc("SimpleStrategy replication factor used when base creates the keyspace.")
     ] = 1
     request_timeout_s: Annotated[float, _doc("Timeout of one CQL request, in seconds.")] = 5.0
+    reresolve_interval_s: Annotated[
+        float,
+        _doc(
+            "While every Cassandra node base knows is down, how often it resolves the contact "
+            "points again to follow a replaced pod to its new address, in seconds."
+        ),
+    ] = 1.0
     page_size: Annotated[int, _doc("Rows fetched per page when base scans a table.")] = 1000
     page_token_key: Annotated[
         str, _doc("Key that signs page tokens; set the same secret on every base replica.")

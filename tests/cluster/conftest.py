@@ -14,6 +14,11 @@ from kubehelp import GATEWAY, Kube, Pair
 from kubescaler.devstack.cluster.stack import Cluster
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_teardown.py runs last: it crashes the cluster and checks the machine after."""
+    items.sort(key=lambda item: item.path.name == "test_teardown.py")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--keep-cluster",
@@ -22,12 +27,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The cluster, up (built from the cache on a warm machine), kubescaler applied and ready;
-    stopped after the module so the rest of the suite runs without it."""
+    stopped at the end of the session unless it was up before or --keep-cluster is given."""
     c = Cluster()
-    with c.locked():  # the whole module: another test run on this machine waits its turn
+    with c.locked():  # the whole session: another test run on this machine waits its turn
         started_here = not c.running()
         c.up()
         yield c
@@ -35,12 +40,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             assert c.down() == [], "the cluster did not stop cleanly"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kube(cluster: Cluster) -> Kube:
     return Kube(cluster)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def admin_token(kube: Kube) -> str:
     for item in kube.ns("get", "secrets")["items"]:
         if item["metadata"]["name"].startswith("kubescaler-secrets"):
@@ -48,7 +53,7 @@ def admin_token(kube: Kube) -> str:
     raise AssertionError("no kubescaler-secrets Secret in the namespace")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pairs(cluster: Cluster, admin_token: str) -> list[Pair]:
     """Test data made through the Gateway; every bound (user, profile) pair, fresh per session."""
     auth = {"Authorization": f"Bearer {admin_token}"}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,3 +53,48 @@ class Pair:
 
 def session(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+async def await_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+def ready_pods(kube: Kube, app: str) -> list[dict[str, Any]]:
+    pods = kube.ns("get", "pods", "-l", f"app.kubernetes.io/name={app}")["items"]
+    return [
+        p
+        for p in pods
+        if p["metadata"].get("deletionTimestamp") is None
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
+
+
+def replay_verify(kube: Kube) -> str:
+    """`kubescaler replay --verify` inside the cluster, against the cluster's Redis."""
+    done = kube.run(
+        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
+        "kubescaler", "replay", "--verify", check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

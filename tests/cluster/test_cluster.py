@@ -7,78 +7,26 @@ the kubelet, kube-proxy, CoreDNS, metrics-server, KEDA and Traefik, all built he
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-import os
-import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube, Pair, session
+from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, replay_verify, session, wait_for
 from viewers import Viewer, open_viewers
 
-from kubescaler.devstack.cluster import layout
 from kubescaler.devstack.cluster.gobuild import ensure_built
-from kubescaler.devstack.cluster.host import mounts_under
 from kubescaler.devstack.cluster.progress import ClusterError, Progress
-from kubescaler.devstack.cluster.stack import NAMESPACE, Cluster
+from kubescaler.devstack.cluster.stack import NAMESPACE
 from kubescaler.devstack.cluster.versions import BUILDS
 
 # the first test also waits for the cluster to come up (Cassandra's first start in a pod)
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 APP = ("cassandra", "redis", "base", "main", "stream", "lock-keeper", "prometheus")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-
-
-async def await_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-
-
-def ready_pods(kube: Kube, app: str) -> list[dict[str, Any]]:
-    pods = kube.ns("get", "pods", "-l", f"app.kubernetes.io/name={app}")["items"]
-    return [
-        p
-        for p in pods
-        if p["metadata"].get("deletionTimestamp") is None
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-    ]
-
-
-def replay_verify(kube: Kube) -> str:
-    """`kubescaler replay --verify` inside the cluster, against the cluster's Redis."""
-    done = kube.run(
-        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
-        "kubescaler", "replay", "--verify", check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_every_kubescaler_pod_is_ready_with_its_probes(kube: Kube) -> None:
@@ -338,43 +286,6 @@ async def test_a_killed_stream_pod_is_replaced_and_its_clients_come_back(
     finally:
         await close_all(viewers)
     replay_verify(kube)
-
-
-def test_the_cluster_leaves_the_machines_kernel_settings_alone(cluster: Cluster) -> None:
-    """The kubelet saw its expected values through its own mount namespace; the machine kept
-    its own (forwarding, panic behaviour, overcommit)."""
-    before = json.loads((cluster.lay.state / "host-sysctls.json").read_text())
-    now = {key: Path("/proc/sys", key).read_text().strip() for key in before}
-    assert now == before
-
-
-def test_after_a_crash_up_cleans_the_leftovers_and_down_leaves_the_machine_as_found(
-    cluster: Cluster,
-) -> None:
-    """Every cluster process SIGKILLed (a crash: pods, mounts, the bridge, nftables tables and
-    cgroups left behind): the next `up` cleans them first and comes up; `down` then leaves no
-    process, mount, link, nftables table or cgroup of the cluster."""
-    for pid in cluster.recorded_pids().values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    assert Path(f"/sys/class/net/{layout.BRIDGE}").exists()  # left behind
-
-    cluster.up(app=False)  # its state is all on disk: as a new process after the crash sees it
-    assert cluster.running()
-    kube = Kube(cluster)
-    kube.run("wait", "--for=condition=Ready", f"node/{layout.NODE_NAME}", "--timeout=60s")
-
-    pids = cluster.recorded_pids()
-    assert cluster.down() == []
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids.values())
-    assert not Path(f"/sys/class/net/{layout.BRIDGE}").exists()
-    assert mounts_under(cluster.lay.state) == []
-    tables = subprocess.run(
-        ["nft", "list", "tables"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "kube-proxy" not in tables
-    assert not any(Path("/sys/fs/cgroup").glob("*/kubepods"))
-    assert not cluster.journal.entries()
 
 
 def test_a_version_the_module_proxy_refuses_stops_the_build_with_one_line(

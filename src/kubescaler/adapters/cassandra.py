@@ -18,22 +18,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal
 
 from cassandra import DriverException, RequestExecutionException
-from cassandra.cluster import (
-    EXEC_PROFILE_DEFAULT,
-    Cluster,
-    ExecutionProfile,
-    NoHostAvailable,
-    ResponseFuture,
-    ResultSet,
-    Session,
-)
-from cassandra.policies import (
-    DCAwareRoundRobinPolicy,
-    ExponentialReconnectionPolicy,
-    TokenAwarePolicy,
-)
-from cassandra.query import BatchStatement, PreparedStatement
+from cassandra.cluster import NoHostAvailable, ResponseFuture, ResultSet
+from cassandra.query import BatchStatement
 
+from kubescaler.adapters.cassandra_session import CassandraSessions, Connected, Resolver, resolve
 from kubescaler.domain.errors import DependencyUnavailable, InvalidInput, NotFound
 from kubescaler.domain.models import Binding, Profile, User
 from kubescaler.settings import CassandraSettings
@@ -109,60 +97,45 @@ async def _await(future: ResponseFuture) -> ResultSet:
 
 
 class CassandraRepository:
-    """Users and profiles in Cassandra. ``connect`` opens the session; every call may raise
-    DependencyUnavailable("cassandra", ...)."""
+    """Users and profiles in Cassandra. ``run`` connects and keeps the session; every call may
+    raise DependencyUnavailable("cassandra", ...)."""
 
-    def __init__(self, settings: CassandraSettings) -> None:
+    def __init__(self, settings: CassandraSettings, *, resolver: Resolver = resolve) -> None:
         self.settings = settings
-        self._cluster: Cluster | None = None
-        self._session: Session | None = None
-        self._stmts: dict[str, PreparedStatement] = {}
+        self.sessions = CassandraSessions(
+            settings,
+            schema(settings.keyspace, settings.replication_factor),
+            _CQL,
+            resolver=resolver,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._session is not None
+        return self.sessions.current is not None
 
     async def connect(self) -> None:
         """Open the session, create the schema if missing and prepare statements."""
-        await asyncio.to_thread(self._connect_blocking)
+        await self.sessions.connect()
 
-    def _connect_blocking(self) -> None:
-        s = self.settings
-        profile = ExecutionProfile(
-            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-            request_timeout=s.request_timeout_s,
-        )
-        cluster = Cluster(
-            contact_points=s.hosts,
-            port=s.port,
-            connect_timeout=s.request_timeout_s,
-            reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            protocol_version=5,
-        )
-        try:
-            session = cluster.connect()
-            for ddl in schema(s.keyspace, s.replication_factor):
-                session.execute(ddl, timeout=max(s.request_timeout_s, 30.0))
-            self._stmts = {
-                name: session.prepare(cql.format(ks=s.keyspace)) for name, cql in _CQL.items()
-            }
-        except Exception:
-            cluster.shutdown()
-            raise
-        self._cluster, self._session = cluster, session
+    async def run(self) -> None:
+        """Connect, retrying, then follow the store to a new address when it moves."""
+        await self.sessions.run()
 
     async def close(self) -> None:
-        if self._cluster is not None:
-            cluster, self._cluster, self._session = self._cluster, None, None
-            await asyncio.to_thread(cluster.shutdown)
+        await self.sessions.close()
 
     async def ping(self) -> None:
         await self._run("ping", ())
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _now(self) -> Connected:
+        current = self.sessions.current
+        if current is None:
+            raise DependencyUnavailable("cassandra", "not connected yet")
+        return current
 
     async def _run(
         self,
@@ -172,14 +145,12 @@ class CassandraRepository:
         fetch_size: int | None = None,
         paging_state: bytes | None = None,
     ) -> ResultSet:
-        if self._session is None:
-            raise DependencyUnavailable("cassandra", "not connected yet")
-        stmt = self._stmts[name]
-        bound = stmt.bind(tuple(params))
+        c = self._now()
+        bound = c.statements[name].bind(tuple(params))
         if fetch_size is not None:
             bound.fetch_size = fetch_size
         try:
-            return await _await(self._session.execute_async(bound, paging_state=paging_state))
+            return await _await(c.session.execute_async(bound, paging_state=paging_state))
         except _DOWN as exc:
             raise DependencyUnavailable("cassandra", f"{type(exc).__name__}: {exc}") from exc
 
@@ -193,13 +164,12 @@ class CassandraRepository:
 
     async def _batch(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         """A logged batch: all of it is applied or none (Cassandra's batchlog)."""
+        c = self._now()
         batch = BatchStatement()
         for name, params in statements:
-            batch.add(self._stmts[name], params)
-        if self._session is None:
-            raise DependencyUnavailable("cassandra", "not connected yet")
+            batch.add(c.statements[name], params)
         try:
-            await _await(self._session.execute_async(batch))
+            await _await(c.session.execute_async(batch))
         except _DOWN as exc:
             raise DependencyUnavailable("cassandra", f"{type(exc).__name__}: {exc}") from exc
 

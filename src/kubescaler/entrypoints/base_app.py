@@ -210,8 +210,9 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def cassandra_session(_: Litestar) -> AsyncIterator[None]:
-        """Connect in the background, retrying: base starts (not ready) before Cassandra does."""
-        task = asyncio.create_task(_connect_forever(repo))
+        """Connect in the background, retrying (base starts, not ready, before Cassandra does),
+        then follow Cassandra to a new address when its pod is replaced."""
+        task = asyncio.create_task(repo.run())
         try:
             yield
         finally:
@@ -228,15 +229,3 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"repo": repo},
         lifespan=[cassandra_session],
     )
-
-
-async def _connect_forever(repo: Repo) -> None:
-    delay = 0.5
-    while not repo.connected:
-        try:
-            await repo.connect()
-            log.info("connected to cassandra %s", repo.settings.hosts)
-        except Exception as exc:  # keep trying; /readyz reports it meanwhile
-            log.warning("cassandra not reachable yet: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

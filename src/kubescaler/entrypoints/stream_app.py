@@ -170,7 +170,8 @@ def create_app(settings: Settings) -> Litestar:
             *auth.ROUTES,
             web_assets(settings.stream.web_path),
         ],
-        checks={"base": base.ping, "redis": locks.ping, "draining": not_draining},
+        checks={"base": base.ping, "redis": locks.ping},
+        own_checks={"draining": not_draining},
         dependencies={"hub": hub, "settings": settings},
         lifespan=[clients, auth.closing(access)],
     )

@@ -90,8 +90,20 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
 }
 
 
-def health_handlers(checks: Mapping[str, Check], timeout: float = 2.0) -> list[Any]:
-    """``/healthz`` (the process answers) and ``/readyz`` (every dependency answers)."""
+def health_handlers(
+    checks: Mapping[str, Check], own: Mapping[str, Check] | None = None, timeout: float = 2.0
+) -> list[Any]:
+    """``/healthz`` (the process answers) and ``/readyz``.
+
+    Readiness gates start-up: 503 until every dependency in ``checks`` has answered once. After
+    that a dependency that fails is listed (status ``degraded``) but the pod stays ready: its
+    requests answer a 503 naming that dependency, where a pod taken out of its Service would
+    leave the entry point's anonymous 503 instead, and would come back only a probe period
+    after the dependency did. ``own`` are the process' own conditions (draining): any of them
+    failing is 503 at any time.
+    """
+    own = dict(own or {})
+    reached: set[str] = set()
 
     @get("/healthz", media_type=MediaType.JSON, include_in_schema=False, sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -106,18 +118,17 @@ def health_handlers(checks: Mapping[str, Check], timeout: float = 2.0) -> list[A
                 return f"failing: {type(exc).__name__}: {exc}"[:300]
             return "ok"
 
-        names = list(checks)
-        results = await asyncio.gather(*(run(checks[n]) for n in names))
+        every = {**checks, **own}
+        names = list(every)
+        results = await asyncio.gather(*(run(every[n]) for n in names))
         status = dict(zip(names, results, strict=True))
         failing = [n for n, r in status.items() if r != "ok"]
-        code = 503 if failing else 200
+        reached.update(n for n in checks if status[n] == "ok")
+        blocking = [n for n in failing if n in own or n not in reached]
+        word = "not ready" if blocking else "degraded" if failing else "ready"
         return Response(
-            {
-                "status": "ready" if not failing else "not ready",
-                "checks": status,
-                "failing": failing,
-            },
-            status_code=code,
+            {"status": word, "checks": status, "failing": failing},
+            status_code=503 if blocking else 200,
         )
 
     return [healthz, readyz]
@@ -152,6 +163,7 @@ def create_service_app(
     *,
     handlers: Sequence[ControllerRouterHandler],
     checks: Mapping[str, Check],
+    own_checks: Mapping[str, Check] | None = None,
     dependencies: Mapping[str, Any] | None = None,
     lifespan: Sequence[Any] = (),
     on_startup: Sequence[LifespanHook] = (),
@@ -165,7 +177,7 @@ def create_service_app(
         exclude=["/metrics", "/healthz", "/readyz"],
     )
     return Litestar(
-        route_handlers=[*handlers, *health_handlers(checks), MetricsController],
+        route_handlers=[*handlers, *health_handlers(checks, own_checks), MetricsController],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         middleware=[prometheus.middleware],
         lifespan=list(lifespan),

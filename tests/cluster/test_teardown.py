@@ -1,0 +1,57 @@
+"""Last of the cluster tests (conftest orders this module last): the machine is left as found,
+after a run and after a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from kubehelp import Kube
+
+from kubescaler.devstack.cluster import layout
+from kubescaler.devstack.cluster.host import mounts_under
+from kubescaler.devstack.cluster.stack import Cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+
+def test_the_cluster_leaves_the_machines_kernel_settings_alone(cluster: Cluster) -> None:
+    """The kubelet saw its expected values through its own mount namespace; the machine kept
+    its own (forwarding, panic behaviour, overcommit)."""
+    before = json.loads((cluster.lay.state / "host-sysctls.json").read_text())
+    now = {key: Path("/proc/sys", key).read_text().strip() for key in before}
+    assert now == before
+
+
+def test_after_a_crash_up_cleans_the_leftovers_and_down_leaves_the_machine_as_found(
+    cluster: Cluster,
+) -> None:
+    """Every cluster process SIGKILLed (a crash: pods, mounts, the bridge, nftables tables and
+    cgroups left behind): the next `up` cleans them first and comes up; `down` then leaves no
+    process, mount, link, nftables table or cgroup of the cluster."""
+    for pid in cluster.recorded_pids().values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    assert Path(f"/sys/class/net/{layout.BRIDGE}").exists()  # left behind
+
+    cluster.up(app=False)  # its state is all on disk: as a new process after the crash sees it
+    assert cluster.running()
+    kube = Kube(cluster)
+    kube.run("wait", "--for=condition=Ready", f"node/{layout.NODE_NAME}", "--timeout=60s")
+
+    pids = cluster.recorded_pids()
+    assert cluster.down() == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids.values())
+    assert not Path(f"/sys/class/net/{layout.BRIDGE}").exists()
+    assert mounts_under(cluster.lay.state) == []
+    tables = subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "kube-proxy" not in tables
+    assert not any(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    assert not cluster.journal.entries()
