@@ -16,7 +16,7 @@ web:
 
 # bring the whole local system up and print its URLs (Ctrl-C stops it)
 up *ARGS: setup web
-    uv run --frozen kubescaler up {{ARGS}}
+    uv run --frozen kubescaler-dev up {{ARGS}}
 
 # every check and test: lint, types, the web client's unit tests, every pytest test. The local
 # cluster is built meanwhile in the background (from the cache; long only on a fresh machine,
@@ -25,7 +25,7 @@ test: setup lint typecheck web
     #!/usr/bin/env bash
     set -uo pipefail
     mkdir -p .local
-    uv run --frozen kubescaler cluster build > .local/cluster-build.log 2>&1 &
+    uv run --frozen kubescaler-dev cluster build > .local/cluster-build.log 2>&1 &
     build=$!
     trap 'kill $build 2>/dev/null' EXIT
     echo "test: building the local cluster in the background (.local/cluster-build.log)"
@@ -44,7 +44,7 @@ test: setup lint typecheck web
 
 # the local Kubernetes cluster: up (build, start, deploy kubescaler), down, status, apply, build
 cluster *ARGS: setup
-    uv run --frozen kubescaler cluster {{ARGS}}
+    uv run --frozen kubescaler-dev cluster {{ARGS}}
 
 # bounded headless load test of the local system (starts it if it is not up), then replay --verify
 loadtest *ARGS: setup

@@ -49,12 +49,12 @@ from _shared import (
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.devstack.proc import Proc, free_port
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service, start_service
 from kubescaler.domain.locks import verify
 from kubescaler.entrypoints.replay import from_redis
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+from kubescaler_dev.proc import Proc, free_port
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service, start_service
 
 BLOCK = 100
 #: Rounds of one keeper, then two, at the pod's CPU limit.

@@ -26,7 +26,7 @@ import httpx
 from _shared import STACKS, Backend, Row, backend, content_length, pct, print_table, run_client
 from floor_app import granian_argv
 
-from kubescaler.devstack.proc import free_port
+from kubescaler_dev.proc import free_port
 
 #: A request not answered in this long counts as an error (its latency is still recorded).
 TIMEOUT_S = 10.0

@@ -42,7 +42,7 @@ from _shared import (
 )
 from floor_app import granian_argv
 
-from kubescaler.devstack.proc import free_port
+from kubescaler_dev.proc import free_port
 
 #: The client counts of a full run: the usual steps, then on until drops pass HELD (capacity).
 COUNTS = [1, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400, 480, 560, 640, 800]

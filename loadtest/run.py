@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kubescaler.devstack.proc import StartError, port_open
-from kubescaler.devstack.stack import Stack
 from kubescaler.entrypoints import replay
 from kubescaler.settings import load
+from kubescaler_dev.proc import StartError, port_open
+from kubescaler_dev.stack import Stack
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubescaler.devstack.cassandra import CassandraNode
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.proc import free_port
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service, start_service
+from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.proc import free_port
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".local" / "test"

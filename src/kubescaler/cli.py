@@ -1,10 +1,11 @@
-"""`kubescaler`: one subcommand per process of the system, plus the local runner and tools."""
+"""`kubescaler`: one subcommand per process of the system (base, main, stream, lock-keeper), the
+replay tool, token minting and the settings table. The local runner and the local cluster are
+not here: they are the `kubescaler-dev` tooling beside the product (devstack/)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -57,61 +58,6 @@ def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
     return lock_keeper.run(settings)
 
 
-def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from kubescaler.devstack import stack
-
-    if args.streams < 1 or args.keepers < 1:
-        print("kubescaler up: --streams and --keepers must be at least 1", file=sys.stderr)
-        return 2
-    return stack.run(settings, args.streams, args.keepers, backing_only=args.backing_only)
-
-
-def _print_status(report: dict[str, object]) -> None:
-    for key, value in report.items():
-        if isinstance(value, dict):
-            print(f"{key}:")
-            for name, what in value.items():
-                print(f"  {name:<24} {what}")
-        elif isinstance(value, str) and "\n" in value:
-            print(f"{key}:\n{value}")
-        else:
-            print(f"{key}: {value}")
-
-
-def _cmd_cluster(args: argparse.Namespace, _: Settings) -> int:
-    try:
-        from kubescaler.devstack.cluster import stack
-        from kubescaler.devstack.cluster.progress import ClusterError
-    except ImportError:  # the runtime image does not ship the local tooling
-        print("kubescaler cluster: the local tooling is not installed here", file=sys.stderr)
-        return 2
-    cluster = stack.Cluster()
-
-    def interrupted(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)  # stop what it runs, as Ctrl-C does
-    try:
-        if args.action == "up":
-            cluster.up(app=not args.no_app)
-        elif args.action == "apply":
-            cluster.apply()
-        elif args.action == "build":
-            stack.check_prerequisites()
-            cluster.build()
-        elif args.action == "down":
-            return 1 if cluster.down() else 0
-        else:
-            _print_status(cluster.status())
-            return 0 if cluster.running() else 3
-    except ClusterError as exc:
-        print(f"kubescaler cluster {args.action}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
 def _ttl_seconds(text: str) -> int:
     """``3600``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds (argparse type)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -139,7 +85,7 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         key = Path(settings.local_state_dir) / tokens.LOCAL_KEY
         if not key.is_file():
             print(
-                f"kubescaler token: no key: {key} does not exist (`kubescaler up` makes it) and "
+                f"kubescaler token: no key: {key} does not exist (`./dev up` makes it) and "
                 "KUBESCALER_AUTH_SECRET is empty",
                 file=sys.stderr,
             )
@@ -215,43 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
         "`kubescaler replay --help` for its options.",
         lambda _a, _s: 0,
     ).add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    up = add(
-        "up",
-        "Bring the whole local system up (Redis, Cassandra, every service, the nginx entry point) "
-        "and print its URLs; Ctrl-C stops it. Data persists under .local/.",
-        _cmd_up,
-    )
-    up.add_argument("--streams", type=int, default=2, help="stream instances (default 2)")
-    up.add_argument("--keepers", type=int, default=1, help="lock-keeper workers (default 1)")
-    up.add_argument(
-        "--backing-only",
-        action="store_true",
-        help="only Redis and Cassandra (for running "
-        "kubescaler's own processes by hand or from an IDE)",
-    )
-    cluster = add(
-        "cluster",
-        "A one-node Kubernetes cluster of real parts on this machine (etcd, kube-apiserver, "
-        "kube-controller-manager, kube-scheduler, kubelet on containerd, kube-proxy, CoreDNS, "
-        "metrics-server, KEDA, Traefik), built from Go modules and Debian packages into a cache "
-        "(~/.cache/kubescaler/cluster); `up` also builds kubescaler's image and applies "
-        "manifests/overlays/local. Needs root. docs/kubernetes.md.",
-        _cmd_cluster,
-    )
-    cluster.add_argument(
-        "action",
-        choices=["up", "down", "status", "apply", "build"],
-        help="up: build what is missing, start, deploy kubescaler; down: stop everything it "
-        "started and undo its changes to the machine; status: what runs (exit 3 when down); "
-        "apply: rebuild the image and re-apply the overlay; build: only build",
-    )
-    cluster.add_argument(
-        "--no-app", action="store_true", help="up: the cluster and its add-ons, not kubescaler"
-    )
     token = add(
         "token",
         "Mint a JWT for a user with the local HMAC key (KUBESCALER_AUTH_SECRET, else the key "
-        "`kubescaler up` keeps in <KUBESCALER_LOCAL_STATE_DIR>/auth.key), carrying the issuer "
+        "`./dev up` keeps in <KUBESCALER_LOCAL_STATE_DIR>/auth.key), carrying the issuer "
         "and audience the services check; prints it alone, for $(...).",
         _cmd_token,
     )

@@ -48,7 +48,7 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
     )
     port: Annotated[int, _doc("Cassandra native transport port.")] = 9042
     storage_port: Annotated[
-        int, _doc("Storage (gossip) port of the local node `kubescaler up` starts.")
+        int, _doc("Storage (gossip) port of the local node `./dev up` starts.")
     ] = 7000
     keyspace: Annotated[str, _doc("Keyspace holding the user and profile tables.")] = "kubescaler"
     replication_factor: Annotated[
@@ -203,7 +203,7 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     secret: Annotated[
         str,
         _doc(
-            "HMAC key of HS* tokens (from a Secret on Kubernetes); `kubescaler up` sets the "
+            "HMAC key of HS* tokens (from a Secret on Kubernetes); `./dev up` sets the "
             "one it keeps in `.local/auth.key`."
         ),
     ] = ""
@@ -300,7 +300,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     log_level: Annotated[str, _doc("Log level of every process.")] = "info"
     local_state_dir: Annotated[
-        str, _doc("Where `kubescaler up` keeps data and logs of the local system.")
+        str, _doc("Where `./dev up` keeps data and logs of the local system.")
     ] = ".local"
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)

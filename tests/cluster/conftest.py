@@ -11,7 +11,7 @@ import httpx
 import pytest
 from kubehelp import GATEWAY, Kube, Pair
 
-from kubescaler.devstack.cluster.stack import Cluster
+from kubescaler_dev.cluster.stack import Cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubescaler.devstack.cluster import layout
-from kubescaler.devstack.cluster.stack import NAMESPACE, Cluster
+from kubescaler_dev.cluster import layout
+from kubescaler_dev.cluster.stack import NAMESPACE, Cluster
 
 GATEWAY = f"http://127.0.0.1:{layout.GATEWAY_PORT}"
 

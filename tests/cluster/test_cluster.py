@@ -18,10 +18,10 @@ import pytest
 from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, replay_verify, session, wait_for
 from viewers import Viewer, open_viewers
 
-from kubescaler.devstack.cluster.gobuild import ensure_built
-from kubescaler.devstack.cluster.progress import ClusterError, Progress
-from kubescaler.devstack.cluster.stack import NAMESPACE
-from kubescaler.devstack.cluster.versions import BUILDS
+from kubescaler_dev.cluster.gobuild import ensure_built
+from kubescaler_dev.cluster.progress import ClusterError, Progress
+from kubescaler_dev.cluster.stack import NAMESPACE
+from kubescaler_dev.cluster.versions import BUILDS
 
 # the first test also waits for the cluster to come up (Cassandra's first start in a pod)
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 from kubehelp import GATEWAY, Kube, Pair, ready_pods, replay_verify, session, wait_for
 
-from kubescaler.devstack.cluster.stack import NAMESPACE
 from kubescaler.domain.stream import SseParser
+from kubescaler_dev.cluster.stack import NAMESPACE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from kubehelp import Kube
 
-from kubescaler.devstack.cluster import layout
-from kubescaler.devstack.cluster.host import mounts_under
-from kubescaler.devstack.cluster.stack import Cluster
+from kubescaler_dev.cluster import layout
+from kubescaler_dev.cluster.host import mounts_under
+from kubescaler_dev.cluster.stack import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 

@@ -1,4 +1,4 @@
-"""The README's first command: `kubescaler up` brings the whole system up behind one entry point,
+"""The README's first command: `./dev up` brings the whole system up behind one entry point,
 and keeps it up as Kubernetes would when one of its processes dies.
 
 It runs as a real process on free ports with its own state folder, exactly as `./dev up` runs
@@ -25,10 +25,10 @@ import msgspec
 import pytest
 import redis
 
-from kubescaler.devstack.proc import free_port, port_open
 from kubescaler.domain.locks import record_from_fields
 from kubescaler.domain.stream import SseMessage, SseParser
 from kubescaler.entrypoints import replay
+from kubescaler_dev.proc import free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ UP_ENV = {
 
 
 class Up:
-    """The running `kubescaler up`: its process, ports and every line it printed so far."""
+    """The running `./dev up`: its process, ports and every line it printed so far."""
 
     def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
         self.proc = proc
@@ -117,7 +117,7 @@ def up(test_state: Path) -> Iterator[Up]:
         **UP_ENV,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kubescaler.cli", "up", "--streams", "2"],
+        [sys.executable, "-m", "kubescaler_dev.cli", "up", "--streams", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.services import Service
 from kubescaler.entrypoints.stream_app import web_page
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,9 @@ import jwt
 import pytest
 import redis
 
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

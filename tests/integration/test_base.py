@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kubescaler.devstack.services import Service
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 import pytest
 
 from kubescaler.adapters.cassandra import CassandraRepository
-from kubescaler.devstack.cassandra import CassandraNode
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import User
 from kubescaler.settings import CassandraSettings
+from kubescaler_dev.cassandra import CassandraNode
 
 pytestmark = pytest.mark.integration
 

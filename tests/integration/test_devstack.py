@@ -16,9 +16,9 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 
-from kubescaler.devstack.cassandra import CassandraNode
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.proc import free_port
+from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.proc import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from kubescaler.adapters.cassandra import CassandraRepository
-from kubescaler.devstack.cassandra import CassandraNode
-from kubescaler.devstack.services import Service
 from kubescaler.domain.models import MAX_PROFILE_USERS, User
 from kubescaler.settings import CassandraSettings
+from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
 from kubescaler.entrypoints import replay
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from kubescaler.adapters.lockclient import LockClient
-from kubescaler.devstack.proc import Proc, free_port
-from kubescaler.devstack.redis import RedisServer
 from kubescaler.entrypoints.asyncapi import ASYNCAPI_PATH, asyncapi_document
 from kubescaler.entrypoints.lock_keeper import create_app
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+from kubescaler_dev.proc import Proc, free_port
+from kubescaler_dev.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

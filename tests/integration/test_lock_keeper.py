@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 
 from kubescaler.adapters.lockclient import LockClient
 from kubescaler.adapters.lockstate import is_launched, launched_profiles
-from kubescaler.devstack.redis import RedisServer, stopped
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import LockRecord, record_from_fields, verify
 from kubescaler.entrypoints.lock_keeper import Worker
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+from kubescaler_dev.redis import RedisServer, stopped
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.devstack.redis import RedisServer, stopped
+from kubescaler_dev.redis import RedisServer, stopped
 
 pytestmark = pytest.mark.integration
 

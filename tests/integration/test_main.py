@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from kubescaler.adapters.lockstate import user_key
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service, start_service
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service, start_service
 
 pytestmark = pytest.mark.integration
 

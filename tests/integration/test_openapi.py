@@ -20,8 +20,8 @@ import pytest
 import schemathesis
 from schemathesis import Case
 
-from kubescaler.devstack.services import Service
 from kubescaler.settings import Settings
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from kubescaler.adapters import redis_client
-from kubescaler.devstack.cassandra import CassandraNode
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
+from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,8 +25,8 @@ import pytest
 import test_stream
 from test_stream import Pair, next_event, open_stream
 
-from kubescaler.devstack.proc import free_port
-from kubescaler.devstack.services import Service, start_service
+from kubescaler_dev.proc import free_port
+from kubescaler_dev.services import Service, start_service
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import pytest
 
 from kubescaler.adapters import redis_client
 from kubescaler.adapters.ratelimit import RateLimiter
-from kubescaler.devstack.proc import free_port
-from kubescaler.devstack.redis import RedisServer
 from kubescaler.domain.admission import Limit
 from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler_dev.proc import free_port
+from kubescaler_dev.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

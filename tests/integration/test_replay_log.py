@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from kubescaler.adapters.lockclient import LockClient
-from kubescaler.devstack.redis import RedisServer
 from kubescaler.entrypoints import replay
 from kubescaler.entrypoints.lock_keeper import Worker
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+from kubescaler_dev.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

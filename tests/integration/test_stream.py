@@ -16,11 +16,11 @@ import httpx
 import msgspec
 import pytest
 
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service, start_service
 from kubescaler.domain.stream import SseMessage, SseParser
 from kubescaler.entrypoints import replay
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service, start_service
 
 pytestmark = pytest.mark.integration
 

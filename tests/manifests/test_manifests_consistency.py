@@ -12,7 +12,7 @@ import yaml
 from rendering import MANIFESTS, ROOT, SERVICES, Rendered, render
 
 from kubescaler import cli, settings
-from kubescaler.devstack.services import Service
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from rendering import MANIFESTS, render
 
-from kubescaler.devstack.proc import free_port
-from kubescaler.devstack.services import Service
 from kubescaler.domain.stream import SseParser
+from kubescaler_dev.proc import free_port
+from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from kubescaler.devstack.cluster import addons, stack
-from kubescaler.devstack.cluster import layout as net
-from kubescaler.devstack.cluster.components import Containerd, KubeProxy
-from kubescaler.devstack.cluster.gobuild import wrapper_go_mod
-from kubescaler.devstack.cluster.host import Journal
-from kubescaler.devstack.cluster.layout import Layout
-from kubescaler.devstack.cluster.pki import Pki
-from kubescaler.devstack.cluster.progress import ClusterError, Progress
-from kubescaler.devstack.cluster.versions import BUILDS
+from kubescaler_dev.cluster import addons, stack
+from kubescaler_dev.cluster import layout as net
+from kubescaler_dev.cluster.components import Containerd, KubeProxy
+from kubescaler_dev.cluster.gobuild import wrapper_go_mod
+from kubescaler_dev.cluster.host import Journal
+from kubescaler_dev.cluster.layout import Layout
+from kubescaler_dev.cluster.pki import Pki
+from kubescaler_dev.cluster.progress import ClusterError, Progress
+from kubescaler_dev.cluster.versions import BUILDS
 
 
 def test_a_build_key_changes_with_its_version_and_only_its_own() -> None:
@@ -131,7 +131,7 @@ def test_not_root_is_refused_before_anything_starts(monkeypatch: pytest.MonkeyPa
 def test_status_of_a_cluster_that_is_not_up_exits_3(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kubescaler import cli
+    from kubescaler_dev import cli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cli.main(["cluster", "status"]) == 3
@@ -139,7 +139,7 @@ def test_status_of_a_cluster_that_is_not_up_exits_3(
 
 
 def test_a_module_version_the_proxy_refuses_is_one_line_naming_it() -> None:
-    from kubescaler.devstack.cluster.gobuild import _go
+    from kubescaler_dev.cluster.gobuild import _go
 
     refused = (
         "go: downloading example.com/sdk v1.2.3\n"
@@ -158,7 +158,7 @@ def test_a_module_version_the_proxy_refuses_is_one_line_naming_it() -> None:
 def test_a_full_disk_says_so_and_how_much_a_first_build_needs(tmp_path: Path) -> None:
     """A cold build that runs out of disk names the cause and the space it needs, not only
     the failing command's exit status."""
-    from kubescaler.devstack.cluster.progress import COLD_BUILD_DISK_GB, run
+    from kubescaler_dev.cluster.progress import COLD_BUILD_DISK_GB, run
 
     full = "go: writing go.sum: write /root/go/go.sum: no space left on device"
     with pytest.raises(ClusterError) as caught:

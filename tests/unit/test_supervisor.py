@@ -1,10 +1,10 @@
-"""`kubescaler up`'s supervision rules, stepped with a fake clock and fake processes."""
+"""`./dev up`'s supervision rules, stepped with a fake clock and fake processes."""
 
 from __future__ import annotations
 
 import signal
 
-from kubescaler.devstack.supervisor import Backoff, Supervised, Supervisor, exit_status
+from kubescaler_dev.supervisor import Backoff, Supervised, Supervisor, exit_status
 
 
 class FakeProc:

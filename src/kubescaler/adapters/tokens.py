@@ -22,7 +22,7 @@ from kubescaler.domain.errors import Unauthorized
 from kubescaler.domain.identity import Identity, from_claims
 from kubescaler.settings import AuthSettings, SettingsError
 
-#: the local HMAC key `kubescaler up` makes, under KUBESCALER_LOCAL_STATE_DIR
+#: the local HMAC key `./dev up` makes, under KUBESCALER_LOCAL_STATE_DIR
 LOCAL_KEY = "auth.key"
 HMAC = frozenset({"HS256", "HS384", "HS512"})
 #: a JWKS file is read again for an unknown `kid` at most this often (key rotation)
@@ -50,7 +50,7 @@ def check(auth: AuthSettings) -> None:
     if algs <= HMAC and len(auth.secret.encode()) < MIN_SECRET_BYTES:
         raise SettingsError(
             f"KUBESCALER_AUTH_SECRET must hold at least {MIN_SECRET_BYTES} bytes for "
-            f"{', '.join(sorted(algs))} (`kubescaler up` makes one in .local/auth.key)"
+            f"{', '.join(sorted(algs))} (`./dev up` makes one in .local/auth.key)"
         )
     if not algs <= HMAC and not auth.key_file:
         raise SettingsError(

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubescaler.devstack.cluster.progress import ClusterError, Progress
+from kubescaler_dev.cluster.progress import ClusterError, Progress
 
 #: the cgroup v1 hierarchies the kubelet makes ``kubepods`` in (and cgroup v2 when mounted)
 CGROUP_ROOT = Path("/sys/fs/cgroup")

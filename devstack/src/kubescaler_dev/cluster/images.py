@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubescaler.devstack.cluster.layout import Layout
-from kubescaler.devstack.cluster.progress import ClusterError, Progress, run
-from kubescaler.devstack.cluster.versions import DEBIAN_SUITE
+from kubescaler_dev.cluster.layout import Layout
+from kubescaler_dev.cluster.progress import ClusterError, Progress, run
+from kubescaler_dev.cluster.versions import DEBIAN_SUITE
 
 ROOT = Path(__file__).resolve().parents[4]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -342,7 +342,7 @@ exec java -Xms${HEAP_NEWSIZE:-128M} -Xmx${MAX_HEAP_SIZE:-768M} -Xmn${HEAP_NEWSIZ
 
 def cassandra_context(lib_dir: Path) -> Callable[[Path], None]:
     """Cassandra's Maven jars, a config template and the entrypoint above."""
-    from kubescaler.devstack.cassandra import JVM_MODULE_FLAGS, LOGBACK, ensure_jars
+    from kubescaler_dev.cassandra import JVM_MODULE_FLAGS, LOGBACK, ensure_jars
 
     def make(ctx: Path) -> None:
         ensure_jars(lib_dir)

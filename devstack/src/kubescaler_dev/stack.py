@@ -1,4 +1,4 @@
-"""`kubescaler up`: the whole system on 127.0.0.1, started in dependency order, kept running.
+"""`./dev up`: the whole system on 127.0.0.1, started in dependency order, kept running.
 
 Redis and Cassandra keep their data under ``.local/`` (git-ignored), so it survives a restart.
 Every process is awaited on its readiness before the next one that needs it starts, as the
@@ -18,13 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
-from kubescaler.devstack.cassandra import CassandraNode
-from kubescaler.devstack.nginx import Nginx
-from kubescaler.devstack.proc import Proc, StartError, port_open
-from kubescaler.devstack.redis import RedisServer
-from kubescaler.devstack.services import Service
-from kubescaler.devstack.supervisor import Backoff, Supervised, Supervisor
 from kubescaler.settings import Settings
+from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.nginx import Nginx
+from kubescaler_dev.proc import Proc, StartError, port_open
+from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.services import Service
+from kubescaler_dev.supervisor import Backoff, Supervised, Supervisor
 
 
 def _port(url: str, default: int) -> int:

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubescaler.devstack.cluster.progress import ClusterError, run
+from kubescaler_dev.cluster.progress import ClusterError, run
 
 DAYS = 3650
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from kubescaler.devstack.proc import Proc, StartError
+from kubescaler_dev.proc import Proc, StartError
 
 
 def redis_binary() -> str:

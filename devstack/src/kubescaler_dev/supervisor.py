@@ -1,4 +1,4 @@
-"""`kubescaler up` keeps its processes running the way Kubernetes keeps a pod's containers.
+"""`./dev up` keeps its processes running the way Kubernetes keeps a pod's containers.
 
 A process that exits, whatever the reason (a crash, SIGKILL, a stream instance that finished
 draining after SIGTERM), is started again with the same argv, so on the same port, after a

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from kubescaler.devstack.proc import Proc, free_port
+from kubescaler_dev.proc import Proc, free_port
 
 
 class Service(Proc):

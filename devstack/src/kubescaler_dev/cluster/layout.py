@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubescaler.devstack.cluster.versions import BUILDS
+from kubescaler_dev.cluster.versions import BUILDS
 
 NODE_NAME = "kubescaler-local"
 BRIDGE = "ksbr0"

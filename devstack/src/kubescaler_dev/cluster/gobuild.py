@@ -1,6 +1,6 @@
 """Build the cluster's binaries from Go modules into a cache kept between runs.
 
-Each :class:`~kubescaler.devstack.cluster.versions.GoBuild` gets a wrapper module under
+Each :class:`~kubescaler_dev.cluster.versions.GoBuild` gets a wrapper module under
 ``<cache>/modules/<key>`` and its binaries under ``<cache>/bin/<key>``; the folder appears only
 once every binary built, so an interrupted build is never taken for a finished one. Go's own
 build and module caches (outside the checkout) make a rebuild after a version change cheap.
@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kubescaler.devstack.cluster.progress import ClusterError, Progress, run
-from kubescaler.devstack.cluster.versions import GoBuild
+from kubescaler_dev.cluster.progress import ClusterError, Progress, run
+from kubescaler_dev.cluster.versions import GoBuild
 
 MIN_GO = (1, 26)
 
@@ -36,7 +36,7 @@ def _go(argv: list[str], what: str, progress: Progress, **kwargs: Any) -> str:
             raise
         raise ClusterError(
             f"{what}: the Go module proxy does not serve {refused.group(1)}; pin versions it "
-            "serves in src/kubescaler/devstack/cluster/versions.py"
+            "serves in devstack/src/kubescaler_dev/cluster/versions.py"
         ) from exc
 
 

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubescaler.devstack.proc import Proc, StartError
+from kubescaler_dev.proc import Proc, StartError
 
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 _MAX_OPEN_FILES = 8192  # a proxied stream holds two connections: client and upstream
@@ -101,7 +101,7 @@ class Nginx(Proc):
         # Workers run as the master's user; as root nginx would otherwise switch to "nobody".
         user = "user root;\n" if os.geteuid() == 0 else ""
         files = _open_files()
-        return f"""# Written by kubescaler.devstack.nginx on every start and reload: edits are lost.
+        return f"""# Written by kubescaler_dev.nginx on every start and reload: edits are lost.
 {user}daemon off;
 master_process on;
 worker_processes 1;

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 
-from kubescaler.devstack.cluster import layout as net
-from kubescaler.devstack.cluster.host import Journal
-from kubescaler.devstack.cluster.layout import Layout
-from kubescaler.devstack.cluster.pki import Cert, Leaf, Pki
-from kubescaler.devstack.proc import Proc
+from kubescaler_dev.cluster import layout as net
+from kubescaler_dev.cluster.host import Journal
+from kubescaler_dev.cluster.layout import Layout
+from kubescaler_dev.cluster.pki import Cert, Leaf, Pki
+from kubescaler_dev.proc import Proc
 
 #: what the kubelet expects these kernel settings to be; it reads them through files of ours
 #: (see Kubelet) and, with protectKernelDefaults, refuses to start rather than write them

@@ -19,8 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
-from kubescaler.devstack.cluster import layout as net
-from kubescaler.devstack.cluster.versions import COREDNS, KEDA, METRICS_SERVER, TRAEFIK
+from kubescaler_dev.cluster import layout as net
+from kubescaler_dev.cluster.versions import COREDNS, KEDA, METRICS_SERVER, TRAEFIK
 
 IMAGES = {
     "coredns": f"kubescaler.local/coredns:{COREDNS}",

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubescaler.devstack.proc import Proc, StartError, port_open
+from kubescaler_dev.proc import Proc, StartError, port_open
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster
@@ -242,7 +242,7 @@ class CassandraNode(Proc):
 
     def config_yaml(self) -> str:
         data = self.data_dir.resolve()
-        return f"""# Written by kubescaler.devstack.cassandra on every start: edits are lost.
+        return f"""# Written by kubescaler_dev.cassandra on every start: edits are lost.
 cluster_name: kubescaler-local
 num_tokens: 1
 initial_token: 0

@@ -1,4 +1,4 @@
-"""`kubescaler cluster up|down|status|apply`: a one-node Kubernetes of real parts, on loopback.
+"""`kubescaler-dev cluster up|down|status|apply`: a one-node Kubernetes of real parts, on loopback.
 
 ``up`` builds (once, into the cache) and starts etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, containerd, the kubelet and kube-proxy as processes of this machine; then
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from kubescaler.devstack.cassandra import ensure_jars
-from kubescaler.devstack.cluster import addons, images
-from kubescaler.devstack.cluster import layout as net
-from kubescaler.devstack.cluster.components import (
+from kubescaler_dev.cassandra import ensure_jars
+from kubescaler_dev.cluster import addons, images
+from kubescaler_dev.cluster import layout as net
+from kubescaler_dev.cluster.components import (
     KUBELET_SYSCTLS,
     Component,
     Containerd,
@@ -41,14 +41,14 @@ from kubescaler.devstack.cluster.components import (
     leaves,
     write_kubeconfig,
 )
-from kubescaler.devstack.cluster.gobuild import ensure_built, go_binary, module_source
-from kubescaler.devstack.cluster.host import Journal, mounts_under, unmount_tree
-from kubescaler.devstack.cluster.images import ROOT, Image, Images
-from kubescaler.devstack.cluster.layout import Layout, default_cache
-from kubescaler.devstack.cluster.pki import Pki
-from kubescaler.devstack.cluster.progress import ClusterError, Progress, run
-from kubescaler.devstack.cluster.versions import BUILDS, PROMETHEUS, SOURCES
-from kubescaler.devstack.proc import StartError, port_open
+from kubescaler_dev.cluster.gobuild import ensure_built, go_binary, module_source
+from kubescaler_dev.cluster.host import Journal, mounts_under, unmount_tree
+from kubescaler_dev.cluster.images import ROOT, Image, Images
+from kubescaler_dev.cluster.layout import Layout, default_cache
+from kubescaler_dev.cluster.pki import Pki
+from kubescaler_dev.cluster.progress import ClusterError, Progress, run
+from kubescaler_dev.cluster.versions import BUILDS, PROMETHEUS, SOURCES
+from kubescaler_dev.proc import StartError, port_open
 
 NAMESPACE = "kubescaler"
 OVERLAY = ROOT / "manifests" / "overlays" / "local"
@@ -332,7 +332,7 @@ class Cluster:
     def _up(self, app: bool = True) -> None:
         check_prerequisites()
         if self.running():
-            self.say("the cluster is already up; `kubescaler cluster down` stops it")
+            self.say("the cluster is already up; `kubescaler-dev cluster down` stops it")
             if app:
                 self.apply()
             return

@@ -1,0 +1,1 @@
+"""A one-node Kubernetes cluster of real parts on this machine: `kubescaler-dev cluster`."""

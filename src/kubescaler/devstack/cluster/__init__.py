@@ -1,1 +1,0 @@
-"""A one-node Kubernetes cluster of real parts on this machine: `kubescaler cluster`."""
