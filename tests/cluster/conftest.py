@@ -21,6 +21,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
+        "--nodes",
+        type=int,
+        default=3,
+        help="nodes of the local cluster the cluster tests start (default 3)",
+    )
+    parser.addoption(
         "--keep-cluster",
         action="store_true",
         help="leave the local cluster up after the cluster tests (the next run reuses it)",
@@ -34,7 +40,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     c = Cluster()
     with c.locked():  # the whole session: another test run on this machine waits its turn
         started_here = not c.running()
-        c.up()
+        c.up(nodes=request.config.getoption("--nodes"))
         yield c
         if started_here and not request.config.getoption("--keep-cluster"):
             assert c.down() == [], "the cluster did not stop cleanly"

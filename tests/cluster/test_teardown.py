@@ -31,27 +31,34 @@ def test_the_cluster_leaves_the_machines_kernel_settings_alone(cluster: Cluster)
 def test_after_a_crash_up_cleans_the_leftovers_and_down_leaves_the_machine_as_found(
     cluster: Cluster,
 ) -> None:
-    """Every cluster process SIGKILLed (a crash: pods, mounts, the bridge, nftables tables and
-    cgroups left behind): the next `up` cleans them first and comes up; `down` then leaves no
-    process, mount, link, nftables table or cgroup of the cluster."""
+    """Every cluster process SIGKILLed (a crash: pods, mounts, the bridge, the nodes'
+    namespaces and cgroups left behind): the next `up` cleans them first and comes up with as
+    many nodes; `down` then leaves no process, mount, link, namespace, nftables table or cgroup
+    of the cluster."""
+    count = cluster.node_count()
     for pid in cluster.recorded_pids().values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     assert Path(f"/sys/class/net/{layout.BRIDGE}").exists()  # left behind
+    assert Path(f"/run/netns/{layout.NodeNet(1).netns}").exists()
 
-    cluster.up(app=False)  # its state is all on disk: as a new process after the crash sees it
+    # its state is all on disk: as a new process after the crash sees it
+    cluster.up(app=False, nodes=count)
     assert cluster.running()
     kube = Kube(cluster)
-    kube.run("wait", "--for=condition=Ready", f"node/{layout.NODE_NAME}", "--timeout=60s")
+    for node in cluster.nodes():
+        kube.run("wait", "--for=condition=Ready", f"node/{node.name}", "--timeout=60s")
 
     pids = cluster.recorded_pids()
     assert cluster.down() == []
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids.values())
     assert not Path(f"/sys/class/net/{layout.BRIDGE}").exists()
+    assert not list(Path("/run/netns").glob("ks-node-*"))
     assert mounts_under(cluster.lay.state) == []
     tables = subprocess.run(
         ["nft", "list", "tables"], capture_output=True, text=True, check=True
     ).stdout
     assert "kube-proxy" not in tables
-    assert not any(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    cgroups = Path("/sys/fs/cgroup")
+    assert not [*cgroups.glob("*/kubepods"), *cgroups.glob("*/ks-node-*")]
     assert not cluster.journal.entries()

@@ -1,6 +1,7 @@
 """The local cluster tool's rules that need no cluster: pins, wrapper modules, the network's
-limits (no DNS forwarder, loopback only, no machine-wide forwarding), the journal, and the
-one-line refusal when something is missing."""
+limits (no DNS forwarder, the entry point on loopback only, no machine-wide forwarding, a
+kube-proxy per node namespace), the journal, and the one-line refusal when something is
+missing."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from kubescaler_dev.cluster import addons, stack
+from kubescaler_dev.cluster import dns, gateway, machine
 from kubescaler_dev.cluster import layout as net
-from kubescaler_dev.cluster.components import Containerd, KubeProxy
+from kubescaler_dev.cluster.cni import in_netns
+from kubescaler_dev.cluster.containerd import Containerd
 from kubescaler_dev.cluster.gobuild import wrapper_go_mod
 from kubescaler_dev.cluster.host import Journal
-from kubescaler_dev.cluster.layout import Layout
+from kubescaler_dev.cluster.kubelet import Kubelet, KubeProxy
+from kubescaler_dev.cluster.layout import Layout, NodeNet
+from kubescaler_dev.cluster.loadbalancer import LoadBalancer
 from kubescaler_dev.cluster.pki import Pki
 from kubescaler_dev.cluster.progress import ClusterError, Progress
-from kubescaler_dev.cluster.versions import BUILDS
+from kubescaler_dev.cluster.versions import BUILDS, IMAGES
 
 
 def test_a_build_key_changes_with_its_version_and_only_its_own() -> None:
@@ -55,45 +59,84 @@ def test_a_local_replace_without_a_published_version_is_an_error() -> None:
 
 
 def test_coredns_answers_cluster_names_only_and_forwards_nowhere(tmp_path: Path) -> None:
-    corefile = addons.COREFILE
+    corefile = dns.COREFILE
     assert "forward" not in corefile
     assert f"kubernetes {net.CLUSTER_DOMAIN}" in corefile
-    out = addons.coredns(tmp_path / "coredns")
+    out = dns.coredns(tmp_path / "coredns").folder
     assert net.DNS_SERVICE_IP in (out / "coredns.yaml").read_text()
 
 
-def test_the_gateway_listens_on_loopback_only(tmp_path: Path) -> None:
-    text = (addons.traefik(tmp_path / "traefik") / "traefik.yaml").read_text()
-    assert f"--entryPoints.web.address=127.0.0.1:{net.GATEWAY_PORT}" in text
-    assert "--entryPoints.traefik.address=127.0.0.1:" in text
-    assert ':80"' not in text.replace(f"127.0.0.1:{net.GATEWAY_PORT}", "")
+def test_the_entry_point_is_on_loopback_only_and_balances_over_every_node(
+    tmp_path: Path,
+) -> None:
+    """The load balancer binds 127.0.0.1:80 alone and checks each node's Traefik; Traefik
+    binds the node's own network (a namespace of the run's), never the machine's."""
+    lay = Layout(tmp_path)
+    nodes = [NodeNet(i) for i in (1, 2, 3)]
+    lb = LoadBalancer(lay, nodes)
+    lb.prepare()
+    config = lb.config_file.read_text()
+    binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind")]
+    assert binds == [f"127.0.0.1:{net.GATEWAY_PORT}"]
+    for node in nodes:
+        assert f"server {node.name} {node.ip}:{net.GATEWAY_PORT} check" in config
+    assert "option httpchk GET /ping" in config
+    traefik = gateway.traefik(tmp_path / "traefik")
+    text = (traefik.folder / "traefik.yaml").read_text()
+    assert '"kind": "DaemonSet"' in text
+    assert '"hostNetwork": true' in text
 
 
 def test_pods_get_no_default_route_no_nat_and_no_machine_forwarding(tmp_path: Path) -> None:
-    """The CNI config keeps pod traffic on this machine: routes to the services only, no
-    masquerade, and no `isGateway` (with which the bridge plugin turns on ip_forward)."""
-    containerd = Containerd(Layout(tmp_path), "pause", "/usr/sbin/runc", "/usr/lib/cni")
+    """The CNI config keeps pod traffic in the cluster's ranges: routes to the nodes', the
+    services' and the pods' ranges only, no masquerade, no `isGateway` (with which the bridge
+    plugin turns forwarding on); containerd runs in the node's namespace."""
+    lay = Layout(tmp_path)
+    node = lay.node(2)
+    containerd = Containerd(lay, node)
     containerd.prepare()
-    conf = json.loads((containerd.cni_conf_dir / "10-kubescaler.conflist").read_text())
+    conf = json.loads((node.config / "cni" / "10-kubescaler.conflist").read_text())
     bridge = conf["plugins"][0]
     assert bridge["isGateway"] is False
     assert bridge["ipMasq"] is False
-    assert bridge["ipam"]["routes"] == [{"dst": net.SERVICE_CIDR}]
+    assert bridge["ipam"]["routes"] == [
+        {"dst": net.NODE_NET},
+        {"dst": net.SERVICE_CIDR},
+        {"dst": net.POD_CIDR},
+    ]
+    assert bridge["ipam"]["ranges"][0][0]["subnet"] == "10.216.2.0/24"
     toml = containerd.config_file.read_text()
     assert "netns_mounts_under_state_dir = true" in toml
+    assert f'sandbox = "{IMAGES["pause"]}"' in toml
     assert str(tmp_path) in toml.split("root =")[1].splitlines()[0]
+    assert containerd.argv[:2] == in_netns(node.net, [])
 
 
 def test_kube_proxy_touches_no_conntrack_sysctl_and_no_loopback_nodeports(tmp_path: Path) -> None:
     lay = Layout(tmp_path)
-    lay.config.mkdir(parents=True)
-    proxy = KubeProxy(lay, Pki(lay.pki), Journal(tmp_path))
+    node = lay.node(1)
+    node.config.mkdir(parents=True)
+    proxy = KubeProxy(lay, node, Pki(lay.pki))
     proxy.prepare()
     config = json.loads(proxy.config_file.read_text())
     assert config["mode"] == "nftables"
     assert config["conntrack"]["maxPerCore"] == 0
-    assert config["nodePortAddresses"] == [f"{net.NODE_IP}/32"]
-    assert [c.what for c in Journal(tmp_path).entries()] == ["ip kube-proxy", "ip6 kube-proxy"]
+    assert config["nodePortAddresses"] == [f"{node.net.ip}/32"]
+    assert proxy.argv[0] == "nsenter"  # its nftables are the node namespace's, not the machine's
+
+
+def test_each_kubelet_has_its_own_cgroup_root_address_and_runtime(tmp_path: Path) -> None:
+    """Two kubelets on one machine must not share a cgroup root: each would take the other's
+    pods for orphans and kill them."""
+    lay = Layout(tmp_path)
+    configs = []
+    for index in (1, 2):
+        node = lay.node(index)
+        node.config.mkdir(parents=True)
+        configs.append(Kubelet(lay, node, Pki(lay.pki), Journal(tmp_path))._config())
+    for key in ("cgroupRoot", "address", "containerRuntimeEndpoint", "podLogsDir"):
+        assert configs[0][key] != configs[1][key], key
+    assert configs[0]["cgroupRoot"] == "/ks-node-1"
 
 
 def test_the_journal_records_once_and_undoes_newest_first(tmp_path: Path) -> None:
@@ -114,9 +157,9 @@ def test_a_missing_prerequisite_is_one_line_naming_the_package(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(stack, "_exists", lambda tool: tool not in ("podman", "nft"))
+    monkeypatch.setattr(machine, "_exists", lambda tool: tool not in ("podman", "nft"))
     with pytest.raises(ClusterError) as caught:
-        stack.check_prerequisites()
+        machine.check_prerequisites()
     message = str(caught.value)
     assert "\n" not in message
     assert "nftables podman" in message
@@ -125,7 +168,7 @@ def test_a_missing_prerequisite_is_one_line_naming_the_package(
 def test_not_root_is_refused_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(ClusterError, match="needs root"):
-        stack.check_prerequisites()
+        machine.check_prerequisites()
 
 
 def test_status_of_a_cluster_that_is_not_up_exits_3(

@@ -16,12 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubescaler_dev.cluster.versions import CASSANDRA
 from kubescaler_dev.proc import Proc, StartError, port_open
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster
 
-CASSANDRA_VERSION = "5.0.8"
+CASSANDRA_VERSION = CASSANDRA
 CASSANDRA_JAR = f"cassandra-all-{CASSANDRA_VERSION}.jar"
 SUPPORTED_JAVA = (17, 11)
 INITIAL_HEAP_MIB = 128

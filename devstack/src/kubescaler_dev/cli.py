@@ -47,9 +47,18 @@ def _cmd_cluster(args: argparse.Namespace, _: Settings) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)  # stop what it runs, as Ctrl-C does
+    faults = {"lose": cluster.lose, "freeze": cluster.freeze, "resume": cluster.resume,
+              "back": cluster.back}  # fmt: skip
     try:
-        if args.action == "up":
-            cluster.up(app=not args.no_app)
+        if args.action in faults:
+            if args.node is None:
+                print(
+                    f"kubescaler-dev cluster {args.action}: which node? (--node N)", file=sys.stderr
+                )
+                return 2
+            faults[args.action](args.node)
+        elif args.action == "up":
+            cluster.up(app=not args.no_app, nodes=args.nodes)
         elif args.action == "apply":
             cluster.apply()
         elif args.action == "build":
@@ -98,23 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster = add(
         "cluster",
-        "A one-node Kubernetes cluster of real parts on this machine (etcd, kube-apiserver, "
-        "kube-controller-manager, kube-scheduler, kubelet on containerd, kube-proxy, CoreDNS, "
-        "metrics-server, KEDA, Traefik), built from Go modules and Debian packages into a cache "
-        "(~/.cache/kubescaler/cluster); `up` also builds kubescaler's image and applies "
-        "manifests/overlays/local. Needs root. docs/kubernetes.md.",
+        "A Kubernetes cluster of real parts on this machine, one to nine nodes (etcd, "
+        "kube-apiserver, kube-controller-manager, kube-scheduler; per node a kubelet, containerd "
+        "and kube-proxy in a network namespace of its own; CoreDNS, metrics-server, KEDA, "
+        "Traefik behind a load balancer on 127.0.0.1:80), built from Go modules and Debian "
+        "packages into a cache (~/.cache/kubescaler/cluster); `up` also builds kubescaler's "
+        "image and applies manifests/overlays/local. Needs root. docs/kubernetes.md.",
         _cmd_cluster,
     )
     cluster.add_argument(
         "action",
-        choices=["up", "down", "status", "apply", "build"],
+        choices=["up", "down", "status", "apply", "build", "lose", "freeze", "resume", "back"],
         help="up: build what is missing, start, deploy kubescaler; down: stop everything it "
         "started and undo its changes to the machine; status: what runs (exit 3 when down); "
-        "apply: rebuild the image and re-apply the overlay; build: only build",
+        "apply: rebuild the image and re-apply the overlay; build: only build; "
+        "lose --node N: node N's network cut and every process of it killed (its disk kept); "
+        "back --node N: a lost node started again; freeze / resume --node N: every process of "
+        "node N stopped (SIGSTOP) / continued",
     )
     cluster.add_argument(
         "--no-app", action="store_true", help="up: the cluster and its add-ons, not kubescaler"
     )
+    cluster.add_argument("--nodes", type=int, default=1, help="up: how many nodes (1-9, default 1)")
+    cluster.add_argument("--node", type=int, help="lose, back, freeze, resume: which node (1-9)")
     return parser
 
 

@@ -25,7 +25,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # link | mount | cgroup | nft-table | dir
+    kind: str  # link | netns | mount | cgroup | nft-table | dir
     what: str
 
     def line(self) -> str:
@@ -121,6 +121,15 @@ def _undo_link(name: str) -> None:
     _quiet(["ip", "link", "delete", name])
 
 
+def _undo_netns(name: str) -> None:
+    """Delete a node's namespace; what still runs in it (a crash's leftovers) is killed first."""
+    pids = _quiet(["ip", "netns", "pids", name]).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+    _quiet(["ip", "netns", "delete", name])
+
+
 def _undo_nft(table: str) -> None:
     family, name = table.split(" ", 1)
     if _quiet(["nft", "list", "table", family, name]).returncode == 0:
@@ -136,6 +145,7 @@ def _undo_dir(path: str) -> None:
 
 _UNDO = {
     "link": _undo_link,
+    "netns": _undo_netns,
     "mount": lambda target: unmount_tree(Path(target)),
     "cgroup": remove_cgroup,
     "nft-table": _undo_nft,
@@ -143,9 +153,11 @@ _UNDO = {
 }
 
 
-def _still_there(change: Change) -> bool:
+def _still_there(change: Change) -> bool:  # noqa: PLR0911 - one answer per kind
     if change.kind == "link":
         return Path(f"/sys/class/net/{change.what}").exists()
+    if change.kind == "netns":
+        return Path(f"/run/netns/{change.what}").exists()
     if change.kind == "mount":
         return bool(mounts_under(Path(change.what)))
     if change.kind == "cgroup":

@@ -1,15 +1,9 @@
-"""Container images without a registry: made here, loaded into the cluster's containerd.
+"""Container images without a registry: built with podman, loaded into each node's containerd.
 
-- **Root filesystems from Debian packages** (``mmdebstrap --variant=minbase``), imported into
-  podman: stand-ins for the public base images the Containerfile names (python, node) and for
-  the images the manifests run beside ours (Redis, Cassandra).
-- **kubescaler's own image** from the project's ``Containerfile``, unchanged: its base images
-  are build arguments, given the local stand-ins here (defaults: the public images).
-- **Single-binary images** (``FROM scratch``) for what was built from Go modules: CoreDNS,
-  metrics-server, KEDA, Traefik, Prometheus, and a static C ``pause`` for the pod sandboxes.
-
-Each image is saved as an archive and imported into containerd's ``k8s.io`` namespace under
-the exact reference the manifests use, so nothing is ever pulled. A journal of what was
+**Root filesystems from Debian packages** (``mmdebstrap --variant=minbase``) are imported into
+podman as the bases of the stand-in images (catalog.py lists every image). Each image is saved
+as an archive once and imported into every node's containerd (``k8s.io`` namespace) under the
+exact reference the manifests use, so nothing is ever pulled. A record per store of what was
 imported (by podman image ID) skips an unchanged image next time.
 """
 
@@ -18,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,21 +33,6 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-"""
-
-PAUSE_C = r"""/* the pod sandbox: holds the pod's namespaces, reaps orphans, exits on TERM/INT */
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
-static void bye(int sig) { (void)sig; _exit(0); }
-static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
-int main(void) {
-    signal(SIGINT, bye);
-    signal(SIGTERM, bye);
-    signal(SIGCHLD, reap);
-    for (;;) pause();
-}
 """
 
 
@@ -212,31 +190,56 @@ class Images:
             raise ClusterError(f"podman built {image.ref} but cannot find it")
         return found
 
-    def load(self, ref: str, image_id: str, ctr: list[str]) -> bool:
-        """Import ``ref`` into containerd unless this ID is there already; True if imported."""
-        record = self.lay.cache / "containerd-imported.json"
-        imported = json.loads(record.read_text()) if record.is_file() else {}
-        listed = run([*ctr, "images", "ls", "-q"], "ctr images ls").split()
-        if imported.get(ref) == image_id and _normal(ref) in listed:
-            return False
-        self.progress.say(f"loading {ref} into containerd")
-        archive = self.dir / "archive.tar"
-        archive.unlink(missing_ok=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self.podman(
-                "save", "--format", "docker-archive", "-o", str(archive), ref, what="podman save"
-            )
-            run(
-                [*ctr, "images", "import", "--no-unpack=false", str(archive)],
-                f"ctr import {ref}",
-                self.progress,
-            )
-        finally:
+    def load(self, built: dict[str, str], stores: list[Store]) -> list[str]:
+        """Import every image of ``built`` (reference -> podman ID) into each containerd store
+        that does not hold that ID yet, saving each image once; the references imported."""
+        loaded = []
+        for ref, image_id in built.items():
+            behind = [s for s in stores if not s.holds(ref, image_id)]
+            if not behind:
+                continue
+            self.progress.say(f"loading {ref} into {', '.join(s.name for s in behind)}")
+            archive = self.dir / "archive.tar"
             archive.unlink(missing_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.podman(
+                    "save", "--format", "docker-archive", "-o", str(archive), ref,
+                    what="podman save",
+                )  # fmt: skip
+                for store in behind:
+                    run(
+                        [*store.ctr, "images", "import", "--no-unpack=false", str(archive)],
+                        f"ctr import {ref}",
+                        self.progress,
+                    )
+                    store.note(ref, image_id)
+            finally:
+                archive.unlink(missing_ok=True)
+            loaded.append(ref)
+        return loaded
+
+
+@dataclass(frozen=True)
+class Store:
+    """One node's containerd image store, and the record of what was imported into it."""
+
+    name: str
+    ctr: list[str]
+    record: Path
+
+    def _imported(self) -> dict[str, str]:
+        return json.loads(self.record.read_text()) if self.record.is_file() else {}
+
+    def holds(self, ref: str, image_id: str) -> bool:
+        if self._imported().get(ref) != image_id:
+            return False
+        return _normal(ref) in run([*self.ctr, "images", "ls", "-q"], "ctr images ls").split()
+
+    def note(self, ref: str, image_id: str) -> None:
+        imported = self._imported()
         imported[ref] = image_id
-        record.write_text(json.dumps(imported, indent=2, sort_keys=True) + "\n")
-        return True
+        self.record.write_text(json.dumps(imported, indent=2, sort_keys=True) + "\n")
 
 
 def _normal(ref: str) -> str:
@@ -248,122 +251,3 @@ def _normal(ref: str) -> str:
     elif "." not in first and ":" not in first and first != "localhost":
         name = f"docker.io/{name}"
     return name
-
-
-def pause_context(ctx: Path) -> None:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise ClusterError("gcc not found: the pod sandbox's pause binary is built with gcc")
-    (ctx / "pause.c").write_text(PAUSE_C)
-    run([gcc, "-static", "-Os", "-o", str(ctx / "pause"), str(ctx / "pause.c")], "gcc pause")
-    run(["strip", str(ctx / "pause")], "strip pause")
-
-
-def binary_context(build: str, name: str, lay: Layout) -> Callable[[Path], None]:
-    def make(ctx: Path) -> None:
-        shutil.copy2(lay.bin(build, name), ctx / name)
-        (ctx / "tmp").mkdir()
-
-    return make
-
-
-def binary_image(
-    ref: str, build: str, name: str, lay: Layout, user: int = 65532, where: str = "/"
-) -> Image:
-    """A ``FROM scratch`` image holding one static Go binary at ``where``, run as non-root."""
-    path = f"{where.rstrip('/')}/{name}"
-    return Image(
-        ref=ref,
-        containerfile=(
-            f"FROM scratch\nCOPY {name} {path}\nCOPY --chmod=1777 tmp /tmp\n"
-            f'USER {user}:{user}\nENTRYPOINT ["{path}"]\n'
-        ),
-        context=binary_context(build, name, lay),
-    )
-
-
-CASSANDRA_YAML = """# Written by the image's entrypoint from cassandra.yaml.in on every start.
-cluster_name: "@CLUSTER_NAME@"
-num_tokens: @NUM_TOKENS@
-allocate_tokens_for_local_replication_factor: 3
-partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-endpoint_snitch: @SNITCH@
-seed_provider:
-  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
-    parameters:
-      - seeds: "@SEEDS@"
-listen_address: @LISTEN@
-broadcast_rpc_address: @LISTEN@
-rpc_address: 0.0.0.0
-storage_port: 7000
-start_native_transport: true
-native_transport_port: 9042
-data_file_directories: ["/var/lib/cassandra/data"]
-commitlog_directory: /var/lib/cassandra/commitlog
-saved_caches_directory: /var/lib/cassandra/saved_caches
-hints_directory: /var/lib/cassandra/hints
-cdc_raw_directory: /var/lib/cassandra/cdc_raw
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
-auto_snapshot: false
-concurrent_reads: 8
-concurrent_writes: 8
-concurrent_compactors: 1
-"""
-
-CASSANDRA_ENTRYPOINT = """#!/bin/sh
-# The local Cassandra stand-in's entrypoint: the official image's environment variables
-# (CASSANDRA_CLUSTER_NAME, _SEEDS, _ENDPOINT_SNITCH, _DC, _RACK, _NUM_TOKENS, MAX_HEAP_SIZE,
-# HEAP_NEWSIZE) written into /etc/cassandra, then the daemon in the foreground.
-set -eu
-conf=/etc/cassandra
-ip=${CASSANDRA_LISTEN_ADDRESS:-$(hostname -i | cut -d' ' -f1)}
-sed -e "s|@CLUSTER_NAME@|${CASSANDRA_CLUSTER_NAME:-Test Cluster}|" \\
-    -e "s|@NUM_TOKENS@|${CASSANDRA_NUM_TOKENS:-16}|" \\
-    -e "s|@SNITCH@|${CASSANDRA_ENDPOINT_SNITCH:-SimpleSnitch}|" \\
-    -e "s|@SEEDS@|${CASSANDRA_SEEDS:-$ip}|" \\
-    -e "s|@LISTEN@|$ip|" \\
-    "$conf/cassandra.yaml.in" > "$conf/cassandra.yaml"
-printf 'dc=%s\\nrack=%s\\n' "${CASSANDRA_DC:-dc1}" "${CASSANDRA_RACK:-rack1}" \\
-    > "$conf/cassandra-rackdc.properties"
-mkdir -p /var/lib/cassandra/data /var/log/cassandra
-exec java -Xms${HEAP_NEWSIZE:-128M} -Xmx${MAX_HEAP_SIZE:-768M} -Xmn${HEAP_NEWSIZE:-128M} \\
-    -Xss256k -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:+PerfDisableSharedMem \\
-    -XX:+ExitOnOutOfMemoryError -javaagent:@JAMM@ \\
-    -Djava.net.preferIPv4Stack=true -Djdk.attach.allowAttachSelf=true \\
-    -Dio.netty.tryReflectionSetAccessible=true @MODULE_FLAGS@ \\
-    -Dcassandra.config=file://$conf/cassandra.yaml \\
-    -Dcassandra-rackdc.properties=file://$conf/cassandra-rackdc.properties \\
-    -Dlogback.configurationFile=$conf/logback.xml -Dcassandra-foreground=yes \\
-    -Dcassandra.storagedir=/var/lib/cassandra -Dcassandra.logdir=/var/log/cassandra \\
-    -cp "/opt/cassandra/lib/*:$conf" org.apache.cassandra.service.CassandraDaemon
-"""
-
-
-def cassandra_context(lib_dir: Path) -> Callable[[Path], None]:
-    """Cassandra's Maven jars, a config template and the entrypoint above."""
-    from kubescaler_dev.cassandra import JVM_MODULE_FLAGS, LOGBACK, ensure_jars
-
-    def make(ctx: Path) -> None:
-        ensure_jars(lib_dir)
-        shutil.copytree(lib_dir, ctx / "lib")
-        jamm = sorted(p.name for p in lib_dir.glob("jamm-*.jar"))[-1]
-        script = CASSANDRA_ENTRYPOINT.replace("@JAMM@", f"/opt/cassandra/lib/{jamm}")
-        script = script.replace("@MODULE_FLAGS@", " ".join(JVM_MODULE_FLAGS))
-        (ctx / "docker-entrypoint.sh").write_text(script)
-        (ctx / "cassandra.yaml.in").write_text(CASSANDRA_YAML)
-        (ctx / "logback.xml").write_text(LOGBACK)
-
-    return make
-
-
-def node_context(ctx: Path) -> None:
-    """This machine's Node.js (20.19+, which the web client's Vite needs) and its npm."""
-    node = shutil.which("node")
-    if node is None:
-        raise ClusterError("node not found: the web client's build stage copies this machine's")
-    npm_dir = Path(node).resolve().parent.parent / "lib" / "node_modules" / "npm"
-    if not npm_dir.is_dir():
-        raise ClusterError(f"npm not found beside {node} (looked in {npm_dir})")
-    shutil.copy2(Path(node).resolve(), ctx / "node")
-    shutil.copytree(npm_dir, ctx / "npm", symlinks=True)

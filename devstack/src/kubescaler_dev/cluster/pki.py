@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubescaler_dev.cluster.layout import API_SERVICE_IP, CLUSTER_DOMAIN, HOST_IP, NodeNet
 from kubescaler_dev.cluster.progress import ClusterError, run
 
 DAYS = 3650
@@ -174,3 +175,52 @@ class Pki:
                 raise ClusterError(f"unknown CA {leaf.ca!r} for {leaf.name}")
             self._leaf(leaf)
         self.service_account_keys()
+
+
+def leaves(nodes: list[NodeNet]) -> list[Leaf]:
+    """Every certificate a cluster of ``nodes`` uses."""
+    api_dns = (
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        "localhost",
+    )
+    control = [
+        Leaf(
+            "apiserver",
+            "kube-apiserver",
+            dns=api_dns,
+            ips=("127.0.0.1", HOST_IP, API_SERVICE_IP),
+            server=True,
+            client=False,
+        ),
+        Leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
+        Leaf("admin", "kubernetes-admin", ("system:masters",)),
+        Leaf("controller-manager", "system:kube-controller-manager"),
+        Leaf("scheduler", "system:kube-scheduler"),
+        Leaf("kube-proxy", "system:kube-proxy"),
+        Leaf("front-proxy-client", "front-proxy-client", ca="front-proxy-ca"),
+        # the health endpoints of the two controllers, on 127.0.0.1, checked against the CA
+        *(
+            Leaf(f"{name}-server", name, dns=("localhost",), ips=("127.0.0.1",), server=True,
+                 client=False)
+            for name in ("kube-controller-manager", "kube-scheduler")
+        ),
+    ]  # fmt: skip
+    per_node = [
+        leaf
+        for node in nodes
+        for leaf in (
+            Leaf(f"{node.name}-client", f"system:node:{node.name}", ("system:nodes",)),
+            Leaf(
+                f"{node.name}-server",
+                node.name,
+                dns=(node.name,),
+                ips=(node.ip,),
+                server=True,
+                client=False,
+            ),
+        )
+    ]
+    return control + per_node

@@ -1,147 +1,52 @@
-"""`kubescaler-dev cluster up|down|status|apply`: a one-node Kubernetes of real parts, on loopback.
+"""`kubescaler-dev cluster`: a Kubernetes of real parts on this machine, one to nine nodes.
 
-``up`` builds (once, into the cache) and starts etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, containerd, the kubelet and kube-proxy as processes of this machine; then
-CoreDNS, metrics-server, KEDA and Traefik as pods; then kubescaler itself from
-``manifests/overlays/local`` (the dev overlay, with the few swaps docs/kubernetes.md lists),
-its image built here from the Containerfile. Every process it starts is recorded by PID and
-every change to the machine in a journal, so ``down`` (from any shell) stops and undoes
-exactly that, and an ``up`` after a crash cleans up the leftovers first.
+The orchestrator only sequences the rooms: ``build`` (gobuild.py, images.py, catalog.py),
+``up`` (controlplane.py, then per node cni.py, containerd.py and kubelet.py, then
+loadbalancer.py and the add-ons: storage.py, dns.py, metrics_server.py, gateway.py, keda.py;
+then app.py), ``down`` (everything in reverse, then the journal's undo, host.py), and a node's
+faults (node.py). Every process it starts is recorded by PID and every change to the machine
+in a journal, so ``down`` (from any shell) stops and undoes exactly that, and an ``up`` after
+a crash cleans up the leftovers first.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
 import json
-import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 from kubescaler_dev.cassandra import ensure_jars
-from kubescaler_dev.cluster import addons, images
 from kubescaler_dev.cluster import layout as net
-from kubescaler_dev.cluster.components import (
-    KUBELET_SYSCTLS,
-    Component,
-    Containerd,
-    Etcd,
-    KubeApiserver,
-    KubeControllerManager,
-    Kubelet,
-    KubeProxy,
-    KubeScheduler,
-    leaves,
-    write_kubeconfig,
-)
-from kubescaler_dev.cluster.gobuild import ensure_built, go_binary, module_source
+from kubescaler_dev.cluster.app import NAMESPACE, App
+from kubescaler_dev.cluster.catalog import app_image, catalog
+from kubescaler_dev.cluster.cni import HostBridge
+from kubescaler_dev.cluster.component import Component, alive, stop_group, write_kubeconfig
+from kubescaler_dev.cluster.controlplane import control_plane
+from kubescaler_dev.cluster.dns import coredns
+from kubescaler_dev.cluster.gateway import gateway_crds, traefik
+from kubescaler_dev.cluster.gobuild import ensure_built, module_source
 from kubescaler_dev.cluster.host import Journal, mounts_under, unmount_tree
-from kubescaler_dev.cluster.images import ROOT, Image, Images
-from kubescaler_dev.cluster.layout import Layout, default_cache
-from kubescaler_dev.cluster.pki import Pki
-from kubescaler_dev.cluster.progress import ClusterError, Progress, run
-from kubescaler_dev.cluster.versions import BUILDS, PROMETHEUS, SOURCES
+from kubescaler_dev.cluster.images import ROOTFS, Images, Store
+from kubescaler_dev.cluster.keda import keda
+from kubescaler_dev.cluster.kubectl import Kubectl
+from kubescaler_dev.cluster.kustomize import AddOn
+from kubescaler_dev.cluster.layout import Layout, NodeNet, default_cache
+from kubescaler_dev.cluster.loadbalancer import LoadBalancer
+from kubescaler_dev.cluster.machine import HOST_SYSCTLS, check_prerequisites, exclusive
+from kubescaler_dev.cluster.metrics_server import metrics_server
+from kubescaler_dev.cluster.node import Node, recorded
+from kubescaler_dev.cluster.pki import Pki, leaves
+from kubescaler_dev.cluster.progress import ClusterError, Progress
+from kubescaler_dev.cluster.storage import storage
+from kubescaler_dev.cluster.versions import BUILDS, SOURCES
 from kubescaler_dev.proc import StartError, port_open
 
-NAMESPACE = "kubescaler"
-OVERLAY = ROOT / "manifests" / "overlays" / "local"
-APP_IMAGE = "docker.io/library/kubescaler:0.1.0"  # the manifests' `kubescaler:0.1.0`
-RUNC = "/usr/sbin/runc"
-CNI_BIN = "/usr/lib/cni"
-
-#: kernel settings of the machine a cluster run must not change (the kubelet's six among them)
-HOST_SYSCTLS = (
-    *KUBELET_SYSCTLS,
-    "net/ipv4/ip_forward",
-    "net/ipv4/conf/all/forwarding",
-    "net/ipv4/conf/all/route_localnet",
-    "net/bridge/bridge-nf-call-iptables",
-    "net/netfilter/nf_conntrack_max",
-)
-
-#: what a machine needs besides Go, and the Debian package that brings it
-PREREQUISITES = {
-    "podman": "podman",
-    "mmdebstrap": "mmdebstrap",
-    RUNC: "runc",
-    f"{CNI_BIN}/bridge": "containernetworking-plugins",
-    "nft": "nftables",
-    "unshare": "util-linux",
-    "ip": "iproute2",
-    "openssl": "openssl",
-    "gcc": "gcc",
-}
-
-
-def _exists(tool: str) -> bool:
-    return Path(tool).is_file() if tool.startswith("/") else shutil.which(tool) is not None
-
-
-def check_prerequisites() -> None:
-    """One clear line for the first thing missing; nothing is started before this passes."""
-    if os.geteuid() != 0:
-        raise ClusterError(
-            "the local cluster needs root (it makes a network bridge, mounts and cgroups): "
-            "run it as root or with sudo"
-        )
-    missing = sorted({pkg for tool, pkg in PREREQUISITES.items() if not _exists(tool)})
-    if missing:
-        raise ClusterError(
-            f"missing Debian packages for the local cluster: {' '.join(missing)} "
-            f"(`apt-get install {' '.join(missing)}`; `./dev` installs them)"
-        )
-    go_binary()
-
-
-class NodeBridge:
-    """The bridge holding the node address and the pods' veths; forwarding on it alone."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-
-    def up(self) -> None:
-        if Path(f"/sys/class/net/{net.BRIDGE}").exists():
-            raise ClusterError(f"network link {net.BRIDGE} exists: is another cluster running?")
-        self.journal.record("link", net.BRIDGE)
-        run(["ip", "link", "add", net.BRIDGE, "type", "bridge"], "ip link add")
-        run(["ip", "addr", "add", f"{net.NODE_IP}/24", "dev", net.BRIDGE], "ip addr add")
-        run(["ip", "link", "set", net.BRIDGE, "up"], "ip link set up")
-        # Routing between pods and service addresses, for packets that arrive on this bridge
-        # only: the machine's net.ipv4.ip_forward stays as it is. Gone with the bridge.
-        Path(f"/proc/sys/net/ipv4/conf/{net.BRIDGE}/forwarding").write_text("1\n")
-
-
-@contextlib.contextmanager
-def exclusive(lay: Layout, progress: Progress) -> Iterator[None]:
-    """One cluster command at a time on this machine (two `./dev test` runs, say): the
-    second waits for the first, saying so, instead of building or starting beside it. The
-    lock is the machine's, not the cache's: the bridge and ports are one per machine even
-    for two caches."""
-    lay.cache.mkdir(parents=True, exist_ok=True)
-    machine = Path("/run/lock")
-    path = machine / "kubescaler-cluster.lock" if machine.is_dir() else lay.cache / "lock"
-    with path.open("a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            progress.say(f"waiting for another cluster command ({lock.read().strip()})")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}\n")
-        lock.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+__all__ = ["NAMESPACE", "Cluster", "check_prerequisites"]
 
 
 class Cluster:
@@ -151,6 +56,8 @@ class Cluster:
         self.journal = Journal(self.lay.cache)
         self.pki = Pki(self.lay.pki)
         self.images = Images(self.lay, self.progress)
+        self.kubectl = Kubectl(self.lay, self.progress)
+        self.app = App(self.kubectl, self.progress)
         self._held = 0
 
     @contextlib.contextmanager
@@ -170,33 +77,31 @@ class Cluster:
             finally:
                 self._held = 0
 
-    # ---- helpers ----
-
     def say(self, message: str) -> None:
         self.progress.say(message)
 
-    def kubectl(self, *args: str, what: str = "", timeout: float = 300) -> str:
-        return run(
-            [
-                str(self.lay.bin("kubernetes", "kubectl")),
-                f"--kubeconfig={self.lay.kubeconfig}",
-                *args,
-            ],
-            what or f"kubectl {' '.join(args[:3])}",
-            self.progress,
-            timeout=timeout,
-        )
+    # ---- what runs ----
 
-    def components(self) -> list[Component]:
-        lay = self.lay
+    def node_count(self) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.lay.nodes_file.read_text())
+        return 1
+
+    def nodes(self, count: int | None = None) -> list[Node]:
+        count = count or self.node_count()
+        peers = [NodeNet(i) for i in range(1, count + 1)]
+        return [Node(self.lay, i, peers, self.pki, self.journal) for i in range(1, count + 1)]
+
+    def node(self, index: int) -> Node:
+        count = self.node_count()
+        if not 1 <= index <= count:
+            raise ClusterError(f"no node {index}: this cluster has nodes 1 to {count}")
+        return self.nodes(count)[index - 1]
+
+    def stores(self, nodes: list[Node]) -> list[Store]:
         return [
-            Etcd(lay),
-            KubeApiserver(lay, self.pki),
-            KubeControllerManager(lay, self.pki),
-            KubeScheduler(lay, self.pki),
-            Containerd(lay, addons_pause(), RUNC, CNI_BIN),
-            Kubelet(lay, self.pki, self.journal),
-            KubeProxy(lay, self.pki, self.journal),
+            Store(n.name, n.containerd.ctr(), n.lay.cache / f"{n.lay.containerd_root.name}.json")
+            for n in nodes
         ]
 
     def recorded_pids(self) -> dict[str, int]:
@@ -210,79 +115,24 @@ class Cluster:
         pids[name] = pid
         self.lay.pids.write_text(json.dumps(pids, indent=2) + "\n")
 
+    def running(self) -> bool:
+        """The control plane runs (a lost node's agents may not: the cluster is still up)."""
+        pids = self.recorded_pids()
+        control = [pids.get(name) for name in ("etcd", "kube-apiserver")]
+        return all(pid is not None and alive(pid) for pid in control)
+
+    def _start(self, comp: Component, timeout: float = 120) -> None:
+        comp.prepare()
+        self.say(f"starting {comp.name}")
+        comp.start()
+        assert comp.popen is not None
+        self._record(comp.name, comp.popen.pid)
+        try:
+            comp.wait_until(comp.ready, timeout=timeout)
+        except StartError as exc:
+            raise ClusterError(str(exc)) from exc
+
     # ---- build ----
-
-    def image_catalog(self) -> list[Image]:
-        lay, a = self.lay, addons.IMAGES
-        minbase = images.ROOTFS["minbase"].ref
-        python = images.ROOTFS["python"].ref
-        return [
-            Image(
-                "kubescaler.local/pause:3.10",
-                'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n',
-                images.pause_context,
-            ),
-            images.binary_image(a["coredns"], "coredns", "coredns", lay),
-            images.binary_image(a["metrics-server"], "metrics-server", "metrics-server", lay),
-            images.binary_image(a["keda"], "keda", "keda", lay),
-            images.binary_image(a["keda-adapter"], "keda", "keda-adapter", lay),
-            images.binary_image(a["traefik"], "traefik", "traefik", lay),
-            Image(
-                "kubescaler.local/redis:7.0-bookworm",
-                f'FROM {images.ROOTFS["redis"].ref}\nUSER 999:999\nCMD ["redis-server"]\n',
-                rootfs=("redis",),
-            ),
-            # the official image's user (nobody) and path (its data goes in /prometheus)
-            images.binary_image(
-                f"kubescaler.local/prometheus:{PROMETHEUS}",
-                "prometheus",
-                "prometheus",
-                lay,
-                user=65534,
-                where="/bin",
-            ),
-            Image(
-                "kubescaler.local/cassandra:5.0.8-bookworm",
-                f"FROM {images.ROOTFS['cassandra'].ref}\n"
-                "RUN groupadd -g 999 cassandra && useradd -u 999 -g 999 -M -d /var/lib/cassandra"
-                " cassandra && mkdir -p /var/lib/cassandra /var/log/cassandra /etc/cassandra"
-                " && chown 999:999 /var/lib/cassandra /var/log/cassandra\n"
-                "COPY lib /opt/cassandra/lib\n"
-                "COPY cassandra.yaml.in logback.xml /etc/cassandra/\n"
-                "COPY --chmod=755 docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
-                "USER 999:999\n"
-                'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\n',
-                images.cassandra_context(lay.cache / "cassandra-lib"),
-                rootfs=("cassandra",),
-            ),
-            Image(
-                "kubescaler.local/node:20-bookworm",
-                f"FROM {minbase}\nCOPY node /usr/local/bin/node\n"
-                "COPY npm /usr/local/lib/node_modules/npm\n"
-                "RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm\n"
-                "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
-                images.node_context,
-                rootfs=("minbase",),
-                load=False,
-            ),
-            Image(
-                "kubescaler.local/python:3.11-bookworm",
-                f"FROM {python}\nENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
-                rootfs=("python",),
-                load=False,
-            ),
-        ]
-
-    def app_image(self) -> Image:
-        return Image(
-            APP_IMAGE,
-            "",
-            file=ROOT / "Containerfile",
-            build_args={
-                "NODE_IMAGE": "kubescaler.local/node:20-bookworm",
-                "PYTHON_IMAGE": "kubescaler.local/python:3.11-bookworm",
-            },
-        )
 
     def build(self) -> dict[str, str]:
         with self.locked():
@@ -297,7 +147,7 @@ class Cluster:
         self.say(f"cache: {self.lay.cache}")
 
         def downloads() -> None:
-            for fs in images.ROOTFS.values():
+            for fs in ROOTFS.values():
                 self.images.ensure_rootfs(fs)
             ensure_jars(self.lay.cache / "cassandra-lib")
 
@@ -312,26 +162,30 @@ class Cluster:
         """Every image (podman's layer cache makes an unchanged one instant); what pods run,
         reference -> ID."""
         built = {}
-        for image in self.image_catalog():
+        for image in catalog(self.lay):
             image_id = self.images.build(image)
             if image.load:
                 built[image.ref] = image_id
-        built[APP_IMAGE] = self.images.build(self.app_image())
+        app = app_image()
+        built[app.ref] = self.images.build(app)
         return built
 
     # ---- up ----
 
-    def running(self) -> bool:
-        pids = self.recorded_pids()
-        return bool(pids) and all(_alive(pid) for pid in pids.values())
-
-    def up(self, app: bool = True) -> None:
+    def up(self, app: bool = True, nodes: int = 1) -> None:
+        if not 1 <= nodes <= net.MAX_NODES:
+            raise ClusterError(f"--nodes must be 1 to {net.MAX_NODES}, not {nodes}")
         with self.locked():
-            self._up(app)
+            self._up(app, nodes)
 
-    def _up(self, app: bool = True) -> None:
+    def _up(self, app: bool, nodes: int) -> None:
         check_prerequisites()
         if self.running():
+            if nodes != self.node_count():
+                raise ClusterError(
+                    f"the cluster is up with {self.node_count()} node(s), not {nodes}: "
+                    "`kubescaler-dev cluster down` first"
+                )
             self.say("the cluster is already up; `kubescaler-dev cluster down` stops it")
             if app:
                 self.apply()
@@ -340,67 +194,57 @@ class Cluster:
         built = self.build()
         started = time.monotonic()
         try:
-            self._start_node(built)
+            self._start_machines(built, nodes)
             self._start_addons()
             if app:
-                self.apply(built)
+                self.app.apply()
         except BaseException:
             self.say("start-up failed: stopping what was started")
             self.down(quiet=True)
             raise
         self.say(f"cluster up in {time.monotonic() - started:.0f}s after the build")
 
-    def _start_node(self, built: dict[str, str]) -> None:
+    def _start_machines(self, built: dict[str, str], count: int) -> None:
         lay = self.lay
         shutil.rmtree(lay.state, ignore_errors=True)
         for folder in (lay.state, lay.logs, lay.config):
             folder.mkdir(parents=True, exist_ok=True)
-        for port in (net.ETCD_PORT, net.ETCD_PEER_PORT, 10248, 10249, 10256, 10257, 10259):
+        lay.nodes_file.write_text(f"{count}\n")
+        busy = (net.ETCD_PORT, net.ETCD_PEER_PORT, net.CONTROLLER_MANAGER_PORT,
+                net.SCHEDULER_PORT, net.GATEWAY_PORT)  # fmt: skip
+        for port in busy:
             if port_open(port):
-                raise ClusterError(
-                    f"port {port} on 127.0.0.1 is in use: another cluster or program"
-                )
-        if port_open(net.GATEWAY_PORT):
-            raise ClusterError(
-                f"port {net.GATEWAY_PORT} on 127.0.0.1 is in use: the Gateway needs it"
-            )
+                raise ClusterError(f"port {port} on 127.0.0.1 is in use: another program")
         # the machine's own kernel settings that the cluster must leave alone (a test compares)
         watched = {key: Path("/proc/sys", key) for key in HOST_SYSCTLS}
         (lay.state / "host-sysctls.json").write_text(
             json.dumps({k: p.read_text().strip() for k, p in watched.items() if p.exists()})
         )
-        self.pki.ensure(leaves())
+        nodes = self.nodes(count)
+        self.pki.ensure(leaves([n.net for n in nodes]))
         write_kubeconfig(lay.kubeconfig, self.pki.cert("ca").crt, self.pki.cert("admin"))
-        NodeBridge(self.journal).up()
-        containerd: Containerd | None = None
-        for comp in self.components():
-            comp.prepare()
-            self.say(f"starting {comp.name}")
-            comp.start()
-            assert comp.popen is not None
-            self._record(comp.name, comp.popen.pid)
-            try:
-                comp.wait_until(comp.ready, timeout=120)
-            except StartError as exc:
-                raise ClusterError(str(exc)) from exc
-            if isinstance(comp, Containerd):
-                containerd = comp
-                self.purge_workloads(comp)
-                for ref, image_id in built.items():
-                    self.images.load(ref, image_id, comp.ctr())
-        assert containerd is not None
-        self.kubectl(
-            "wait",
-            "--for=condition=Ready",
-            f"node/{net.NODE_NAME}",
-            "--timeout=120s",
-            what="the node to be Ready",
-        )
-        self.say(f"node {net.NODE_NAME} is Ready")
+        HostBridge(self.journal).up()
+        for comp in control_plane(lay, self.pki):
+            self._start(comp)
+        for node in nodes:
+            node.network.up()
+        for node in nodes:
+            self._start(node.containerd)
+            node.containerd.purge_workloads()
+        self.images.load(built, self.stores(nodes))
+        for node in nodes:
+            self._start(node.kubelet)
+            self._start(node.kube_proxy)
+        for node in nodes:
+            self.kubectl(
+                "wait", "--for=condition=Ready", f"node/{node.name}", "--timeout=120s",
+                what=f"node {node.name} to be Ready",
+            )  # fmt: skip
+        self.say(f"nodes Ready: {', '.join(n.name for n in nodes)}")
+        self._start(LoadBalancer(lay, [n.net for n in nodes]), timeout=30)
 
-    def _start_addons(self) -> None:
-        lay = self.lay
-        dirs = lay.state / "addons"
+    def addons(self) -> list[AddOn]:
+        lay, dirs = self.lay, self.lay.state / "addons"
         src = {
             name: module_source(mod, ver, lay.cache, self.progress)
             for name, (mod, ver) in SOURCES.items()
@@ -408,178 +252,63 @@ class Cluster:
         ms_src = module_source(
             "sigs.k8s.io/metrics-server", BUILDS["metrics-server"].version, lay.cache, self.progress
         )
-        steps: list[tuple[str, Path]] = [
-            ("storage", addons.storage(dirs / "storage", lay.volumes)),
-            ("CoreDNS", addons.coredns(dirs / "coredns")),
-            ("metrics-server", addons.metrics_server(dirs / "metrics-server", ms_src)),
-            ("Gateway API CRDs", addons.gateway_crds(dirs / "gateway-crds", src["gateway-api"])),
-            ("KEDA", addons.keda(dirs / "keda", src["keda"])),
+        return [
+            storage(dirs / "storage", [n.lay for n in self.nodes()]),
+            coredns(dirs / "coredns"),
+            metrics_server(dirs / "metrics-server", ms_src),
+            gateway_crds(dirs / "gateway-crds", src["gateway-api"]),
+            keda(dirs / "keda", src["keda"]),
+            traefik(dirs / "traefik"),
         ]
-        for name, folder in steps:
-            self.say(f"applying {name}")
-            self.kubectl(
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-k",
-                str(folder),
-                what=f"apply {name}",
-            )
-        # the GatewayClass needs the CRDs established first
-        self.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", what="CRDs"
-        )
-        self.say("applying Traefik")
-        self.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-k",
-            str(addons.traefik(dirs / "traefik")),
-        )
-        for ns, deploy in (
-            ("kube-system", "coredns"),
-            ("kube-system", "metrics-server"),
-            ("keda", "keda-operator"),
-            ("keda", "keda-metrics-apiserver"),
-            ("traefik", "traefik"),
-        ):
-            self.kubectl(
-                "-n",
-                ns,
-                "rollout",
-                "status",
-                f"deployment/{deploy}",
-                "--timeout=180s",
-                what=f"{deploy} to be ready",
-                timeout=200,
-            )
-        self.say("add-ons ready: CoreDNS, metrics-server, KEDA, Traefik")
 
-    def apply(self, built: dict[str, str] | None = None) -> None:
-        with self.locked():
-            self._apply(built)
-
-    def _apply(self, built: dict[str, str] | None = None) -> None:
-        """Build the images that changed (kubescaler's from the working tree), load them,
-        apply the local overlay, restart what runs an image that changed, and wait."""
-        changed = False
-        if built is None:  # up loaded everything just before; a later apply checks again
-            built = self._build_images()
-            ctr = self._ctr()
-            loaded = [ref for ref, i in built.items() if self.images.load(ref, i, ctr)]
-            changed = bool(loaded)
-        self.say(f"applying {OVERLAY.relative_to(ROOT)}")
-        self.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY),
-            what="apply kubescaler",
-        )  # fmt: skip
-        if changed:
-            self.kubectl(
-                "-n", NAMESPACE, "rollout", "restart", "deployment,statefulset",
-                what="restart on the new images",
-            )  # fmt: skip
-        self.wait_app()
-
-    def wait_app(self, timeout: float = 600) -> None:
-        self.say("waiting for kubescaler's pods (Cassandra's first start takes a minute or two)")
-        for kind, name in (
-            ("statefulset", "redis"),
-            ("statefulset", "cassandra"),
-            ("deployment", "base"),
-            ("deployment", "main"),
-            ("deployment", "lock-keeper"),
-            ("deployment", "stream"),
-            ("deployment", "prometheus"),
-        ):
-            try:
+    def _start_addons(self) -> None:
+        addons = self.addons()
+        for addon in addons:
+            if addon.name == "Traefik":  # its GatewayClass needs the CRDs established first
                 self.kubectl(
-                    "-n",
-                    NAMESPACE,
-                    "rollout",
-                    "status",
-                    f"{kind}/{name}",
-                    f"--timeout={int(timeout)}s",
-                    what=f"{name} to be ready",
-                    timeout=timeout + 30,
-                )
-            except ClusterError as exc:
-                raise ClusterError(f"{exc}\n{self.diagnose(NAMESPACE)}") from exc
-        self.wait_gateway()
-        self.say(
-            f"kubescaler is up: http://127.0.0.1:{net.GATEWAY_PORT}/ (dashboard), "
-            f"http://127.0.0.1:{net.GATEWAY_PORT}/main/profiles"
-        )
+                    "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all",
+                    what="CRDs",
+                )  # fmt: skip
+            self.say(f"applying {addon.name}")
+            self.kubectl.apply(str(addon.folder), what=f"apply {addon.name}")
+        for addon in addons:
+            for namespace, workload in addon.rollouts:
+                self.kubectl.rollout(namespace, workload)
+        self.say("add-ons ready: " + ", ".join(a.name for a in addons))
 
-    #: what must answer 200 through the Gateway before kubescaler counts as up: main with
-    #: base and Cassandra behind it, and a stream instance
-    GATEWAY_CHECKS = ("/main/profiles?limit=1", "/instance")
+    def apply(self) -> None:
+        """Build the images that changed (kubescaler's from the working tree), load them into
+        every node, apply the local overlay, restart what runs an image that changed."""
+        with self.locked():
+            loaded = self.images.load(self._build_images(), self.stores(self.nodes()))
+            self.app.apply(restart=bool(loaded))
 
-    def wait_gateway(self, timeout: float = 180) -> None:
-        """Ready pods are not yet reachable ones: Traefik learns the endpoints a moment later,
-        and on a first start base may still be making the keyspace. Wait until each of
-        GATEWAY_CHECKS answers 200 through the Gateway."""
-        base = f"http://127.0.0.1:{net.GATEWAY_PORT}"
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=base, timeout=10) as http:
-            for path in self.GATEWAY_CHECKS:
-                while True:
-                    try:
-                        r = http.get(path)
-                        if r.status_code == 200:
-                            break
-                        last = f"{r.status_code} {r.text[:300]}"
-                    except httpx.HTTPError as exc:
-                        last = repr(exc)
-                    if time.monotonic() > deadline:
-                        raise ClusterError(
-                            f"the pods are ready but {base}{path} does not answer 200 after "
-                            f"{timeout:.0f}s (last: {last})\n{self.diagnose(NAMESPACE)}"
-                        )
-                    time.sleep(1)
+    # ---- a node's faults ----
 
-    def diagnose(self, namespace: str) -> str:
-        """What a user needs when pods do not come up: their state, the latest warnings, and
-        the last log lines of each container that is not ready."""
-        kubectl = [
-            str(self.lay.bin("kubernetes", "kubectl")),
-            f"--kubeconfig={self.lay.kubeconfig}",
-        ]
+    def lose(self, index: int) -> None:
+        with self.locked():
+            node = self.node(index)
+            self.say(f"losing node {node.name}: its network cut, every process of it killed")
+            node.lose(recorded(self.recorded_pids(), node.name))
 
-        def get(*args: str) -> str:
-            done = subprocess.run(
-                [*kubectl, "-n", namespace, *args],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
-            return done.stdout or done.stderr
+    def freeze(self, index: int) -> None:
+        with self.locked():
+            node = self.node(index)
+            self.say(f"freezing node {node.name}: every process of it stopped (SIGSTOP)")
+            node.freeze(recorded(self.recorded_pids(), node.name))
 
-        warnings = get("get", "events", "--field-selector=type=Warning", "--sort-by=.lastTimestamp")
-        out = [get("get", "pods", "-o", "wide"), *warnings.splitlines()[-10:]]
-        with contextlib.suppress(ValueError):
-            for pod in json.loads(get("get", "pods", "-o", "json"))["items"]:
-                for status in pod["status"].get("containerStatuses", []):
-                    if not status.get("ready"):
-                        name = pod["metadata"]["name"]
-                        logs = get("logs", "--tail=15", name, "-c", status["name"])
-                        out.append(f"--- {name}/{status['name']} (not ready) ---\n{logs}")
-        return "\n".join(out)
+    def resume(self, index: int) -> None:
+        with self.locked():
+            node = self.node(index)
+            self.say(f"resuming node {node.name}")
+            node.resume(recorded(self.recorded_pids(), node.name))
 
-    def _ctr(self) -> list[str]:
-        return Containerd(self.lay, addons_pause(), RUNC, CNI_BIN).ctr()
-
-    def purge_workloads(self, containerd: Containerd) -> None:
-        """Remove the containers a previous run left in containerd's store (a fresh etcd knows
-        none of them); images stay."""
-        ctr = containerd.ctr()
-        for task in run([*ctr, "tasks", "ls", "-q"], "ctr tasks ls").split():
-            subprocess.run(
-                [*ctr, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True, check=False
-            )
-            subprocess.run([*ctr, "tasks", "delete", "-f", task], capture_output=True, check=False)
-        for container in run([*ctr, "containers", "ls", "-q"], "ctr containers ls").split():
-            subprocess.run(
-                [*ctr, "containers", "delete", container], capture_output=True, check=False
-            )
+    def back(self, index: int) -> None:
+        """A lost node comes back: its network, then its agents on the same disk."""
+        with self.locked():
+            node = self.node(index)
+            self.say(f"bringing node {node.name} back")
+            node.come_back(self._start)
 
     # ---- down ----
 
@@ -595,16 +324,19 @@ class Cluster:
     def _down(self, quiet: bool = False) -> list[str]:
         """Stop every recorded process (newest first), then undo every recorded change."""
         pids = self.recorded_pids()
+        nodes = self.nodes()
+        for node in nodes:  # a frozen node's processes must run to hear SIGTERM
+            node.resume(recorded(pids, node.name))
         for name in reversed(list(pids)):
-            if name == "kubelet":
-                self._kill_pods()
-            pid = pids[name]
-            if _alive(pid):
+            for node in nodes:  # a node's pods before its kubelet, which would restart them
+                if name == f"{node.name}/kubelet":
+                    node.signal_all(signal.SIGKILL, {})
+            if alive(pids[name]):
                 if not quiet:
-                    self.say(f"stopping {name} (pid {pid})")
-                _stop(pid)
-        self._kill_pods()
-        self._kill_shims()
+                    self.say(f"stopping {name} (pid {pids[name]})")
+                stop_group(pids[name])
+        for node in nodes:
+            node.signal_all(signal.SIGKILL, {})
         unmount_tree(self.lay.state)
         problems = self.journal.undo(self.progress)
         with contextlib.suppress(OSError):
@@ -620,75 +352,22 @@ class Cluster:
             )
         return problems
 
-    def _kill_pods(self) -> None:
-        """SIGKILL every process in the kubelet's pod cgroups.
-
-        The tree is walked with os.walk, which skips what vanishes meanwhile: the cgroups of
-        containers that exit while we look (a glob raised FileNotFoundError on one)."""
-        for hierarchy in Path("/sys/fs/cgroup").glob("*/kubepods"):
-            for folder, _, files in os.walk(hierarchy):
-                if "cgroup.procs" not in files:
-                    continue
-                with contextlib.suppress(OSError):
-                    for pid in Path(folder, "cgroup.procs").read_text().split():
-                        with contextlib.suppress(ProcessLookupError, ValueError):
-                            os.kill(int(pid), signal.SIGKILL)
-
-    def _kill_shims(self) -> None:
-        """containerd's shims for this cluster (found by our socket in their command line)."""
-        needle = str(self.lay.containerd_state).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                cmdline = (proc / "cmdline").read_bytes()
-                if b"containerd-shim" in cmdline and needle in cmdline:
-                    os.kill(int(proc.name), signal.SIGKILL)
-
     # ---- status ----
 
     def status(self) -> dict[str, object]:
         pids = self.recorded_pids()
         report: dict[str, object] = {
             "cache": str(self.lay.cache),
+            "nodes": self.node_count(),
             "processes": {
-                name: ("running" if _alive(pid) else "gone") + f" (pid {pid})"
+                name: ("running" if alive(pid) else "gone") + f" (pid {pid})"
                 for name, pid in pids.items()
             },
             "up": self.running(),
         }
         if self.running():
             with contextlib.suppress(ClusterError):
-                report["pods"] = self.kubectl(
-                    "get", "pods", "-A", "-o", "wide", what="kubectl get pods"
-                )
+                report["pods"] = self.kubectl("get", "pods", "-A", "-o", "wide", what="get pods")
             report["gateway"] = f"http://127.0.0.1:{net.GATEWAY_PORT}/"
             report["kubeconfig"] = str(self.lay.kubeconfig)
         return report
-
-
-def addons_pause() -> str:
-    return "kubescaler.local/pause:3.10"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
-
-
-def _stop(pid: int, timeout: float = 30.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)

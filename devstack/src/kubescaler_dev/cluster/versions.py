@@ -29,6 +29,35 @@ PROMETHEUS_MODULE = "v0.55.1"  # Prometheus tags its Go module v0.<minor>.<patch
 GATEWAY_API = "v1.4.1"
 #: the Debian release every image's root filesystem comes from
 DEBIAN_SUITE = "bookworm"
+#: Cassandra's Maven artefact (the local node and the cluster's image run the same jars)
+CASSANDRA = "5.0.8"
+#: Debian bookworm's redis-server is 7.0.x (the cluster's Redis image and the local servers)
+REDIS_DEBIAN = "7.0"
+#: our own pod sandbox (a static C pause), named like the upstream one it replaces
+PAUSE = "3.10"
+#: the web client's build stage copies this machine's Node.js (20.19+); the tag says so
+NODE_MAJOR = "20"
+PYTHON = "3.11"
+APP = "0.1.0"
+
+#: every image the cluster runs or builds from, by role. Nothing is ever pulled: each is made
+#: here (catalog.py) and imported into every node's containerd under exactly this reference.
+IMAGES = {
+    "pause": f"kubescaler.local/pause:{PAUSE}",
+    "coredns": f"kubescaler.local/coredns:{COREDNS}",
+    "metrics-server": f"kubescaler.local/metrics-server:{METRICS_SERVER}",
+    "keda": f"kubescaler.local/keda:{KEDA}",
+    "keda-adapter": f"kubescaler.local/keda-metrics-apiserver:{KEDA}",
+    "traefik": f"kubescaler.local/traefik:{TRAEFIK}",
+    "prometheus": f"kubescaler.local/prometheus:{PROMETHEUS}",
+    "redis": f"kubescaler.local/redis:{REDIS_DEBIAN}-{DEBIAN_SUITE}",
+    "cassandra": f"kubescaler.local/cassandra:{CASSANDRA}-{DEBIAN_SUITE}",
+    # the Containerfile's two base images (build arguments; no pod runs them)
+    "node": f"kubescaler.local/node:{NODE_MAJOR}-{DEBIAN_SUITE}",
+    "python": f"kubescaler.local/python:{PYTHON}-{DEBIAN_SUITE}",
+    # kubescaler's own, as the manifests name it (`kubescaler:0.1.0`)
+    "kubescaler": f"docker.io/library/kubescaler:{APP}",
+}
 
 
 def _k8s_ldflags(version: str) -> str:

@@ -1,0 +1,154 @@
+"""The entry point: the Gateway API CRDs and Traefik as their implementation, on every node.
+
+Traefik runs as a DaemonSet on each node's network, so the Gateway answers on every node's
+address; the machine's load balancer (loadbalancer.py) spreads 127.0.0.1:80 over the nodes
+whose Traefik answers its health check, as a cloud load balancer does in front of a cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kubescaler_dev.cluster import layout as net
+from kubescaler_dev.cluster.kustomize import AddOn, bind_cluster_role, dump, kustomization, write
+from kubescaler_dev.cluster.versions import IMAGES
+
+GATEWAY_CLASS = "traefik"
+PING = net.GATEWAY_PING_PORT
+
+
+def gateway_crds(dir: Path, source: Path) -> AddOn:
+    """The Gateway API CRDs (standard channel) from their module's source."""
+    shutil.rmtree(dir, ignore_errors=True)
+    dir.mkdir(parents=True)
+    crds = sorted((source / "config" / "crd" / "standard").glob("*.yaml"))
+    for crd in crds:
+        shutil.copyfile(crd, dir / crd.name)
+    (dir / "kustomization.yaml").write_text(kustomization([c.name for c in crds]))
+    return AddOn("Gateway API CRDs", dir)
+
+
+def traefik(dir: Path) -> AddOn:
+    """Traefik as the Gateway API implementation: GatewayClass ``traefik``, one pod per node on
+    the node's network (its ``web`` entry point is the Gateway's port 80 on the node's
+    address), behind the machine's load balancer (loadbalancer.py)."""
+    labels = {"app.kubernetes.io/name": "traefik"}
+    gateway_group = "gateway.networking.k8s.io"
+    docs: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "traefik", "namespace": "traefik"},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "traefik-gateway"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["namespaces", "services", "secrets", "configmaps", "nodes"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": [gateway_group],
+                    "resources": [
+                        "gatewayclasses",
+                        "gateways",
+                        "httproutes",
+                        "grpcroutes",
+                        "referencegrants",
+                        "backendtlspolicies",
+                        "tcproutes",
+                        "tlsroutes",
+                    ],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": [gateway_group],
+                    "resources": [
+                        "gatewayclasses/status",
+                        "gateways/status",
+                        "httproutes/status",
+                        "grpcroutes/status",
+                        "backendtlspolicies/status",
+                        "tcproutes/status",
+                        "tlsroutes/status",
+                    ],
+                    "verbs": ["update", "patch"],
+                },
+            ],
+        },
+        bind_cluster_role("traefik-gateway", "traefik", "traefik"),
+        {
+            "apiVersion": f"{gateway_group}/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": GATEWAY_CLASS},
+            "spec": {"controllerName": "traefik.io/gateway-controller"},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "traefik", "namespace": "traefik", "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "traefik",
+                        "hostNetwork": True,
+                        "dnsPolicy": "ClusterFirstWithHostNet",
+                        "containers": [
+                            {
+                                "name": "traefik",
+                                "image": IMAGES["traefik"],
+                                "args": [
+                                    f"--entryPoints.web.address=:{net.GATEWAY_PORT}",
+                                    # SSE streams last as long as the client stays
+                                    "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
+                                    "--entryPoints.web.transport.respondingTimeouts.idleTimeout=0",
+                                    f"--entryPoints.traefik.address=:{net.GATEWAY_PING_PORT}",
+                                    "--ping=true",
+                                    "--providers.kubernetesGateway=true",
+                                    "--providers.kubernetesGateway.statusAddress.ip=127.0.0.1",
+                                    "--log.level=INFO",
+                                ],
+                                "readinessProbe": {
+                                    "httpGet": {"host": "127.0.0.1", "path": "/ping", "port": PING}
+                                },
+                                "livenessProbe": {
+                                    "httpGet": {"host": "127.0.0.1", "path": "/ping", "port": PING}
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                                    "limits": {"memory": "256Mi"},
+                                },
+                                "securityContext": {
+                                    # binds port 80 of the node's network
+                                    "runAsUser": 0,
+                                    "runAsNonRoot": False,
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {
+                                        "drop": ["ALL"],
+                                        "add": ["NET_BIND_SERVICE"],
+                                    },
+                                },
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    },
+                },
+            },
+        },
+    ]
+    files = {"traefik.yaml": dump(docs), "kustomization.yaml": kustomization(["traefik.yaml"])}
+    return AddOn("Traefik", write(dir, files), (("traefik", "daemonset/traefik"),))
