@@ -6,11 +6,11 @@ import msgspec
 import prometheus_client
 import pytest
 from faststream.redis import TestRedisBroker
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 from lockfakes import Clock, FakeLedger, FakeMasters, command
 
-from kubescaler.entrypoints.lock_keeper import Timed, Worker, deliveries
-from kubescaler.services.lockkeeping import Delivery, LockKeeping
+from kubescaler.domain.locks import Delivery
+from kubescaler.entrypoints.lock_keeper import Timed, Worker
+from kubescaler.services.lockkeeping import LockKeeping
 from kubescaler.settings import LockSettings, Settings
 
 SETTINGS = Settings(instance="w-test", lock=LockSettings(command_stream="t:worker:cmd"))
@@ -66,19 +66,6 @@ async def test_an_unreadable_entry_is_dropped_and_counted(
     assert ledger.log == []
     assert ledger.published == []
     assert commands_total("unknown", "unreadable") > before
-
-
-async def test_entries_are_read_bare_or_in_faststreams_envelope() -> None:
-    """LockClient writes bare JSON, FastStream publishers their binary envelope: both decode,
-    with their entry ids as receipts."""
-    cmd = command("refresh", "alice", 3, clock=Clock())
-    bare = msgspec.json.encode(cmd)
-    wrapped = await BinaryMessageFormatV1.encode(
-        message=bare, reply_to=None, headers=None, correlation_id="c"
-    )
-    raw = {"data": [{b"__data__": bare}, {b"__data__": wrapped}], "message_ids": [b"1-0", b"2-0"]}
-    got = deliveries(raw)
-    assert [(d.receipt, d.cmd) for d in got] == [(b"1-0", cmd), (b"2-0", cmd)]
 
 
 def step_count(step: str) -> float:

@@ -15,9 +15,8 @@ from typing import Any
 
 import msgspec
 
-from kubescaler.domain.locks import LockCommand, LockOutcome
+from kubescaler.domain.locks import Delivery, LockCommand, LockOutcome
 from kubescaler.entrypoints.lock_keeper import build_broker
-from kubescaler.services.lockkeeping import Delivery
 from kubescaler.settings import Settings
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[3] / "docs" / "asyncapi.json"

@@ -17,26 +17,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 import prometheus_client as prom
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage, bDATA_KEY
-from faststream.redis.parser.binary import BinaryMessageFormatV1
+from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 from litestar import Litestar
 from redis.asyncio import Redis
 
 from kubescaler.adapters import lockstate, redis_client
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
+from kubescaler.adapters.lockwire import deliveries, enveloped
 from kubescaler.adapters.redis_client import worker_retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import quorum
-from kubescaler.domain.locks import LockCommand
+from kubescaler.domain.locks import Delivery
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services.lockkeeping import Delivery, Handled, LockKeeping
+from kubescaler.services.lockkeeping import Handled, LockKeeping
 from kubescaler.settings import Settings
 
 COMMANDS = prom.Counter(
@@ -69,8 +68,6 @@ PENDING = prom.Gauge(
 #: Most commands one read takes: a batch costs the same round trips whatever its size.
 BATCH = 256
 WATCH_EVERY_S = 2.0
-_decode = msgspec.json.Decoder(LockCommand).decode
-_BINARY = BinaryMessageFormatV1.IDENTITY_HEADER
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Delivery], str], Awaitable[None]]
@@ -102,31 +99,6 @@ class Timed:
         return timed
 
 
-def deliveries(raw: Any) -> list[Delivery]:
-    """The entries of one FastStream stream message (batch or single) as deliveries.
-
-    A command's JSON is the entry's ``__data__`` field, bare (as LockClient writes it) or in
-    FastStream's binary envelope (as a FastStream publisher writes it); one that does not
-    decode is an unreadable delivery, acknowledged and dropped.
-    """
-    data = raw["data"]
-    entries = data if isinstance(data, list) else [data]
-    ids = list(raw.get("message_ids") or [])  # none in FastStream's in-memory test broker
-    ids += [b""] * (len(entries) - len(ids))
-    out = []
-    for receipt, fields in zip(ids, entries, strict=True):
-        body = fields.get(bDATA_KEY, b"")
-        if body.startswith(_BINARY):
-            body = BinaryMessageFormatV1.parse(body)[0]
-        try:
-            cmd: LockCommand | None = _decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("dropping an unreadable lock command %s: %.200r", receipt, body)
-            cmd = None
-        out.append(Delivery(receipt, cmd))
-    return out
-
-
 async def _entries(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """The subscribers' parser: the message as read, nothing decoded (:func:`deliveries`
     decodes each entry once; FastStream's own parser would decode and re-encode them all).
@@ -134,7 +106,7 @@ async def _entries(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     reads the envelope's headers."""
     data = msg["data"]
     first = data[0] if isinstance(data, list) and data else data
-    if first and first.get(bDATA_KEY, b"").startswith(_BINARY):
+    if first and enveloped(first):
         return await original(msg)
     return RedisBatchStreamMessage(raw_message=msg, body=b"", consumer=FAKE_CONSUMER, group=None)
 
