@@ -1,11 +1,10 @@
-"""The lock-keeper process: reads lock commands in batches, hands them to the use case.
+"""The lock-keeper process: each batch of commands, decoded, goes to the use case.
 
-Two FastStream subscribers share the consumer group: one reads new commands, up to
-``BATCH`` per read; the other (``min_idle_time``, i.e. XAUTOCLAIM) takes over commands a dead
-worker left pending. Both decode their entries and call
+The broker (``adapters/lockbroker.py``) reads the command stream in batches and decodes the
+entries; :meth:`Worker.handle` hands each batch to
 :class:`~kubescaler.services.lockkeeping.LockKeeping`, which applies, commits, acknowledges
-and answers each batch (acknowledgement is manual: it happens in the commit). Beside the
-broker, a small Litestar app serves liveness, readiness and ``/metrics``.
+and answers it (acknowledgement is manual: it happens in the commit). Beside the broker, a
+small Litestar app serves liveness, readiness and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -13,22 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import prometheus_client as prom
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 from litestar import Litestar
 from redis.asyncio import Redis
 
 from kubescaler.adapters import lockstate, redis_client
+from kubescaler.adapters.lockbroker import Source, build_broker
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
-from kubescaler.adapters.lockwire import deliveries, enveloped
-from kubescaler.adapters.redis_client import worker_retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import quorum
@@ -65,12 +60,8 @@ PENDING = prom.Gauge(
     "Commands read by some worker and not yet acked.",
 )
 
-#: Most commands one read takes: a batch costs the same round trips whatever its size.
-BATCH = 256
 WATCH_EVERY_S = 2.0
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Sequence[Delivery], str], Awaitable[None]]
 
 
 class Timed:
@@ -99,85 +90,6 @@ class Timed:
         return timed
 
 
-async def _entries(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """The subscribers' parser: the message as read, nothing decoded (:func:`deliveries`
-    decodes each entry once; FastStream's own parser would decode and re-encode them all).
-    Entries in FastStream's envelope (its publishers, its test broker) keep its parser, which
-    reads the envelope's headers."""
-    data = msg["data"]
-    first = data[0] if isinstance(data, list) and data else data
-    if first and enveloped(first):
-        return await original(msg)
-    return RedisBatchStreamMessage(raw_message=msg, body=b"", consumer=FAKE_CONSUMER, group=None)
-
-
-async def _raw(msg: RedisBatchStreamMessage, _: Any) -> Any:
-    """The subscribers' decoder: the handler gets the raw message (entries and their ids)."""
-    return msg.raw_message
-
-
-def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
-    """The worker's broker: the two subscribers of the consumer group, and the reply channel
-    (declared for the AsyncAPI document; replies are published by the commit)."""
-    lock = settings.lock
-    # A read that fails (Redis stalled past the retries, or down) makes FastStream 0.7 sleep a
-    # fixed 5 s before the next one: CONSUME_ERROR_BACKOFF_SECONDS, a module constant of
-    # faststream.redis.subscriber.usecases.basic with no broker or subscriber option. So the
-    # pause cannot be shortened here; worker_retry_options retries timed-out reads instead, so
-    # a short stall never reaches it.
-    broker = RedisBroker(
-        settings.redis.url,
-        **worker_retry_options(settings.redis.timeout_s),
-        log_level=logging.DEBUG,
-        apply_types=False,  # the handlers take the raw entries: no injection per message
-    )
-    fresh = StreamSub(
-        lock.command_stream,
-        group=lock.command_group,
-        consumer=name,
-        batch=True,
-        max_records=BATCH,
-        polling_interval=1000,
-    )
-    claimed = StreamSub(
-        lock.command_stream,
-        group=lock.command_group,
-        consumer=name,
-        batch=True,
-        min_idle_time=lock.claim_idle_ms,
-        polling_interval=min(lock.claim_idle_ms, 1000),
-    )
-
-    @broker.subscriber(
-        stream=fresh,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands",
-        description="LockCommand: acquire, refresh or release a pair (read in batches).",
-    )
-    async def on_commands(raw: Any) -> None:
-        await handle(deliveries(raw), "fresh")
-
-    @broker.subscriber(
-        stream=claimed,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands-claimed",
-        description="Commands a dead worker left pending (XAUTOCLAIM).",
-    )
-    async def on_claimed(raw: Any) -> None:
-        await handle(deliveries(raw), "claimed")
-
-    broker.publisher(
-        channel=lockstate.reply_channel("{requester}"),
-        title="lock-outcomes",
-        description="The LockOutcomes of a requester's commands, a JSON array per batch.",
-    )
-    return broker
-
-
 class Worker:
     """One lock-keeper: its broker, its Redis clients and the use case, opened by start()."""
 
@@ -190,7 +102,7 @@ class Worker:
         self.keeping: LockKeeping | None = None
         self.group: CommandGroup | None = None
 
-    async def handle(self, batch: Sequence[Delivery], path: str) -> None:
+    async def handle(self, batch: Sequence[Delivery], path: Source) -> None:
         """Apply one batch; raising leaves its entries pending for another worker."""
         assert self.keeping is not None, "worker not started"
         start = time.perf_counter()
