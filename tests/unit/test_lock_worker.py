@@ -8,8 +8,7 @@ import pytest
 from faststream.redis import TestRedisBroker
 from lockfakes import Clock, FakeLedger, FakeMasters, command
 
-from kubescaler.domain.locks import Delivery
-from kubescaler.entrypoints.lock_keeper import Timed, Worker
+from kubescaler.entrypoints.lock_keeper import Worker
 from kubescaler.services.lockkeeping import LockKeeping
 from kubescaler.settings import LockSettings, Settings
 
@@ -66,34 +65,3 @@ async def test_an_unreadable_entry_is_dropped_and_counted(
     assert ledger.log == []
     assert ledger.published == []
     assert commands_total("unknown", "unreadable") > before
-
-
-def step_count(step: str) -> float:
-    sample = prometheus_client.REGISTRY.get_sample_value(
-        "kubescaler_lock_step_seconds_count", {"step": step}
-    )
-    return sample or 0.0
-
-
-async def test_timed_ports_time_their_steps_through_a_whole_batch(
-    worker: tuple[Worker, FakeLedger, Clock],
-) -> None:
-    """Wrapped in Timed, the ports the use case calls count one claim, vote, fence and commit
-    for an acquire's batch; what is not a step passes through untimed."""
-    w, ledger, clock = worker
-    masters = FakeMasters(clock)
-    w.keeping = LockKeeping(
-        Timed(masters, "vote"),
-        Timed(ledger, "claim", "fence", "commit"),
-        clock,
-    )
-    before = {s: step_count(s) for s in ("claim", "vote", "fence", "commit")}
-    cmd = command("acquire", "alice", clock=clock)
-    await w.handle([Delivery(b"1-0", cmd)], "fresh")
-    assert {s: step_count(s) - before[s] for s in before} == {
-        "claim": 1,
-        "vote": 1,
-        "fence": 1,
-        "commit": 1,
-    }
-    assert Timed(masters, "vote").tally == masters.tally  # not a step: the port's own

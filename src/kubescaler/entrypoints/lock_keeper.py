@@ -4,7 +4,7 @@ The broker (``adapters/lockbroker.py``) reads the command stream in batches and 
 entries; :meth:`Worker.handle` hands each batch to
 :class:`~kubescaler.services.lockkeeping.LockKeeping`, which applies, commits, acknowledges
 and answers it (acknowledgement is manual: it happens in the commit). Beside the broker, a
-small Litestar app serves liveness, readiness and ``/metrics``.
+small Litestar app serves liveness, readiness and ``/metrics`` (``services/lock_metrics.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
-import prometheus_client as prom
 from litestar import Litestar
 from redis.asyncio import Redis
 
@@ -30,64 +28,13 @@ from kubescaler.domain.lockrules import quorum
 from kubescaler.domain.locks import Delivery
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services.lockkeeping import Handled, LockKeeping
+from kubescaler.services import lock_metrics
+from kubescaler.services.lock_metrics import Timed
+from kubescaler.services.lockkeeping import LockKeeping
 from kubescaler.settings import Settings
-
-COMMANDS = prom.Counter(
-    "kubescaler_lock_commands_total",
-    "Lock commands answered, by action and result.",
-    ["action", "result", "path"],
-)
-APPLY = prom.Histogram(
-    "kubescaler_lock_apply_seconds",
-    "Time to apply one lock command (the batch it came in).",
-    ["action"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-BATCH_SIZE = prom.Histogram(
-    "kubescaler_lock_batch_commands",
-    "Commands per batch a lock-keeper applied.",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-)
-STEP = prom.Histogram(
-    "kubescaler_lock_step_seconds",
-    "Time of one step of a batch: claim, vote (every master at once), fence, commit.",
-    ["step"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-)
-PENDING = prom.Gauge(
-    "kubescaler_lock_commands_pending",
-    "Commands read by some worker and not yet acked.",
-)
 
 WATCH_EVERY_S = 2.0
 log = logging.getLogger(__name__)
-
-
-class Timed:
-    """A port whose ``steps`` (coroutine methods) are timed into STEP; the rest passes through.
-
-    Where a batch's time goes, per step, for Prometheus and ``bench_locks``: the use case
-    and its ports stay free of metrics."""
-
-    def __init__(self, port: object, *steps: str) -> None:
-        self._port = port
-        self._steps = steps
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._port, name)
-        if name not in self._steps:
-            return attr
-        step = STEP.labels(name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await attr(*args, **kwargs)
-            finally:
-                step.observe(time.perf_counter() - start)
-
-        return timed
 
 
 class Worker:
@@ -107,10 +54,7 @@ class Worker:
         assert self.keeping is not None, "worker not started"
         start = time.perf_counter()
         handled = await self.keeping.apply(batch)
-        took = time.perf_counter() - start
-        BATCH_SIZE.observe(len(batch))
-        for h in handled:
-            _count(h, path, took)
+        lock_metrics.count(handled, path, time.perf_counter() - start)
 
     async def start(self) -> None:
         s = self.settings
@@ -137,17 +81,6 @@ class Worker:
             await self.state.aclose()
 
 
-def _count(h: Handled, path: str, took: float) -> None:
-    action = h.cmd.action if h.cmd is not None else "unknown"
-    if h.path == "applied":
-        APPLY.labels(action).observe(took)
-        COMMANDS.labels(action, h.outcome.result if h.outcome else "", path).inc()
-    elif h.path == "redelivered":
-        COMMANDS.labels(action, h.outcome.result if h.outcome else "", "redelivered").inc()
-    else:
-        COMMANDS.labels(action, h.path, path).inc()
-
-
 def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
     """The lock-keeper process: broker + health + metrics, all opened in the lifespan."""
     keeper = worker or Worker(settings)
@@ -164,9 +97,9 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
                     )
                 if await group.revive():
                     log.warning("restarted the broker: a subscriber had stopped")
-                PENDING.set(await group.pending())
+                lock_metrics.PENDING.set(await group.pending())
             except Exception:  # the backlog is unknown while Redis is down
-                PENDING.set(float("nan"))
+                lock_metrics.PENDING.set(float("nan"))
             await asyncio.sleep(WATCH_EVERY_S)
 
     @asynccontextmanager
