@@ -101,6 +101,10 @@ class LockLedger:
         self._fence = redis.register_script(_FENCE)
         self._commit = redis.register_script(_COMMIT)
 
+    async def ping(self) -> None:
+        """A readiness check: the stream Redis answers (raises what the client raised)."""
+        await self.redis.ping()
+
     async def claim(self, cmds: Sequence[LockCommand]) -> list[Claim]:
         """Claim every command's request id; what each claim means is :func:`on_claim`'s."""
         if not cmds:

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from kubescaler.adapters.redis_client import packing_in_c
+from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import (
     VALUE_SEPARATOR,
     Round,
@@ -181,6 +182,12 @@ class Redlock:
 
         replies = await asyncio.gather(*(one(m) for m in self.masters))
         return [_address(m) for m, r in zip(self.masters, replies, strict=True) if r is not None]
+
+    async def ready(self) -> None:
+        """A readiness check: DependencyUnavailable("redlock") unless a quorum answers PING."""
+        down = await self.ping()
+        if len(self.masters) - len(down) < self.quorum:
+            raise DependencyUnavailable("redlock", "lock quorum unavailable: " + ", ".join(down))
 
     async def aclose(self) -> None:
         for master in self.masters:
