@@ -48,6 +48,25 @@ async def _raw(msg: RedisBatchStreamMessage, _: Any) -> Any:
     return msg.raw_message
 
 
+def _subscribe(
+    broker: RedisBroker, stream: StreamSub, handle: Handler, source: Source, title: str, doc: str
+) -> None:
+    """A subscriber that hands each batch it reads, decoded, to ``handle``. Both are alike but
+    for their stream's options: acknowledged by hand (in the commit), the entries read raw."""
+
+    async def on_batch(raw: Any) -> None:
+        await handle(deliveries(raw), source)
+
+    broker.subscriber(
+        stream=stream,
+        ack_policy=AckPolicy.MANUAL,
+        parser=_entries,
+        decoder=_raw,
+        title=title,
+        description=doc,
+    )(on_batch)
+
+
 def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
     """The broker of worker ``name``: its two subscribers call ``handle`` with each batch."""
     lock = settings.lock
@@ -79,27 +98,10 @@ def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
         polling_interval=min(lock.claim_idle_ms, 1000),
     )
 
-    @broker.subscriber(
-        stream=fresh,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands",
-        description="LockCommand: acquire, refresh or release a pair (read in batches).",
-    )
-    async def on_commands(raw: Any) -> None:
-        await handle(deliveries(raw), "fresh")
-
-    @broker.subscriber(
-        stream=claimed,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands-claimed",
-        description="Commands a dead worker left pending (XAUTOCLAIM).",
-    )
-    async def on_claimed(raw: Any) -> None:
-        await handle(deliveries(raw), "claimed")
+    doc = "LockCommand: acquire, refresh or release a pair (read in batches)."
+    _subscribe(broker, fresh, handle, "fresh", "lock-commands", doc)
+    doc = "Commands a dead worker left pending (XAUTOCLAIM)."
+    _subscribe(broker, claimed, handle, "claimed", "lock-commands-claimed", doc)
 
     broker.publisher(
         channel=lockstate.reply_channel("{requester}"),
