@@ -36,6 +36,7 @@ from kubescaler.domain.lockrules import (
     quorum,
     tally,
 )
+from kubescaler.domain.locks import now_ms
 
 # One script runs a whole batch on a master. KEYS: the ops' keys; ARGV: the TTL, then per op
 # its kind (a: acquire, e: extend, r: release), owner and token. Per op it returns {won, pttl,
@@ -141,7 +142,7 @@ class Redlock:
 
     async def vote(self, ops: Sequence[VoteOp]) -> Round:
         """Send ``ops`` to every master at once and collect each master's vote on each op."""
-        started_ms, start = time.time_ns() // 1_000_000, time.monotonic()
+        started_ms, start = now_ms(), time.monotonic()
         per_master = await asyncio.gather(*(self._bounded(m, ops) for m in self.masters))
         elapsed_ms = int((time.monotonic() - start) * 1000)
         votes = [[_vote(op.kind, replies, i) for replies in per_master] for i, op in enumerate(ops)]
