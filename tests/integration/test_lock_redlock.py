@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from kubescaler.adapters.redlock import Redlock, master_client
+from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler_dev.redis import RedisServer, stopped
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,19 @@ async def test_one_master_down_still_grants(
         got = await redlock.acquire(f"t:{uuid.uuid4()}", "a")
         assert got.ok
         assert got.answered == 2
+
+
+async def test_ready_while_a_quorum_of_masters_answers(
+    redlock: Redlock, redis_masters: list[RedisServer]
+) -> None:
+    """The keeper's readiness: one master down of three is ready; two down name the silent."""
+    with stopped(redis_masters[:1]):
+        await redlock.ready()
+    with stopped(redis_masters[:2]), pytest.raises(DependencyUnavailable) as caught:
+        await redlock.ready()
+    assert caught.value.dependency == "redlock"
+    assert "lock quorum unavailable: 127.0.0.1:" in caught.value.message
+    await redlock.ready()
 
 
 async def test_a_hung_master_costs_one_timeout_not_a_hang(

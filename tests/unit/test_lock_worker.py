@@ -6,11 +6,10 @@ import msgspec
 import prometheus_client
 import pytest
 from faststream.redis import TestRedisBroker
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 from lockfakes import Clock, FakeLedger, FakeMasters, command
 
-from kubescaler.entrypoints.lock_keeper import Timed, Worker, deliveries
-from kubescaler.services.lockkeeping import Delivery, LockKeeping
+from kubescaler.entrypoints.lock_keeper import Worker
+from kubescaler.services.lockkeeping import LockKeeping
 from kubescaler.settings import LockSettings, Settings
 
 SETTINGS = Settings(instance="w-test", lock=LockSettings(command_stream="t:worker:cmd"))
@@ -66,47 +65,3 @@ async def test_an_unreadable_entry_is_dropped_and_counted(
     assert ledger.log == []
     assert ledger.published == []
     assert commands_total("unknown", "unreadable") > before
-
-
-async def test_entries_are_read_bare_or_in_faststreams_envelope() -> None:
-    """LockClient writes bare JSON, FastStream publishers their binary envelope: both decode,
-    with their entry ids as receipts."""
-    cmd = command("refresh", "alice", 3, clock=Clock())
-    bare = msgspec.json.encode(cmd)
-    wrapped = await BinaryMessageFormatV1.encode(
-        message=bare, reply_to=None, headers=None, correlation_id="c"
-    )
-    raw = {"data": [{b"__data__": bare}, {b"__data__": wrapped}], "message_ids": [b"1-0", b"2-0"]}
-    got = deliveries(raw)
-    assert [(d.receipt, d.cmd) for d in got] == [(b"1-0", cmd), (b"2-0", cmd)]
-
-
-def step_count(step: str) -> float:
-    sample = prometheus_client.REGISTRY.get_sample_value(
-        "kubescaler_lock_step_seconds_count", {"step": step}
-    )
-    return sample or 0.0
-
-
-async def test_timed_ports_time_their_steps_through_a_whole_batch(
-    worker: tuple[Worker, FakeLedger, Clock],
-) -> None:
-    """Wrapped in Timed, the ports the use case calls count one claim, vote, fence and commit
-    for an acquire's batch; what is not a step passes through untimed."""
-    w, ledger, clock = worker
-    masters = FakeMasters(clock)
-    w.keeping = LockKeeping(
-        Timed(masters, "vote"),
-        Timed(ledger, "claim", "fence", "commit"),
-        clock,
-    )
-    before = {s: step_count(s) for s in ("claim", "vote", "fence", "commit")}
-    cmd = command("acquire", "alice", clock=clock)
-    await w.handle([Delivery(b"1-0", cmd)], "fresh")
-    assert {s: step_count(s) - before[s] for s in before} == {
-        "claim": 1,
-        "vote": 1,
-        "fence": 1,
-        "commit": 1,
-    }
-    assert Timed(masters, "vote").tally == masters.tally  # not a step: the port's own

@@ -10,8 +10,8 @@ import pytest
 from lockfakes import PROFILE, TTL, USER, Clock, FakeLedger, FakeMasters, command
 
 from kubescaler.domain.lockrules import VoteOp
-from kubescaler.domain.locks import Action, LockCommand, LockOutcome, pair_name
-from kubescaler.services.lockkeeping import Delivery, Handled, LockKeeping
+from kubescaler.domain.locks import Action, Delivery, LockCommand, LockOutcome, pair_name
+from kubescaler.services.lockkeeping import Handled, LockKeeping
 
 PAIR = pair_name(USER, PROFILE)
 PROFILE_2 = uuid.UUID(int=999)

@@ -20,20 +20,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from faststream.redis.message import DATA_KEY
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from kubescaler.adapters import lockstate, redis_client
 from kubescaler.adapters.coalesce import Coalescer
+from kubescaler.adapters.lockwire import DATA_KEY, decode_outcomes, encode
 from kubescaler.domain.errors import Conflict, DependencyUnavailable
 from kubescaler.domain.locks import Action, LockCommand, LockOutcome, now_ms
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(list[LockOutcome] | LockOutcome).decode
 RECONNECT_S = 0.5
 #: Most publishes (XADD pipelines) in flight at once.
 FLUSHES = 4
@@ -106,11 +104,11 @@ class LockClient:
 
     def _answer(self, data: bytes) -> None:
         try:
-            got = _decode(data)
+            got = decode_outcomes(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("unreadable lock reply: %s", exc)
             return
-        for out in got if isinstance(got, list) else [got]:
+        for out in got:
             answer = self._waiting.get(out.request_id)
             if answer is not None and not answer.done():
                 answer.set_result(out)
@@ -125,7 +123,7 @@ class LockClient:
             if len(cmds) == 1:  # one command costs the client less than a pipeline of one
                 await self.redis.xadd(
                     lock.command_stream,
-                    {DATA_KEY: _encode(cmds[0])},
+                    {DATA_KEY: encode(cmds[0])},
                     maxlen=lock.command_maxlen,
                     approximate=True,
                 )
@@ -134,7 +132,7 @@ class LockClient:
                 for cmd in cmds:
                     pipe.xadd(
                         lock.command_stream,
-                        {DATA_KEY: _encode(cmd)},
+                        {DATA_KEY: encode(cmd)},
                         maxlen=lock.command_maxlen,
                         approximate=True,
                     )

@@ -2,16 +2,25 @@
 
 FastStream creates the group when its subscribers start and stops a subscriber for good when
 the group vanishes (a Redis restarted without its data). :class:`CommandGroup` puts the group
-back, restarts a broker whose subscriber stopped, and reads the backlog for the autoscaler.
+back, restarts a broker whose subscriber stopped, and reads the backlog for the autoscaler;
+:meth:`CommandGroup.upkeep` does all three every few seconds for as long as the worker runs.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
 
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from kubescaler.settings import LockSettings
+
+log = logging.getLogger(__name__)
+#: How often the upkeep looks at the group and reads the backlog.
+UPKEEP_EVERY_S = 2.0
 
 
 class CommandGroup:
@@ -52,3 +61,21 @@ class CommandGroup:
         """Commands read by some worker and not yet acknowledged (the autoscaling backlog)."""
         info = await self.redis.xpending(self.lock.command_stream, self.lock.command_group)
         return int(info["pending"])
+
+    async def upkeep(
+        self, report_pending: Callable[[float], None], every_s: float = UPKEEP_EVERY_S
+    ) -> None:
+        """Forever, every ``every_s``: the group exists, the broker's subscribers run, and the
+        backlog goes to ``report_pending`` (NaN while it cannot be read: Redis is down)."""
+        while True:
+            try:
+                if await self.ensure():
+                    log.warning(
+                        "consumer group %s was gone; created it again", self.lock.command_group
+                    )
+                if await self.revive():
+                    log.warning("restarted the broker: a subscriber had stopped")
+                report_pending(await self.pending())
+            except Exception:  # the backlog is unknown while Redis is down
+                report_pending(float("nan"))
+            await asyncio.sleep(every_s)

@@ -22,11 +22,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from kubescaler.adapters import lockstate
+from kubescaler.adapters.lockwire import encode
 from kubescaler.domain.lockrules import Claim, on_claim
 from kubescaler.domain.locks import LockCommand, LockOutcome, record_fields
 from kubescaler.settings import LockSettings
 
-_encode = msgspec.json.Encoder().encode
 _stored = msgspec.json.Decoder(LockOutcome).decode
 
 # KEYS: n applied keys, then n fence keys; ARGV[1]: in-flight PX. Per command {1, counter}
@@ -101,6 +101,10 @@ class LockLedger:
         self._fence = redis.register_script(_FENCE)
         self._commit = redis.register_script(_COMMIT)
 
+    async def ping(self) -> None:
+        """A readiness check: the stream Redis answers (raises what the client raised)."""
+        await self.redis.ping()
+
     async def claim(self, cmds: Sequence[LockCommand]) -> list[Claim]:
         """Claim every command's request id; what each claim means is :func:`on_claim`'s."""
         if not cmds:
@@ -151,10 +155,10 @@ class LockLedger:
                 lockstate.user_key(out.user_id),
             ]
             fields = [part for item in record_fields(out, self.worker).items() for part in item]
-            args += [_encode(out), lockstate.state_change(out, freed), out.owner]
-            args += [str(out.profile_id), out.expires_at_ms, out.at_ms, _encode(fields)]
+            args += [encode(out), lockstate.state_change(out, freed), out.owner]
+            args += [str(out.profile_id), out.expires_at_ms, out.at_ms, encode(fields)]
         receipts = [a for a in acks if a]
         args += [len(receipts), *receipts, len(replies)]
         for channel, outs in replies.items():
-            args += [channel, _encode(list(outs))]
+            args += [channel, encode(list(outs))]
         await self._commit(keys=keys, args=args)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from kubescaler.domain.errors import DependencyUnavailable
-from kubescaler.domain.locks import LockOutcome, now_ms
+from kubescaler.domain.locks import LockOutcome, now_ms, pair_name
 
 PREFIX = "kubescaler"
 
@@ -28,8 +28,8 @@ LOCK_PREFIX = f"{PREFIX}:lock:pair:"
 
 
 def lock_key(user_id: uuid.UUID, profile_id: uuid.UUID) -> str:
-    """The Redlock key on every master."""
-    return f"{LOCK_PREFIX}{user_id}:{profile_id}"
+    """The Redlock key on every master (what the keeper's Redlock writes for the pair)."""
+    return LOCK_PREFIX + pair_name(user_id, profile_id)
 
 
 #: Outcomes for one requester are published on a channel named by this prefix, its process

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from kubescaler.adapters.redis_client import packing_in_c
+from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import (
     VALUE_SEPARATOR,
     Round,
@@ -35,6 +36,7 @@ from kubescaler.domain.lockrules import (
     quorum,
     tally,
 )
+from kubescaler.domain.locks import now_ms
 
 # One script runs a whole batch on a master. KEYS: the ops' keys; ARGV: the TTL, then per op
 # its kind (a: acquire, e: extend, r: release), owner and token. Per op it returns {won, pttl,
@@ -140,7 +142,7 @@ class Redlock:
 
     async def vote(self, ops: Sequence[VoteOp]) -> Round:
         """Send ``ops`` to every master at once and collect each master's vote on each op."""
-        started_ms, start = time.time_ns() // 1_000_000, time.monotonic()
+        started_ms, start = now_ms(), time.monotonic()
         per_master = await asyncio.gather(*(self._bounded(m, ops) for m in self.masters))
         elapsed_ms = int((time.monotonic() - start) * 1000)
         votes = [[_vote(op.kind, replies, i) for replies in per_master] for i, op in enumerate(ops)]
@@ -181,6 +183,12 @@ class Redlock:
 
         replies = await asyncio.gather(*(one(m) for m in self.masters))
         return [_address(m) for m, r in zip(self.masters, replies, strict=True) if r is not None]
+
+    async def ready(self) -> None:
+        """A readiness check: DependencyUnavailable("redlock") unless a quorum answers PING."""
+        down = await self.ping()
+        if len(self.masters) - len(down) < self.quorum:
+            raise DependencyUnavailable("redlock", "lock quorum unavailable: " + ", ".join(down))
 
     async def aclose(self) -> None:
         for master in self.masters:

@@ -1,10 +1,11 @@
 """Lock commands, their outcomes and the lock event log, plus the history verifier.
 
-A requester publishes a :class:`LockCommand`; a lock-keeper applies it and answers with a
-:class:`LockOutcome`, which it also appends to the event log as a :class:`LockRecord` of plain
-string fields (:func:`record_fields` / :func:`record_from_fields`). Every message carries a
-version ``v`` so replay can read old records: readers ignore unknown fields and fill missing
-ones with defaults. No I/O here.
+A requester publishes a :class:`LockCommand`; a lock-keeper reads it as a :class:`Delivery`
+(the command and its stream entry's id), applies it and answers with a :class:`LockOutcome`,
+which it also appends to the event log as a :class:`LockRecord` of plain string fields
+(:func:`record_fields` / :func:`record_from_fields`). Every message carries a version ``v`` so
+replay can read old records: readers ignore unknown fields and fill missing ones with
+defaults. No I/O here (how they travel: ``adapters/lockwire.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -49,6 +50,14 @@ class LockCommand(LockMessage, frozen=True):
     @property
     def pair(self) -> str:
         return pair_name(self.user_id, self.profile_id)
+
+
+class Delivery(NamedTuple):
+    """One entry of the command stream as read: its id (``receipt``, to acknowledge) and its
+    command (None: unreadable, acknowledged and dropped)."""
+
+    receipt: bytes | str
+    cmd: LockCommand | None
 
 
 class LockOutcome(LockMessage, frozen=True):

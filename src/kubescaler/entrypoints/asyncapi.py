@@ -15,15 +15,14 @@ from typing import Any
 
 import msgspec
 
-from kubescaler.domain.locks import LockCommand, LockOutcome
-from kubescaler.entrypoints.lock_keeper import build_broker
-from kubescaler.services.lockkeeping import Delivery
+from kubescaler.adapters.lockbroker import Source, build_broker
+from kubescaler.domain.locks import Delivery, LockCommand, LockOutcome
 from kubescaler.settings import Settings
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[3] / "docs" / "asyncapi.json"
 
 
-async def _never(_: Sequence[Delivery], __: str) -> None:
+async def _never(_: Sequence[Delivery], __: Source) -> None:
     raise AssertionError("the documentation broker never consumes")
 
 

@@ -1,316 +1,95 @@
-"""The lock-keeper process: reads lock commands in batches, hands them to the use case.
+"""The lock-keeper process: each batch of commands, decoded, goes to the use case.
 
-Two FastStream subscribers share the consumer group: one reads new commands, up to
-``BATCH`` per read; the other (``min_idle_time``, i.e. XAUTOCLAIM) takes over commands a dead
-worker left pending. Both decode their entries and call
-:class:`~kubescaler.services.lockkeeping.LockKeeping`, which applies, commits, acknowledges
-and answers each batch (acknowledgement is manual: it happens in the commit). Beside the
-broker, a small Litestar app serves liveness, readiness and ``/metrics``.
+The broker (``adapters/lockbroker.py``) reads the command stream in batches and decodes the
+entries (``adapters/lockwire.py``); :meth:`Worker.handle` hands each batch to
+:class:`~kubescaler.services.lockkeeping.LockKeeping`, whose commit stores, logs, acknowledges
+and publishes the replies, and counts what became of each command
+(``services/lock_metrics.py``). Beside the broker run the consumer group's upkeep
+(``adapters/lockgroup.py``) and a small Litestar app: liveness, readiness (the stream Redis and
+a quorum of masters) and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
-import msgspec
-import prometheus_client as prom
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage, bDATA_KEY
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 from litestar import Litestar
-from redis.asyncio import Redis
 
 from kubescaler.adapters import lockstate, redis_client
+from kubescaler.adapters.lockbroker import Source, build_broker
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
-from kubescaler.adapters.redis_client import worker_retry_options
 from kubescaler.adapters.redlock import Redlock, master_client
-from kubescaler.domain.errors import DependencyUnavailable
-from kubescaler.domain.lockrules import quorum
-from kubescaler.domain.locks import LockCommand
+from kubescaler.domain.locks import Delivery
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services.lockkeeping import Delivery, Handled, LockKeeping
+from kubescaler.services import lock_metrics
+from kubescaler.services.lock_metrics import Timed
+from kubescaler.services.lockkeeping import LockKeeping
 from kubescaler.settings import Settings
-
-COMMANDS = prom.Counter(
-    "kubescaler_lock_commands_total",
-    "Lock commands answered, by action and result.",
-    ["action", "result", "path"],
-)
-APPLY = prom.Histogram(
-    "kubescaler_lock_apply_seconds",
-    "Time to apply one lock command (the batch it came in).",
-    ["action"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-BATCH_SIZE = prom.Histogram(
-    "kubescaler_lock_batch_commands",
-    "Commands per batch a lock-keeper applied.",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-)
-STEP = prom.Histogram(
-    "kubescaler_lock_step_seconds",
-    "Time of one step of a batch: claim, vote (every master at once), fence, commit.",
-    ["step"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-)
-PENDING = prom.Gauge(
-    "kubescaler_lock_commands_pending",
-    "Commands read by some worker and not yet acked.",
-)
-
-#: Most commands one read takes: a batch costs the same round trips whatever its size.
-BATCH = 256
-WATCH_EVERY_S = 2.0
-_decode = msgspec.json.Decoder(LockCommand).decode
-_BINARY = BinaryMessageFormatV1.IDENTITY_HEADER
-log = logging.getLogger(__name__)
-
-Handler = Callable[[Sequence[Delivery], str], Awaitable[None]]
-
-
-class Timed:
-    """A port whose ``steps`` (coroutine methods) are timed into STEP; the rest passes through.
-
-    Where a batch's time goes, per step, for Prometheus and ``bench_locks``: the use case
-    and its ports stay free of metrics."""
-
-    def __init__(self, port: object, *steps: str) -> None:
-        self._port = port
-        self._steps = steps
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._port, name)
-        if name not in self._steps:
-            return attr
-        step = STEP.labels(name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await attr(*args, **kwargs)
-            finally:
-                step.observe(time.perf_counter() - start)
-
-        return timed
-
-
-def deliveries(raw: Any) -> list[Delivery]:
-    """The entries of one FastStream stream message (batch or single) as deliveries.
-
-    A command's JSON is the entry's ``__data__`` field, bare (as LockClient writes it) or in
-    FastStream's binary envelope (as a FastStream publisher writes it); one that does not
-    decode is an unreadable delivery, acknowledged and dropped.
-    """
-    data = raw["data"]
-    entries = data if isinstance(data, list) else [data]
-    ids = list(raw.get("message_ids") or [])  # none in FastStream's in-memory test broker
-    ids += [b""] * (len(entries) - len(ids))
-    out = []
-    for receipt, fields in zip(ids, entries, strict=True):
-        body = fields.get(bDATA_KEY, b"")
-        if body.startswith(_BINARY):
-            body = BinaryMessageFormatV1.parse(body)[0]
-        try:
-            cmd: LockCommand | None = _decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("dropping an unreadable lock command %s: %.200r", receipt, body)
-            cmd = None
-        out.append(Delivery(receipt, cmd))
-    return out
-
-
-async def _entries(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """The subscribers' parser: the message as read, nothing decoded (:func:`deliveries`
-    decodes each entry once; FastStream's own parser would decode and re-encode them all).
-    Entries in FastStream's envelope (its publishers, its test broker) keep its parser, which
-    reads the envelope's headers."""
-    data = msg["data"]
-    first = data[0] if isinstance(data, list) and data else data
-    if first and first.get(bDATA_KEY, b"").startswith(_BINARY):
-        return await original(msg)
-    return RedisBatchStreamMessage(raw_message=msg, body=b"", consumer=FAKE_CONSUMER, group=None)
-
-
-async def _raw(msg: RedisBatchStreamMessage, _: Any) -> Any:
-    """The subscribers' decoder: the handler gets the raw message (entries and their ids)."""
-    return msg.raw_message
-
-
-def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
-    """The worker's broker: the two subscribers of the consumer group, and the reply channel
-    (declared for the AsyncAPI document; replies are published by the commit)."""
-    lock = settings.lock
-    # A read that fails (Redis stalled past the retries, or down) makes FastStream 0.7 sleep a
-    # fixed 5 s before the next one: CONSUME_ERROR_BACKOFF_SECONDS, a module constant of
-    # faststream.redis.subscriber.usecases.basic with no broker or subscriber option. So the
-    # pause cannot be shortened here; worker_retry_options retries timed-out reads instead, so
-    # a short stall never reaches it.
-    broker = RedisBroker(
-        settings.redis.url,
-        **worker_retry_options(settings.redis.timeout_s),
-        log_level=logging.DEBUG,
-        apply_types=False,  # the handlers take the raw entries: no injection per message
-    )
-    fresh = StreamSub(
-        lock.command_stream,
-        group=lock.command_group,
-        consumer=name,
-        batch=True,
-        max_records=BATCH,
-        polling_interval=1000,
-    )
-    claimed = StreamSub(
-        lock.command_stream,
-        group=lock.command_group,
-        consumer=name,
-        batch=True,
-        min_idle_time=lock.claim_idle_ms,
-        polling_interval=min(lock.claim_idle_ms, 1000),
-    )
-
-    @broker.subscriber(
-        stream=fresh,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands",
-        description="LockCommand: acquire, refresh or release a pair (read in batches).",
-    )
-    async def on_commands(raw: Any) -> None:
-        await handle(deliveries(raw), "fresh")
-
-    @broker.subscriber(
-        stream=claimed,
-        ack_policy=AckPolicy.MANUAL,
-        parser=_entries,
-        decoder=_raw,
-        title="lock-commands-claimed",
-        description="Commands a dead worker left pending (XAUTOCLAIM).",
-    )
-    async def on_claimed(raw: Any) -> None:
-        await handle(deliveries(raw), "claimed")
-
-    broker.publisher(
-        channel=lockstate.reply_channel("{requester}"),
-        title="lock-outcomes",
-        description="The LockOutcomes of a requester's commands, a JSON array per batch.",
-    )
-    return broker
 
 
 class Worker:
-    """One lock-keeper: its broker, its Redis clients and the use case, opened by start()."""
+    """One lock-keeper: its broker, its Redis clients (they connect on first use) and the use
+    case over them; start() starts the broker, stop() stops it and closes the clients."""
 
     def __init__(self, settings: Settings, name: str = "") -> None:
-        self.settings = settings
-        self.name = name or settings.process_name
-        self.broker = build_broker(settings, self.name, self.handle)
-        self.state: Redis | None = None
-        self.redlock: Redlock | None = None
-        self.keeping: LockKeeping | None = None
-        self.group: CommandGroup | None = None
-
-    async def handle(self, batch: Sequence[Delivery], path: str) -> None:
-        """Apply one batch; raising leaves its entries pending for another worker."""
-        assert self.keeping is not None, "worker not started"
-        start = time.perf_counter()
-        handled = await self.keeping.apply(batch)
-        took = time.perf_counter() - start
-        BATCH_SIZE.observe(len(batch))
-        for h in handled:
-            _count(h, path, took)
-
-    async def start(self) -> None:
-        s = self.settings
+        s = settings
+        self.name = name or s.process_name
+        self.broker = build_broker(s, self.name, self.handle)
         self.state = redis_client.connect(s.redis.url, s.redis.timeout_s)
-        masters = [master_client(u, s.lock.master_timeout_ms / 1000) for u in s.redis.redlock_urls]
+        self.ledger = LockLedger(self.state, s.lock, self.name)
+        timeout_s = s.lock.master_timeout_ms / 1000
         self.redlock = Redlock(
-            masters,
+            [master_client(url, timeout_s) for url in s.redis.redlock_urls],
             s.lock.ttl_ms,
             s.lock.clock_drift_factor,
             s.lock.master_timeout_ms,
             key_prefix=lockstate.LOCK_PREFIX,
         )
-        ledger = Timed(LockLedger(self.state, s.lock, self.name), "claim", "fence", "commit")
         voting = Timed(self.redlock, "vote")
+        ledger = Timed(self.ledger, "claim", "fence", "commit")
         self.keeping = LockKeeping(voting, ledger)  # Timed forwards every attribute: either port
         self.group = CommandGroup(self.state, s.lock, self.broker)
+
+    async def handle(self, batch: Sequence[Delivery], source: Source) -> None:
+        """Apply one batch; raising leaves its entries pending for another worker."""
+        start = time.perf_counter()
+        handled = await self.keeping.apply(batch)
+        lock_metrics.count(handled, source, time.perf_counter() - start)
+
+    async def start(self) -> None:
         await self.broker.start()
 
     async def stop(self) -> None:
         await self.broker.stop()
-        if self.redlock is not None:
-            await self.redlock.aclose()
-        if self.state is not None:
-            await self.state.aclose()
-
-
-def _count(h: Handled, path: str, took: float) -> None:
-    action = h.cmd.action if h.cmd is not None else "unknown"
-    if h.path == "applied":
-        APPLY.labels(action).observe(took)
-        COMMANDS.labels(action, h.outcome.result if h.outcome else "", path).inc()
-    elif h.path == "redelivered":
-        COMMANDS.labels(action, h.outcome.result if h.outcome else "", "redelivered").inc()
-    else:
-        COMMANDS.labels(action, h.path, path).inc()
+        await self.redlock.aclose()
+        await self.state.aclose()
 
 
 def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
-    """The lock-keeper process: broker + health + metrics, all opened in the lifespan."""
+    """The lock-keeper process: broker, group upkeep, health and metrics; the lifespan starts
+    and stops them."""
     keeper = worker or Worker(settings)
-
-    async def watch() -> None:
-        """Every few seconds: the consumer group still exists, and the backlog gauge."""
-        while True:
-            group = keeper.group
-            try:
-                assert group is not None
-                if await group.ensure():
-                    log.warning(
-                        "consumer group %s was gone; created it again", settings.lock.command_group
-                    )
-                if await group.revive():
-                    log.warning("restarted the broker: a subscriber had stopped")
-                PENDING.set(await group.pending())
-            except Exception:  # the backlog is unknown while Redis is down
-                PENDING.set(float("nan"))
-            await asyncio.sleep(WATCH_EVERY_S)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await keeper.start()
-        watcher = asyncio.create_task(watch())
+        upkeep = asyncio.create_task(keeper.group.upkeep(lock_metrics.PENDING.set))
         try:
             yield
         finally:
-            watcher.cancel()
+            upkeep.cancel()
             await keeper.stop()
-
-    async def redis_check() -> None:
-        assert keeper.state is not None
-        await keeper.state.ping()
-
-    async def quorum_check() -> None:
-        assert keeper.redlock is not None
-        down = await keeper.redlock.ping()
-        masters = len(settings.redis.redlock_urls)
-        if masters - len(down) < quorum(masters):
-            raise DependencyUnavailable("redlock", "lock quorum unavailable: " + ", ".join(down))
 
     return create_service_app(
         "lock-keeper",
         settings,
         handlers=[],
-        checks={"redis": redis_check, "redlock": quorum_check},
+        checks={"redis": keeper.ledger.ping, "redlock": keeper.redlock.ready},
         lifespan=[lifespan],
     )
 

@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from kubescaler.domain import lockrules as rules
 from kubescaler.domain.lockrules import Apply, Busy, Claim, Resend, Round, Tally, VoteOp
-from kubescaler.domain.locks import LockCommand, LockOutcome, now_ms
+from kubescaler.domain.locks import Delivery, LockCommand, LockOutcome, now_ms
 
 
 class Masters(Protocol):
@@ -47,14 +47,6 @@ class Ledger(Protocol):
         acks: Sequence[bytes | str],
         replies: Mapping[str, Sequence[LockOutcome]],
     ) -> None: ...
-
-
-class Delivery(NamedTuple):
-    """One stream entry: its id (``receipt``, to acknowledge) and its command (None:
-    unreadable, acknowledged and dropped)."""
-
-    receipt: bytes | str
-    cmd: LockCommand | None
 
 
 Path = Literal["applied", "redelivered", "busy", "unreadable"]
