@@ -1,0 +1,1 @@
+"""Contended workloads against the running system and the rules that judge them."""
