@@ -22,12 +22,11 @@ from kubescaler.domain.models import (
     User,
     parse_uuid,
 )
-from kubescaler.entrypoints.auth import admin_guard, login_guard, reader_guard
+from kubescaler.entrypoints.auth import admin_guard, login_guard, make_access, reader_guard
 from kubescaler.entrypoints.error_docs import errors
 from kubescaler.entrypoints.params import Limit, PageToken, UserId
 from kubescaler.entrypoints.web import create_service_app
 from kubescaler.services import testdata
-from kubescaler.services.access import Access
 from kubescaler.services.live import Live
 from kubescaler.settings import Settings
 
@@ -118,7 +117,7 @@ HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
 
 
 def create_app(settings: Settings) -> Litestar:
-    access = Access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
+    access = make_access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
     base = BaseClient(settings.base, settings.admin_token)
     redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
 
