@@ -118,11 +118,13 @@ def _known(kind: str, ident: uuid.UUID, row: T | None) -> T:
 
 
 def _found(kind: str, ident: uuid.UUID, applied: bool) -> None:
+    """NotFound when a write on an existing row (IF EXISTS) did not apply."""
     if not applied:
         raise NotFound(kind, ident)
 
 
 def _new(kind: str, ident: uuid.UUID, applied: bool) -> None:
+    """Conflict when a write of a new row (IF NOT EXISTS) did not apply: the id is taken."""
     if not applied:
         raise Conflict(f"{kind} {ident} already exists", id=str(ident))
 
