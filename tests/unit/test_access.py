@@ -1,4 +1,5 @@
-"""Who may call what (services/access): the auth mode's decisions and the stream-open limits."""
+"""Who may call what (services/access): the auth mode's decisions and the stream-open limits,
+over a fake verifier and a fake limiter (the real ones: test_tokens, integration/test_ratelimit)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from kubescaler.adapters.tokens import mint
 from kubescaler.domain.admission import Limit
 from kubescaler.domain.errors import Forbidden, TooManyRequests, Unauthorized
+from kubescaler.domain.identity import Identity
+from kubescaler.entrypoints.auth import make_access
 from kubescaler.services.access import Access
 from kubescaler.settings import AuthSettings, LimitSettings, Settings
 
@@ -20,7 +23,19 @@ ON = Settings(auth=AuthSettings(enabled=True, secret=SECRET))
 
 
 def token(user: uuid.UUID | str = USER, *, admin: bool = False) -> str:
-    return mint(ON.auth, SECRET, str(user), admin=admin)
+    """A token the fake verifier reads back as ``user`` (an admin with ``admin``)."""
+    return f"{'admin' if admin else 'user'}:{user}"
+
+
+class FakeVerifier:
+    """Reads the tokens :func:`token` writes; anything else is Unauthorized, as a token that
+    does not verify is."""
+
+    def identity(self, raw: str) -> Identity:
+        role, _, subject = raw.partition(":")
+        if role not in ("user", "admin") or not subject:
+            raise Unauthorized("the token is malformed")
+        return Identity(subject=subject, admin=role == "admin")
 
 
 class FakeLimiter:
@@ -42,7 +57,17 @@ class FakeLimiter:
 
 
 def access(settings: Settings = ON, limiter: FakeLimiter | None = None) -> Access:
-    return Access(settings, limiter)  # type: ignore[arg-type]
+    """Access as the entrypoints make it, with the fakes: a verifier only with auth on."""
+    return Access(settings, FakeVerifier() if settings.auth.enabled else None, limiter)
+
+
+def test_the_entrypoints_plug_in_the_real_verifier_only_with_auth_on() -> None:
+    """make_access: auth off has no verifier (open mode); auth on verifies real JWTs."""
+    assert not make_access(Settings()).enabled
+    on = make_access(ON)
+    assert on.as_user(mint(ON.auth, SECRET, str(USER)), USER) is not None
+    with pytest.raises(Unauthorized):
+        on.as_user("not-a-jwt", USER)
 
 
 def test_auth_off_lets_everyone_read_and_stream() -> None:

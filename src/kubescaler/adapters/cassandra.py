@@ -1,32 +1,29 @@
 """The Cassandra repository for users and profiles: the only code that talks to Cassandra.
 
-The driver is callback-based; :func:`_await` bridges its ResponseFutures into asyncio without
-blocking the event loop. Every statement is prepared once at start-up. List queries page with the
-driver's paging state, handed to callers as an opaque URL-safe token.
+It is base's store (``services/catalog.Store``) and holds only statements and the moving of
+bytes: what an absent row, a page token or a binding means is the catalog's rule. A list's
+page travels as the driver's raw paging state; the catalog signs it into a token
+(``domain/paging``), so a state reaching Cassandra is always one it handed out. The driver is
+callback-based; :func:`_await` bridges its ResponseFutures into asyncio without blocking the
+event loop. Every statement is prepared once per session (``cassandra_session``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
-import logging
+import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from cassandra import DriverException, RequestExecutionException
 from cassandra.cluster import NoHostAvailable, ResponseFuture, ResultSet
 from cassandra.query import BatchStatement
 
 from kubescaler.adapters.cassandra_session import CassandraSessions, Connected, Resolver, resolve
-from kubescaler.domain.errors import DependencyUnavailable, InvalidInput, NotFound
-from kubescaler.domain.models import Binding, Profile, User
+from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler.domain.models import Profile, User
 from kubescaler.settings import CassandraSettings
-
-log = logging.getLogger(__name__)
 
 #: Errors that mean "Cassandra did not answer", reported as 503 naming it.
 _DOWN = (NoHostAvailable, RequestExecutionException, DriverException, OSError)
@@ -44,39 +41,14 @@ def schema(keyspace: str, replication_factor: int) -> list[str]:
     ]
 
 
-_TAG = 16
-
-#: Ids per ``IN`` query when checking that users exist: large enough that 10,000 ids are 100
-#: queries, small enough that one query touches a bounded number of partitions.
+#: Ids per ``IN`` query (users that exist, profiles' members): large enough that 10,000 ids
+#: are 100 queries, small enough that one query touches a bounded number of partitions.
 IN_BATCH = 100
 IN_CONCURRENCY = 8
 
 
-def encode_token(key: bytes, query: str, paging_state: bytes | None) -> str | None:
-    """An opaque page token: the driver's paging state behind a keyed tag.
-
-    Cassandra answers a paging state it cannot read with a protocol error and the driver then
-    drops the connection, so base only ever sends back paging states it handed out itself.
-    """
-    if not paging_state:
-        return None
-    tag = hashlib.blake2b(query.encode() + paging_state, key=key, digest_size=_TAG).digest()
-    return base64.urlsafe_b64encode(tag + paging_state).decode()
-
-
-def decode_token(key: bytes, query: str, token: str | None) -> bytes | None:
-    if not token:
-        return None
-    bad = InvalidInput(f"page token is malformed or not from this list: {token!r}")
-    try:
-        raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise bad from None
-    tag, state = raw[:_TAG], raw[_TAG:]
-    want = hashlib.blake2b(query.encode() + state, key=key, digest_size=_TAG).digest()
-    if not state or not hmac.compare_digest(tag, want):
-        raise bad
-    return state
+def _unavailable(exc: Exception) -> DependencyUnavailable:
+    return DependencyUnavailable("cassandra", f"{type(exc).__name__}: {exc}")
 
 
 async def _await(future: ResponseFuture) -> ResultSet:
@@ -152,15 +124,27 @@ class CassandraRepository:
         try:
             return await _await(c.session.execute_async(bound, paging_state=paging_state))
         except _DOWN as exc:
-            raise DependencyUnavailable("cassandra", f"{type(exc).__name__}: {exc}") from exc
+            raise _unavailable(exc) from exc
 
-    async def _page(
-        self, name: str, limit: int, token: str | None, params: Iterable[Any] = ()
-    ) -> tuple[list[Any], str | None]:
-        key = self.settings.page_token_key.encode()
-        state = decode_token(key, name, token)
-        rs = await self._run(name, params, fetch_size=limit, paging_state=state)
-        return list(rs.current_rows), encode_token(key, name, rs.paging_state)
+    async def _in(self, name: str, ids: Collection[uuid.UUID]) -> Iterable[Any]:
+        """The rows of ``name`` (a ``WHERE id IN ?`` statement) for ``ids``: one query per
+        IN_BATCH ids, IN_CONCURRENCY at a time."""
+        ordered = sorted(set(ids))
+        if not ordered:
+            return ()
+        if len(ordered) <= IN_BATCH:  # the usual case: one query, no tasks
+            rs = await self._run(name, (ordered,), fetch_size=len(ordered))
+            rows: list[Any] = rs.current_rows
+            return rows
+        sem = asyncio.Semaphore(IN_CONCURRENCY)
+
+        async def fetch(batch: list[uuid.UUID]) -> list[Any]:
+            async with sem:
+                got = await self._run(name, (batch,), fetch_size=len(batch))
+            return list[Any](got.current_rows)
+
+        batches = [ordered[i : i + IN_BATCH] for i in range(0, len(ordered), IN_BATCH)]
+        return itertools.chain.from_iterable(await asyncio.gather(*map(fetch, batches)))
 
     async def _batch(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         """A logged batch: all of it is applied or none (Cassandra's batchlog)."""
@@ -171,132 +155,81 @@ class CassandraRepository:
         try:
             await _await(c.session.execute_async(batch))
         except _DOWN as exc:
-            raise DependencyUnavailable("cassandra", f"{type(exc).__name__}: {exc}") from exc
+            raise _unavailable(exc) from exc
+
+    async def _applied(self, name: str, params: Iterable[Any]) -> bool:
+        """Whether a conditional write (IF [NOT] EXISTS) applied."""
+        return bool((await self._run(name, params)).one()[0])
 
     # -- users -----------------------------------------------------------------------------
 
-    async def list_users(self, limit: int, token: str | None) -> tuple[list[User], str | None]:
-        rows, nxt = await self._page("users", limit, token)
-        return [User(id=r.id, name=r.name) for r in rows], nxt
+    async def users_page(self, limit: int, state: bytes | None) -> tuple[list[User], bytes | None]:
+        rs = await self._run("users", (), fetch_size=limit, paging_state=state)
+        return [User(id=r.id, name=r.name) for r in rs.current_rows], rs.paging_state
 
-    async def get_user(self, user_id: uuid.UUID) -> User:
+    async def get_user(self, user_id: uuid.UUID) -> User | None:
         row = (await self._run("user", (user_id,))).one()
-        if row is None:
-            raise NotFound("user", user_id)
-        return User(id=row.id, name=row.name)
+        return None if row is None else User(id=row.id, name=row.name)
 
-    async def users_exist(self, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of ``user_ids`` exist: one ``IN`` query per batch of ids, a few at a time."""
-        ids = sorted(set(user_ids))
-        batches = [ids[i : i + IN_BATCH] for i in range(0, len(ids), IN_BATCH)]
-        sem = asyncio.Semaphore(IN_CONCURRENCY)
-
-        async def found(batch: list[uuid.UUID]) -> list[uuid.UUID]:
-            async with sem:
-                rs = await self._run("users_in", (batch,), fetch_size=len(batch))
-                return [row.id for row in rs.current_rows]
-
-        return {u for rows in await asyncio.gather(*map(found, batches)) for u in rows}
+    async def users_exist(self, user_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        return {row.id for row in await self._in("users_in", user_ids)}
 
     async def create_user(self, user: User) -> bool:
-        """Insert unless the id exists; False when it does."""
-        row = (await self._run("user_insert_new", (user.id, user.name))).one()
-        return bool(row[0])
+        return await self._applied("user_insert_new", (user.id, user.name))
 
-    async def update_user(self, user: User) -> None:
-        row = (await self._run("user_update", (user.name, user.id))).one()
-        if not row[0]:
-            raise NotFound("user", user.id)
+    async def update_user(self, user: User) -> bool:
+        return await self._applied("user_update", (user.name, user.id))
 
-    async def delete_user(self, user_id: uuid.UUID) -> None:
-        """Delete a user and unbind it from every profile, atomically (one logged batch)."""
-        await self.get_user(user_id)
-        profiles = [p async for p in self.profiles_of_user(user_id)]
+    async def delete_user(self, user_id: uuid.UUID, unbind: Sequence[uuid.UUID]) -> None:
+        """The user's row and its place in ``unbind``'s profiles, in one logged batch."""
         await self._batch(
-            [("user_delete", (user_id,))]
-            + [("profile_unbind", ({user_id}, p.id)) for p in profiles]
+            [("user_delete", (user_id,))] + [("profile_unbind", ({user_id}, p)) for p in unbind]
         )
 
     # -- profiles --------------------------------------------------------------------------
 
-    async def list_profiles(
-        self, limit: int, token: str | None
-    ) -> tuple[list[Profile], str | None]:
-        rows, nxt = await self._page("profiles", limit, token)
-        return [_profile(r) for r in rows], nxt
+    async def profiles_page(
+        self, limit: int, state: bytes | None
+    ) -> tuple[list[Profile], bytes | None]:
+        rs = await self._run("profiles", (), fetch_size=limit, paging_state=state)
+        return [_profile(r) for r in rs.current_rows], rs.paging_state
 
-    async def get_profile(self, profile_id: uuid.UUID) -> Profile:
+    async def get_profile(self, profile_id: uuid.UUID) -> Profile | None:
         row = (await self._run("profile", (profile_id,))).one()
-        if row is None:
-            raise NotFound("profile", profile_id)
-        return _profile(row)
+        return None if row is None else _profile(row)
 
-    async def bindings(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> list[Binding]:
-        """Whether each (user, profile) is bound: the profiles in ``IN`` batches; the users only
-        for pairs their profile does not hold (a user a profile holds exists: deleting a user
-        unbinds it in the same batch)."""
-        wanted = sorted({p for _, p in pairs})
-        batches = [wanted[i : i + IN_BATCH] for i in range(0, len(wanted), IN_BATCH)]
-        sem = asyncio.Semaphore(IN_CONCURRENCY)
+    async def members(self, profile_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, set[uuid.UUID]]:
+        return {row.id: set(row.users or ()) for row in await self._in("profiles_in", profile_ids)}
 
-        async def fetch(batch: list[uuid.UUID]) -> list[Any]:
-            async with sem:
-                rs = await self._run("profiles_in", (batch,), fetch_size=len(batch))
-                return list(rs.current_rows)
-
-        members = {
-            row.id: set(row.users or ())
-            for rows in await asyncio.gather(*map(fetch, batches))
-            for row in rows
-        }
-        outside = {u for u, p in pairs if p in members and u not in members[p]}
-        known = await self.users_exist(outside) if outside else set()
-        out = []
-        for user, profile in pairs:
-            missing: Literal["profile", "user"] | None = None
-            if profile not in members:
-                missing = "profile"
-            elif user in outside and user not in known:
-                missing = "user"
-            bound = missing is None and user in members[profile]
-            out.append(Binding(user_id=user, profile_id=profile, bound=bound, missing=missing))
-        return out
+    async def profiles_of_user(self, user_id: uuid.UUID) -> list[Profile]:
+        """Every profile bound to the user: one SAI query, read page by page."""
+        found: list[Profile] = []
+        state: bytes | None = None
+        while True:
+            rs = await self._run(
+                "profiles_of_user",
+                (user_id,),
+                fetch_size=self.settings.page_size,
+                paging_state=state,
+            )
+            found.extend(map(_profile, rs.current_rows))
+            state = rs.paging_state
+            if not state:
+                return found
 
     async def create_profile(self, profile: Profile) -> bool:
-        row = (await self._run("profile_insert_new", (profile.id, set(profile.users)))).one()
-        return bool(row[0])
+        return await self._applied("profile_insert_new", (profile.id, set(profile.users)))
 
-    async def update_profile(self, profile: Profile) -> None:
-        row = (await self._run("profile_update", (set(profile.users), profile.id))).one()
-        if not row[0]:
-            raise NotFound("profile", profile.id)
+    async def update_profile(self, profile: Profile) -> bool:
+        return await self._applied("profile_update", (set(profile.users), profile.id))
 
-    async def delete_profile(self, profile_id: uuid.UUID) -> None:
-        row = (await self._run("profile_delete", (profile_id,))).one()
-        if not row[0]:
-            raise NotFound("profile", profile_id)
-
-    async def profiles_of_user(self, user_id: uuid.UUID) -> AsyncIterator[Profile]:
-        """Every profile bound to the user: one SAI query, read page by page."""
-        token: str | None = None
-        while True:
-            rows, token = await self._page(
-                "profiles_of_user", self.settings.page_size, token, (user_id,)
-            )
-            for row in rows:
-                yield _profile(row)
-            if token is None:
-                return
-
-    async def is_bound(self, user_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
-        """Whether the user is in the profile; NotFound when the profile or user is unknown."""
-        profile, _user = await asyncio.gather(self.get_profile(profile_id), self.get_user(user_id))
-        return user_id in profile.users
+    async def delete_profile(self, profile_id: uuid.UUID) -> bool:
+        return await self._applied("profile_delete", (profile_id,))
 
     # -- bulk ------------------------------------------------------------------------------
 
     async def insert_many(
-        self, users: list[User], profiles: list[Profile], concurrency: int = 64
+        self, users: Sequence[User], profiles: Sequence[Profile], concurrency: int = 64
     ) -> None:
         """Plain inserts (no LWT) of fresh rows, ``concurrency`` in flight at a time."""
         sem = asyncio.Semaphore(concurrency)
@@ -309,7 +242,10 @@ class CassandraRepository:
         await asyncio.gather(*(one("profile_insert", (p.id, set(p.users))) for p in profiles))
 
     async def delete_many(
-        self, user_ids: list[uuid.UUID], profile_ids: list[uuid.UUID], concurrency: int = 64
+        self,
+        user_ids: Sequence[uuid.UUID],
+        profile_ids: Sequence[uuid.UUID],
+        concurrency: int = 64,
     ) -> None:
         """Plain deletes of test rows (no unbinding: the profiles go in the same call)."""
         sem = asyncio.Semaphore(concurrency)

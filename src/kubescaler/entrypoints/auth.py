@@ -27,13 +27,14 @@ from litestar.handlers.base import BaseRouteHandler
 
 from kubescaler.adapters import redis_client
 from kubescaler.adapters.ratelimit import RateLimiter
+from kubescaler.adapters.tokens import TokenVerifier
 from kubescaler.domain.admission import client_address
 from kubescaler.domain.errors import KubescalerError
 from kubescaler.domain.identity import Identity
 from kubescaler.domain.models import parse_uuid
 from kubescaler.domain.stream import session_id
 from kubescaler.services import stream_metrics
-from kubescaler.services.access import Access
+from kubescaler.services.access import Access, Limiter
 from kubescaler.settings import Settings
 
 Connection = ASGIConnection[Any, Any, Any, Any]
@@ -108,11 +109,17 @@ async def stream_open_guard(connection: Connection, _: BaseRouteHandler) -> None
         raise
 
 
+def make_access(settings: Settings, limiter: Limiter | None = None) -> Access:
+    """An Access for ``settings``: with a token verifier when the auth mode is on."""
+    verifier = TokenVerifier(settings.auth) if settings.auth.enabled else None
+    return Access(settings, verifier, limiter)
+
+
 def stream_access(settings: Settings) -> Access:
     """The stream service's Access: the auth mode and a rate limiter on the stream Redis
     (connected on first use; :func:`closing` closes it)."""
     redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
-    return Access(settings, RateLimiter(redis))
+    return make_access(settings, RateLimiter(redis))
 
 
 def closing(access: Access) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
-import redis.asyncio as aioredis
 from litestar import Litestar, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
-from kubescaler.adapters import redis_client
+from kubescaler.adapters import lockstate, redis_client
 from kubescaler.adapters.base_client import BaseClient
 from kubescaler.domain.models import (
     TESTDATA_BOUNDS,
@@ -22,12 +22,12 @@ from kubescaler.domain.models import (
     User,
     parse_uuid,
 )
-from kubescaler.entrypoints.auth import admin_guard, login_guard, reader_guard
+from kubescaler.entrypoints.auth import admin_guard, login_guard, make_access, reader_guard
 from kubescaler.entrypoints.error_docs import errors
 from kubescaler.entrypoints.params import Limit, PageToken, UserId
 from kubescaler.entrypoints.web import create_service_app
-from kubescaler.services import live, testdata
-from kubescaler.services.access import Access
+from kubescaler.services import testdata
+from kubescaler.services.live import Live
 from kubescaler.settings import Settings
 
 DEFAULTS = TestDataRequest()
@@ -68,15 +68,15 @@ async def profiles(
 
 
 @get("/suggested", guards=[reader_guard], responses=errors(401, 503))
-async def suggested(base: BaseClient) -> list[SuggestedUser]:
+async def suggested(live: Live) -> list[SuggestedUser]:
     """Users bound to two or more profiles, computed from the data (same on every replica)."""
-    return await live.suggested(base)
+    return await live.suggested()
 
 
 @get("/login/{user_id:str}", guards=[login_guard], responses=errors(400, 401, 403, 404, 503))
-async def login(base: BaseClient, redis: aioredis.Redis, user_id: UserId) -> list[str]:
+async def login(live: Live, user_id: UserId) -> list[str]:
     """The user's profiles that are live now: base's profiles filtered by the lock state."""
-    ids = await live.launched(base, redis, parse_uuid(user_id, "user id"))
+    ids = await live.launched(parse_uuid(user_id, "user id"))
     return [str(i) for i in ids]
 
 
@@ -117,7 +117,7 @@ HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
 
 
 def create_app(settings: Settings) -> Litestar:
-    access = Access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
+    access = make_access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
     base = BaseClient(settings.base, settings.admin_token)
     redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
 
@@ -137,7 +137,10 @@ def create_app(settings: Settings) -> Litestar:
         settings,
         handlers=HANDLERS,
         checks={"base": base.ping, "redis": redis_ping},
-        dependencies={"base": base, "redis": redis},
+        dependencies={
+            "base": base,
+            "live": Live(base, functools.partial(lockstate.launched_profiles, redis)),
+        },
         lifespan=[clients],
     )
     app.state.access = access

@@ -2,7 +2,9 @@
 
 Every public route asks one method here before it does anything else, so a refused caller
 never reaches base, Redis' lock path or the lock-keeper. With auth off (the seed's open mode)
-only the admin token, when set, guards the mutating endpoints.
+only the admin token, when set, guards the mutating endpoints. Over two ports: a
+:class:`Verifier` of tokens (``adapters.tokens.TokenVerifier``; none with auth off) and a
+:class:`Limiter` of stream opens (``adapters.ratelimit.RateLimiter``; none in main).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import hmac
 import math
 import uuid
+from collections.abc import Sequence
+from typing import Protocol
 
-from kubescaler.adapters.ratelimit import RateLimiter
-from kubescaler.adapters.tokens import TokenVerifier
-from kubescaler.domain.admission import open_limits
+from kubescaler.domain.admission import Limit, open_limits
 from kubescaler.domain.errors import TooManyRequests, Unauthorized
 from kubescaler.domain.identity import Identity, require_admin, require_user
 from kubescaler.settings import Settings
@@ -24,14 +26,32 @@ NO_TOKEN = (
 )
 
 
-class Access:
-    """The auth mode (a verifier when on) and the stream-open limiter (when Redis is given)."""
+class Verifier(Protocol):
+    """Verifies a token: the identity it names, or Unauthorized saying what is wrong with it."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
+    def identity(self, token: str) -> Identity: ...
+
+
+class Limiter(Protocol):
+    """Spends one open's worth of several limits at once."""
+
+    async def take(self, limits: Sequence[Limit]) -> tuple[Limit, int] | None:
+        """None when every limit had room; else the limit that refused and its wait in ms."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Access:
+    """The auth mode (on when there is a verifier) and the stream-open limiter (when given)."""
+
+    def __init__(
+        self, settings: Settings, verifier: Verifier | None, limiter: Limiter | None = None
+    ) -> None:
         self.auth = settings.auth
         self.limits = settings.limits
         self.admin_token = settings.admin_token
-        self.verifier = TokenVerifier(settings.auth) if settings.auth.enabled else None
+        self.verifier = verifier
         self.limiter = limiter
 
     async def aclose(self) -> None:
