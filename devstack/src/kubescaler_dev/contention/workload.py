@@ -15,13 +15,13 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import msgspec
 
-from kubescaler.domain.sse import SseParser
+from kubescaler.domain.stream import SseParser
 from kubescaler_dev.contention.judge import Stream
 
 #: a granted stream is read for this long (seconds), then closed and opened again
@@ -90,11 +90,12 @@ class Workload:
                 session = f"contend-{i}-{uuid.uuid4().hex[:10]}"
                 self._tasks.append(asyncio.create_task(self._contend(user, profile, session)))
         user = self.contended[0][0]
-        self._tasks += [
-            asyncio.create_task(self._probe("login", lambda: self._get(f"/main/login/{user}", user))),
-            asyncio.create_task(self._probe("page", lambda: self._get("/main/profiles?limit=10", user))),
-            asyncio.create_task(self._probe("open", self._fresh_open)),
-        ]  # fmt: skip
+        probes: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {
+            "login": lambda: self._get(f"/main/login/{user}", user),
+            "page": lambda: self._get("/main/profiles?limit=10", user),
+            "open": self._fresh_open,
+        }
+        self._tasks += [asyncio.create_task(self._probe(n, ask)) for n, ask in probes.items()]
 
     async def stop(self) -> Record:
         self._stop.set()
@@ -155,11 +156,11 @@ class Workload:
 
     # ---- probes ----
 
-    async def _probe(self, name: str, ask: Callable[[], object]) -> None:
+    async def _probe(self, name: str, ask: Callable[[], Awaitable[tuple[bool, str]]]) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                ok, what = await ask()  # type: ignore[misc]
+                ok, what = await ask()
             except (httpx.HTTPError, OSError) as exc:
                 ok, what = False, type(exc).__name__
             self.record.answers.append(Answer(started, name, ok, what))
