@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 
-from kubescaler.domain.stream import SseMessage, SseParser
+from kubescaler.domain.sse import SseMessage, SseParser
 from kubescaler.entrypoints import replay
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.redis import RedisServer

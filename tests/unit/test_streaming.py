@@ -17,15 +17,16 @@ from lockfakes import Clock
 from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden
 from kubescaler.domain.locks import LockOutcome
 from kubescaler.domain.models import Binding
-from kubescaler.domain.stream import (
-    Drops,
+from kubescaler.domain.sse import (
+    DataEvent,
     Hello,
     LockLost,
     Reconnect,
     SseParser,
-    StreamEvent,
     Superseded,
+    decode,
 )
+from kubescaler.domain.stream import Drops
 from kubescaler.entrypoints.sse_stream import SERVER_SEND, Pump, pump, with_server_send
 from kubescaler.services.streaming import Draining, Item, StreamHub, StreamSession, pick_group
 from kubescaler.settings import LockSettings, Settings, StreamSettings
@@ -141,12 +142,13 @@ def hub_with(settings: Settings = SETTINGS) -> Hub:
     return Hub(clock, base, locks, StreamHub(settings, base, locks, clock))
 
 
-def data_event(session: StreamSession, item: Item) -> StreamEvent:
+def data_event(session: StreamSession, item: Item) -> DataEvent:
     """A queued data event, written on the wire and read back as the client reads it."""
     assert isinstance(item, tuple)
     (msg,) = SseParser().feed(bytes(session.frames.frame(*item)))
-    assert msg.event == "data"
-    return msgspec.json.decode(msg.data, type=StreamEvent)
+    event = decode(msg)
+    assert isinstance(event, DataEvent)
+    return event
 
 
 def sample(name: str) -> float:
@@ -374,7 +376,7 @@ async def test_a_stream_has_one_refresh_in_flight_and_waits_longer_than_an_open(
     assert h.locks.timeouts == [3000, 3000]
 
 
-# -- handing events to the server (entrypoints.sse.Pump) ----------------------------------
+# -- handing events to the server (entrypoints.sse_stream.Pump) ----------------------------------
 
 
 @dataclass

@@ -24,7 +24,7 @@ from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from kubescaler.entrypoints.sse import frame
+from kubescaler.domain.sse import frame
 from kubescaler.services.stream_metrics import TALLY
 from kubescaler.services.streaming import Data, StreamSession
 

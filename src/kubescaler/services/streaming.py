@@ -12,7 +12,7 @@ wake of the process costs more than serving a hundred streams in it. What a refr
 means is ``domain.stream.after_refresh``'s to say.
 
 Producing: a data event is its numbers (seq, ts_ms, dropped), written into the stream's one
-frame buffer (``domain.stream.DataFrame``: the stream's payload, cut once from the hub's random
+frame buffer (``domain.sse.DataFrame``: the stream's payload, cut once from the hub's random
 pool, and a head formatted per event) when it is handed to the server. A stream whose client
 keeps up hands it over at once, in the producer's tick (its :class:`Outlet` takes it when the
 connection's send completes without waiting); only a stream whose send is waiting on its
@@ -45,15 +45,12 @@ from typing import Any, Protocol
 from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden, KubescalerError
 from kubescaler.domain.locks import LockOutcome, now_ms
 from kubescaler.domain.models import Binding
+from kubescaler.domain.sse import ControlEvent, DataFrame, Hello, Reconnect
 from kubescaler.domain.stream import (
-    ControlEvent,
-    DataFrame,
     Drops,
     End,
-    Hello,
     Keep,
     Payload,
-    Reconnect,
     Retry,
     after_refresh,
     superseded_event,
@@ -106,7 +103,7 @@ class Locks(Protocol):
 
 
 class Outlet(Protocol):
-    """Where a stream's events go when its consumer is idle (``entrypoints.sse.Pump``)."""
+    """Where a stream's events go when its consumer is idle (``entrypoints.sse_stream.Pump``)."""
 
     def offer(self, item: Data) -> bool:
         """Hand ``item`` to the client now; False when that cannot be done at once (the item
