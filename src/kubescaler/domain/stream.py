@@ -1,8 +1,9 @@
 """The rules of a stream session (pure logic, no I/O).
 
 What a session id may be, what a refresh outcome means, when a newer grant ends a stream, how
-drops are counted, and the random text payloads are cut from; ``services/streaming.py`` applies
-them. The events a stream sends, and their bytes on the wire, are ``domain/sse.py``'s.
+drops are counted, and the random text payloads are cut from; ``services/streaming.py`` and
+``services/stream_session.py`` apply them. The events a stream sends, and their bytes on the
+wire, are ``domain/sse.py``'s.
 """
 
 from __future__ import annotations
