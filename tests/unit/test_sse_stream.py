@@ -9,11 +9,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import pytest
 from streamfakes import USER, Hub, hub_with, sample
 
-from kubescaler.domain.sse import LockLost, SseParser
+from kubescaler.domain.sse import DataEvent, Event, LockLost, SseParser, decode
 from kubescaler.entrypoints.sse_stream import SERVER_SEND, Pump, pump, with_server_send
 from kubescaler.services.stream_session import StreamSession
 
@@ -33,9 +32,15 @@ class FakeServer:
             raise self.fail
         self.bodies.append(bytes(message["body"]))
 
-    def events(self) -> list[tuple[str, dict[str, Any]]]:
-        msgs = SseParser().feed(b"".join(self.bodies))
-        return [(m.event, msgspec.json.decode(m.data)) for m in msgs]
+    def events(self) -> list[Event]:
+        """What a client reads of the bodies sent, as typed events."""
+        return [decode(m) for m in SseParser().feed(b"".join(self.bodies))]
+
+    def names(self) -> list[str]:
+        return [e.event for e in self.events()]
+
+    def data(self) -> list[DataEvent]:
+        return [e for e in self.events() if isinstance(e, DataEvent)]
 
 
 async def pumped(h: Hub, server: FakeServer) -> tuple[StreamSession, asyncio.Task[None]]:
@@ -57,7 +62,7 @@ async def test_a_client_that_keeps_up_gets_each_event_within_the_producers_tick(
         session.produce(ts_ms=ts)
         assert len(server.bodies) == ts // 10  # no await in between: sent in produce()
     assert session.idle
-    assert [(e["seq"], e["ts_ms"], e["dropped"]) for _, e in server.events()] == [
+    assert [(e.seq, e.ts_ms, e.dropped) for e in server.data()] == [
         (1, 10, 0),
         (2, 20, 0),
         (3, 30, 0),
@@ -65,7 +70,7 @@ async def test_a_client_that_keeps_up_gets_each_event_within_the_producers_tick(
     assert sample("kubescaler_stream_sent_events_total") == sent + 3
     session.finish(LockLost(reason="x"))
     await task
-    assert server.events()[-1] == ("lock-lost", {"v": 1, "reason": "x"})
+    assert server.events()[-1] == LockLost(v=1, reason="x")
 
 
 async def test_a_paused_connection_queues_then_drops_and_the_pump_catches_up_in_order() -> None:
@@ -85,7 +90,7 @@ async def test_a_paused_connection_queues_then_drops_and_the_pump_catches_up_in_
     await asyncio.sleep(0.01)
     server.paused = None
     session.produce(ts_ms=7)
-    assert [(e["seq"], e["dropped"]) for _, e in server.events()] == [
+    assert [(e.seq, e.dropped) for e in server.data()] == [
         (1, 0),
         (2, 0),
         (3, 0),
@@ -108,7 +113,7 @@ async def test_an_end_waits_for_the_send_in_flight_and_comes_last() -> None:
     session.supersede(5)
     server.paused.set()  # type: ignore[union-attr]
     await asyncio.wait_for(task, 1)
-    assert [name for name, _ in server.events()] == ["data", "superseded"]
+    assert server.names() == ["data", "superseded"]
 
 
 async def test_a_send_that_fails_in_the_producers_tick_fails_the_stream_not_the_producer() -> None:
@@ -143,7 +148,7 @@ async def test_a_client_that_goes_away_ends_its_stream_and_is_forgotten() -> Non
     await asyncio.sleep(0.01)
     gone.set()
     await asyncio.wait_for(task, 1)
-    assert [name for name, _ in server.events()] == ["hello", "data"]
+    assert server.names() == ["hello", "data"]
     assert h.hub.sessions == set()
     assert sample("kubescaler_stream_connections") == live
 
@@ -177,6 +182,6 @@ async def test_events_skip_the_apps_send_wrappers_but_the_start_and_end_do_not()
     session.produce(ts_ms=1)
     session.finish(LockLost(reason="x"))
     await asyncio.wait_for(task, 1)
-    assert [name for name, _ in through_app.events()] == ["hello"]
+    assert through_app.names() == ["hello"]
     assert through_app.bodies[-1] == b""  # the end
-    assert [name for name, _ in direct.events()] == ["data", "lock-lost"]
+    assert direct.names() == ["data", "lock-lost"]
