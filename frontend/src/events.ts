@@ -2,7 +2,7 @@
 // `uv run python -m kubescaler.entrypoints.typescript`. Do not edit: a test fails when it is
 // stale.
 
-/** The `data` of one stream event. `seq` counts every event the server produced for this stream, sent or dropped; `dropped` is how many were dropped since the previous event sent. */
+/** A `data` event: the stream's payload, numbered. `seq` counts every event the server produced for this stream, sent or dropped; `dropped` is how many were dropped since the previous event sent. */
 export interface DataEvent {
   v: number;
   seq: number;

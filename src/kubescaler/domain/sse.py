@@ -35,7 +35,7 @@ class Event(msgspec.Struct, kw_only=True):
 
 
 class DataEvent(Event, kw_only=True):
-    """The `data` of one stream event.
+    """A `data` event: the stream's payload, numbered.
 
     ``seq`` counts every event the server produced for this stream, sent or dropped;
     ``dropped`` is how many were dropped since the previous event sent.
@@ -47,7 +47,7 @@ class DataEvent(Event, kw_only=True):
     ts_ms: int
     token: int
     dropped: int
-    payload: str  # last: DataFrame writes every field before it per event
+    payload: str  # after the per-event numbers: DataFrame writes those in front of it
 
 
 class ControlEvent(Event, kw_only=True):
