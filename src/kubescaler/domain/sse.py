@@ -22,13 +22,14 @@ from typing import ClassVar
 
 import msgspec
 
-#: The schema version every event carries as ``v``.
+#: The schema version every event carries as ``v`` (an event whose schema changes in a way a
+#: reader must know of overrides its default with a higher one).
 EVENT_VERSION = 1
 
 
 class Event(msgspec.Struct, kw_only=True):
-    """The ``data`` of one event of the stream; ``event`` is its SSE event name and ``v`` the
-    version of its schema."""
+    """What one event of the stream carries as its SSE ``data`` (JSON); ``event`` is its SSE
+    event name and ``v`` the version of its schema."""
 
     event: ClassVar[str]
     v: int = EVENT_VERSION
