@@ -1,7 +1,7 @@
 """The floor: a bare ASGI app that streams what a stream client gets, and nothing else.
 
 Every GET but ``/healthz`` is an SSE stream of one constant frame, the size of the stream
-service's data event (a real one: ``sse.frame`` of a ``StreamEvent`` with a payload of
+service's data event (a real one: ``domain.sse.frame`` of a ``DataEvent`` with a payload of
 ``KUBESCALER_STREAM_EVENT_BYTES``), sent ``KUBESCALER_STREAM_EVENTS_PER_S`` times a second per
 client on that client's own timer. No lock, no queue, no metrics, no framework: what any server
 must spend to send those bytes on that schedule. ``bench_stream`` runs it beside the real
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kubescaler import settings as config
-from kubescaler.domain.stream import Payload, StreamEvent
-from kubescaler.entrypoints.sse import frame
+from kubescaler.domain.sse import DataEvent, frame
+from kubescaler.domain.stream import Payload
 
 Scope = dict[str, Any]
 SSE_START = {
@@ -43,7 +43,7 @@ OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-type"
 
 def data_frame(event_bytes: int) -> bytes:
     """A real data event of the stream service, as SSE bytes (its size is what counts)."""
-    event = StreamEvent(
+    event = DataEvent(
         seq=123_456,
         instance="127.0.0.1:8090",
         ts_ms=int(time.time() * 1000),

@@ -21,7 +21,7 @@ from locust import HttpUser, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.sse import SseParser
 
 MB = 1_000_000
 

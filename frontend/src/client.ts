@@ -163,7 +163,7 @@ export class StreamClient {
         });
         return null;
       }
-      case "data":
+      case EVENT_NAMES.DataEvent:
         this.listener.data(JSON.parse(message.data) as DataEvent);
         return null;
       case EVENT_NAMES.LockLost: {

@@ -19,9 +19,9 @@ const json = (status: number, body: unknown): Response =>
   new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
 const hello = (instance: string, token: number): string =>
-  `event: hello\ndata: ${JSON.stringify({ session: "s", instance, token, expires_at_ms: 0, user_id: "u", profile_id: "p" })}\n\n`;
+  `event: hello\ndata: ${JSON.stringify({ v: 1, session: "s", instance, token, expires_at_ms: 0, user_id: "u", profile_id: "p" })}\n\n`;
 const data = (seq: number, dropped = 0): string =>
-  `id: ${seq}\nevent: data\ndata: ${JSON.stringify({ seq, instance: "i", ts_ms: 0, token: 1, dropped, payload: "xx" })}\n\n`;
+  `id: ${seq}\nevent: data\ndata: ${JSON.stringify({ v: 1, seq, instance: "i", ts_ms: 0, token: 1, dropped, payload: "xx" })}\n\n`;
 
 type Step = Response | Error;
 
@@ -89,7 +89,7 @@ describe("StreamClient", () => {
   });
 
   it("after a drain reconnects with the same session after the server's retry", async () => {
-    const drain = 'retry: 300\nevent: reconnect\ndata: {"reason":"draining","session":"session-1"}\n\n';
+    const drain = 'retry: 300\nevent: reconnect\ndata: {"v":1,"reason":"draining","session":"session-1"}\n\n';
     const h = harness([sse(hello("stream-a", 5), data(1), drain, data(2)), sse(hello("stream-b", 5))]);
     await h.client.start();
     expect(kinds(h.states)).toEqual(["connecting", "streaming", "reconnecting", "connecting", "streaming", "reconnecting", "connecting"]);
@@ -101,7 +101,7 @@ describe("StreamClient", () => {
   });
 
   it("stops on lock-lost and says why", async () => {
-    const h = harness([sse(hello("stream-a", 1), 'event: lock-lost\ndata: {"reason":"refresh denied"}\n\n')]);
+    const h = harness([sse(hello("stream-a", 1), 'event: lock-lost\ndata: {"v":1,"reason":"refresh denied"}\n\n')]);
     await h.client.start();
     expect(h.states.at(-1)).toEqual({ kind: "lost", reason: "refresh denied" });
     expect(h.urls).toHaveLength(1);
@@ -109,7 +109,7 @@ describe("StreamClient", () => {
   });
 
   it("stops on superseded, names the newer token, and does not reconnect by itself", async () => {
-    const superseded = 'event: superseded\ndata: {"token":7,"held_token":6,"reason":"a newer stream took over"}\n\n';
+    const superseded = 'event: superseded\ndata: {"v":1,"token":7,"held_token":6,"reason":"a newer stream took over"}\n\n';
     const h = harness([sse(hello("stream-a", 6), data(1), superseded, data(2)), sse(hello("stream-b", 8))]);
     await h.client.start();
     expect(h.states.at(-1)).toEqual({ kind: "superseded", token: 7 });

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from kubehelp import GATEWAY, Kube, Pair, ready_pods, replay_verify, session, wait_for
 
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.sse import SseParser
 from kubescaler_dev.cluster.stack import NAMESPACE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 from kubehelp import GATEWAY, Pair, session
 
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.sse import SseParser
 
 
 @dataclass(frozen=True)

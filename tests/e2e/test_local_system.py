@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from kubescaler.domain.locks import record_from_fields
-from kubescaler.domain.stream import SseMessage, SseParser
+from kubescaler.domain.sse import SseMessage, SseParser
 from kubescaler.entrypoints import replay
 from kubescaler_dev.proc import free_port, port_open
 

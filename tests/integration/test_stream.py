@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 
-from kubescaler.domain.stream import SseMessage, SseParser
+from kubescaler.domain.sse import SseMessage, SseParser
 from kubescaler.entrypoints import replay
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.redis import RedisServer
@@ -99,7 +99,8 @@ def data(msg: SseMessage) -> dict[str, object]:
 
 
 async def test_bound_pair_streams_data_through_the_entry_point(gateway: Nginx, pair: Pair) -> None:
-    """hello names the instance and fencing token; data events carry sequence and payload."""
+    """hello names the instance and fencing token; data events carry sequence and payload;
+    every event says its schema version."""
     async with open_stream(gateway.url + pair.path("session-stream-1")) as (r, q):
         assert r.status_code == 200, (await r.aread()).decode()
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -110,6 +111,7 @@ async def test_bound_pair_streams_data_through_the_entry_point(gateway: Nginx, p
         seqs = []
         for _ in range(5):
             ev = data(await next_event(q, "data"))
+            assert ev["v"] == hello["v"] == 1
             assert ev["token"] == hello["token"]
             assert ev["instance"] == hello["instance"]
             assert len(ev["payload"]) == 2048  # type: ignore[arg-type]

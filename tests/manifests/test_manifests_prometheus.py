@@ -23,7 +23,7 @@ import pytest
 import yaml
 from rendering import MANIFESTS, render
 
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.sse import SseParser
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.services import Service
 

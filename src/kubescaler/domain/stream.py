@@ -1,11 +1,9 @@
-"""Stream events and the rules of a stream session (pure logic, no I/O).
+"""The rules of a stream session (pure logic, no I/O).
 
-The events a stream sends are typed structs: :class:`StreamEvent` (the ``data`` events) and
-the control events (:class:`Hello`, :class:`LockLost`, :class:`Reconnect`,
-:class:`Superseded`), each with a schema version ``v``. ``entrypoints/sse.py`` frames them as
-Server-Sent Events and generates the web client's TypeScript types from them. The rules a
-session follows — what a refresh outcome means, when a newer grant ends it, how drops are
-counted — are the functions below; ``services/streaming.py`` applies them.
+What a session id may be, what a refresh outcome means, when a newer grant ends a stream, how
+drops are counted, and the random text payloads are cut from; ``services/streaming.py`` and
+``services/stream_session.py`` apply them. The events a stream sends, and their bytes on the
+wire, are ``domain/sse.py``'s.
 """
 
 from __future__ import annotations
@@ -13,12 +11,12 @@ from __future__ import annotations
 import base64
 import random
 import re
-from typing import ClassVar
 
 import msgspec
 
 from kubescaler.domain.errors import InvalidInput
 from kubescaler.domain.locks import LockOutcome, superseded
+from kubescaler.domain.sse import ControlEvent, LockLost, Superseded
 
 _SESSION = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -36,7 +34,7 @@ class Payload:
     """Random base64 text to cut event payloads from.
 
     Slicing one random pool at random offsets costs a copy per stream (each stream sends its
-    own cut, :class:`DataFrame`) instead of generating fresh randomness per client.
+    own cut, ``domain.sse.DataFrame``) instead of generating fresh randomness per client.
     """
 
     def __init__(self, size: int, rng: random.Random | None = None) -> None:
@@ -48,101 +46,6 @@ class Payload:
     def take(self) -> str:
         start = self.rng.randrange(0, len(self.pool) - self.size + 1)
         return self.pool[start : start + self.size]
-
-
-class DataFrame:
-    """One stream's ``data`` events on the wire, each written in place in one buffer.
-
-    The same bytes ``entrypoints.sse.frame`` makes of a :class:`StreamEvent` (SSE ``id`` = seq,
-    the JSON fields in the struct's order, the payload last), without building the struct,
-    encoding the payload or copying it per event. The buffer holds the stream's payload (base64
-    text, which JSON needs no escapes for) and the tail once; each event formats its numbers
-    into a short head and writes it just before the payload, and the frame is a view from the
-    head's start to the end. A view is good until the next :meth:`frame`: the server must have
-    taken its bytes by then (an ASGI server copies a body into its chunked framing in ``send``).
-    """
-
-    _TAIL = b'"}\n\n'
-    _ROOM = 4 * 21  # the most digits (and a sign) the four numbers of a head take
-
-    def __init__(self, payload: str, instance: str, token: int) -> None:
-        self.head = (
-            b'id: %%d\nevent: data\ndata: {"seq":%%d,"instance":%s,"ts_ms":%%d,"token":%d,'
-            b'"dropped":%%d,"payload":"'
-            % (msgspec.json.encode(instance).replace(b"%", b"%%"), token)
-        )
-        self.start = len(self.head) + self._ROOM
-        self.buffer = bytearray(self.start) + payload.encode("ascii") + self._TAIL
-        self.view = memoryview(self.buffer)
-
-    def frame(self, seq: int, ts_ms: int, dropped: int) -> memoryview:
-        """The event's bytes: its head written in front of the payload and tail."""
-        head = self.head % (seq, seq, ts_ms, dropped)
-        at = self.start - len(head)
-        self.buffer[at : self.start] = head
-        return self.view[at:]
-
-
-class StreamEvent(msgspec.Struct, kw_only=True):
-    """The `data` of one stream event.
-
-    ``seq`` counts every event the server produced for this stream, sent or dropped;
-    ``dropped`` is how many were dropped since the previous event sent.
-    """
-
-    seq: int
-    instance: str
-    ts_ms: int
-    token: int
-    dropped: int
-    payload: str
-
-
-EVENT_VERSION = 1
-
-
-class ControlEvent(msgspec.Struct, kw_only=True):
-    """The `data` of a small event the client acts on; ``event`` is its SSE event name and
-    ``v`` the version of its schema (readers ignore fields they do not know)."""
-
-    event: ClassVar[str]
-    v: int = EVENT_VERSION
-
-
-class Hello(ControlEvent):
-    """The stream is granted: whose it is, where it runs, its fencing token and lock expiry."""
-
-    event: ClassVar[str] = "hello"
-    session: str
-    instance: str
-    token: int
-    expires_at_ms: int
-    user_id: str
-    profile_id: str
-
-
-class LockLost(ControlEvent):
-    """A refresh found the lock gone or taken: the stream ends."""
-
-    event: ClassVar[str] = "lock-lost"
-    reason: str
-
-
-class Reconnect(ControlEvent):
-    """This instance drains: reconnect (after the SSE ``retry``) with the same session."""
-
-    event: ClassVar[str] = "reconnect"
-    reason: str
-    session: str
-
-
-class Superseded(ControlEvent):
-    """A newer grant of the same pair (``token``) ended this stream (which held ``held_token``)."""
-
-    event: ClassVar[str] = "superseded"
-    token: int
-    held_token: int
-    reason: str
 
 
 # ------------------------------------------------------------------ a session's rules
@@ -218,45 +121,3 @@ def after_refresh(
     if newer is not None:
         return End(newer)
     return End(LockLost(reason=out.detail or out.result))
-
-
-class SseMessage(msgspec.Struct):
-    event: str
-    data: str
-    id: str | None = None
-    retry: int | None = None
-
-
-class SseParser:
-    """Incremental Server-Sent-Events parser for clients (tests, load scripts)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._fields: dict[str, str] = {}
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[SseMessage]:
-        self._buf += chunk
-        out: list[SseMessage] = []
-        while (end := self._buf.find(b"\n")) >= 0:
-            line, self._buf = self._buf[:end].rstrip(b"\r").decode(), self._buf[end + 1 :]
-            if line == "":
-                if self._data or self._fields:
-                    retry = self._fields.get("retry")
-                    out.append(
-                        SseMessage(
-                            event=self._fields.get("event", "message"),
-                            data="\n".join(self._data),
-                            id=self._fields.get("id"),
-                            retry=int(retry) if retry else None,
-                        )
-                    )
-                self._fields, self._data = {}, []
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                self._data.append(value)
-            elif name:
-                self._fields[name] = value
-        return out

@@ -24,9 +24,9 @@ from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from kubescaler.entrypoints.sse import frame
+from kubescaler.domain.sse import frame
 from kubescaler.services.stream_metrics import TALLY
-from kubescaler.services.streaming import Data, StreamSession
+from kubescaler.services.stream_session import Data, StreamSession
 
 #: The scope key :func:`with_server_send` keeps the server's own ``send`` under.
 SERVER_SEND = "kubescaler.server_send"
@@ -78,7 +78,7 @@ class Pump:
     """Hands one stream's events to the server, at once when it can.
 
     While the stream's consumer is idle, the hub's producer offers it each data event
-    (:meth:`offer`, the session's :class:`~kubescaler.services.streaming.Outlet`): the server's
+    (:meth:`offer`, the session's :class:`~kubescaler.services.stream_session.Outlet`): the server's
     ``send`` is started right there, in the producer's tick, and when it completes without
     waiting (the client keeps up: the usual case) the event is sent with no task woken for it.
     A send that must wait (the connection is paused for a slow client) is finished by

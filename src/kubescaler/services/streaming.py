@@ -1,24 +1,17 @@
 """Exclusive streams: open one for a bound (user, profile) pair under its lock, feed it, end it.
 
 One :class:`StreamHub` per stream process holds what its streams share: the ports to base
-(:class:`Bindings`) and to the lock (:class:`Locks`), the drain switch, and the one refresher
-of every stream's lock. One :class:`StreamSession` per client queues its events in a small bounded
-queue and drops what the client cannot take (``domain.stream.Drops``), and ends with a
-``lock-lost``, ``reconnect`` or ``superseded`` event when it must. The hub's one producer task
-gives the streams their events in turns, one group of streams per tick, rather than one task
-and one timer per stream; streams fill a group (up to ``GROUP_STREAMS``) before the next is
-used, and the producer sleeps through empty groups and while no stream is open, because each
-wake of the process costs more than serving a hundred streams in it. What a refresh outcome
+(:class:`Bindings`) and to the lock (:class:`Locks`), the drain switch, the one producer and
+the one refresher of every stream. Each client's stream is a
+``services.stream_session.StreamSession``, which queues or drops its events and ends with a
+``lock-lost``, ``reconnect`` or ``superseded`` event when it must. What a refresh outcome
 means is ``domain.stream.after_refresh``'s to say.
 
-Producing: a data event is its numbers (seq, ts_ms, dropped), written into the stream's one
-frame buffer (``domain.stream.DataFrame``: the stream's payload, cut once from the hub's random
-pool, and a head formatted per event) when it is handed to the server. A stream whose client
-keeps up hands it over at once, in the producer's tick (its :class:`Outlet` takes it when the
-connection's send completes without waiting); only a stream whose send is waiting on its
-client queues the numbers, at most ``queue_events`` of them, and drops the rest. So a task
-wakes per event only for a client that is behind. The per-event counters are the plain
-integers of ``stream_metrics.TALLY``.
+Producing: the hub's one producer task gives the streams their events in turns, one group of
+streams per tick, rather than one task and one timer per stream; streams fill a group (up to
+``GROUP_STREAMS``) before the next is used, and the producer sleeps through empty groups and
+while no stream is open, because each wake of the process costs more than serving a hundred
+streams in it.
 
 Refreshing: the hub, not each stream, refreshes. Every ``tick`` it sends the refresh of every
 stream whose turn has come, all at once (the lock client publishes them in one pipeline and
@@ -34,32 +27,19 @@ instance ends within a moment, not at its next refresh.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import Any, Protocol
 
 from kubescaler.domain.errors import Conflict, DependencyUnavailable, Forbidden, KubescalerError
 from kubescaler.domain.locks import LockOutcome, now_ms
 from kubescaler.domain.models import Binding
-from kubescaler.domain.stream import (
-    ControlEvent,
-    DataFrame,
-    Drops,
-    End,
-    Hello,
-    Keep,
-    Payload,
-    Reconnect,
-    Retry,
-    after_refresh,
-    superseded_event,
-)
+from kubescaler.domain.sse import Reconnect
+from kubescaler.domain.stream import Payload
 from kubescaler.services import stream_metrics as m
-from kubescaler.services.stream_metrics import TALLY
+from kubescaler.services.stream_session import StreamSession
 from kubescaler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,15 +85,6 @@ class Locks(Protocol):
     ) -> LockOutcome: ...
 
 
-class Outlet(Protocol):
-    """Where a stream's events go when its consumer is idle (``entrypoints.sse.Pump``)."""
-
-    def offer(self, item: Data) -> bool:
-        """Hand ``item`` to the client now; False when that cannot be done at once (the item
-        is then queued). True: handed over, or the consumer was woken to finish handing it."""
-        ...
-
-
 def pick_group(sizes: list[int], cap: int) -> int:
     """The group a new stream joins, given the groups' sizes: the fullest one still under
     ``cap`` (so few groups, and few producer wakes, serve few streams), else the smallest."""
@@ -138,12 +109,6 @@ class Draining(KubescalerError):
     """This instance is shutting down: reconnect (the entry point picks another instance)."""
 
     status = 503
-
-
-#: A data event as queued: (seq, ts_ms, dropped); ``StreamSession.frames`` makes its bytes.
-Data = tuple[int, int, int]
-#: What a stream's queue holds: a data event, or a control event.
-Item = Data | ControlEvent
 
 
 class StreamHub:
@@ -352,151 +317,3 @@ class StreamHub:
         if self._background:
             timeout = self.settings.lock.request_timeout_ms / 1000
             await asyncio.wait(self._background, timeout=timeout)
-
-
-class StreamSession:
-    def __init__(self, hub: StreamHub, grant: LockOutcome) -> None:
-        self.hub = hub
-        self.grant = grant
-        self.owner = grant.owner
-        self.expires_at_ms = grant.expires_at_ms
-        self.refresh_at_ms = hub.clock() + hub.interval_ms
-        self.refreshing = False
-        self.size = max(2, hub.settings.stream.queue_events)
-        self.queue: deque[Item | None] = deque()
-        #: The consumer waits for an item (idle) on this; an outlet is offered items then.
-        self.waiter: asyncio.Future[None] | None = None
-        self.idle = False
-        self.outlet: Outlet | None = None
-        self.drops = Drops()
-        self.frames = DataFrame(hub.payload.take(), hub.instance, grant.fencing_token)
-        self.group = 0
-        self.finished = False
-        self.release_on_end = hub.settings.stream.release_on_disconnect
-
-    # -- the client's side -------------------------------------------------------------------
-
-    def start(self) -> Hello:
-        """The stream starts: it is tracked (connections, refreshes, events); its first event."""
-        hub, grant = self.hub, self.grant
-        hub.track(self)
-        m.CONNECTIONS.inc()
-        return Hello(
-            session=self.owner,
-            instance=hub.instance,
-            token=grant.fencing_token,
-            expires_at_ms=grant.expires_at_ms,
-            user_id=str(grant.user_id),
-            profile_id=str(grant.profile_id),
-        )
-
-    async def wait(self) -> None:
-        """Until there is something for the consumer: an item queued, or the outlet woke it
-        (meanwhile the consumer is idle and an outlet is offered each event)."""
-        if self.queue:
-            return
-        self.idle = True
-        self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self.waiter
-        finally:
-            self.idle, self.waiter = False, None
-
-    def wake(self) -> None:
-        """The consumer has something to do: it is not idle from now on."""
-        self.idle = False
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> Item | None:
-        """The next event to send; None: the stream is over."""
-        while not self.queue:
-            await self.wait()
-        return self.queue.popleft()
-
-    def hang_up(self) -> None:
-        """The client went away: stop producing and end the stream, with no last event."""
-        if self.finished:
-            return
-        self.finished = True
-        self.queue.clear()
-        self.queue.append(None)
-        self.wake()
-
-    def close(self) -> None:
-        """The stream ended, however it ended: forget it here; release the pair if configured
-        (a client that went away, not a lock lost, superseded or handed over on drain)."""
-        self.finished = True
-        self.hub.untrack(self)
-        m.CONNECTIONS.dec()
-        if self.release_on_end:
-            self.hub.spawn(self._release())
-
-    async def events(self) -> AsyncIterator[Item]:
-        """The stream's events, from ``hello`` to the end; ends the session however it ends."""
-        hello = self.start()
-        try:
-            yield hello
-            while (item := await self.next()) is not None:
-                yield item
-        finally:
-            self.close()
-
-    def finish(self, last: ControlEvent) -> None:
-        """End the stream after ``last``: stop producing, discard queued data, send ``last``."""
-        if self.finished:
-            return
-        self.finished = True
-        self.release_on_end = False  # lock lost or superseded, or handed over on drain
-        self.queue.clear()
-        self.queue.extend((last, None))
-        self.wake()
-
-    def supersede(self, newest_token: int) -> None:
-        """End with ``superseded`` if ``newest_token`` is a later grant of this pair than ours."""
-        event = superseded_event(self.grant.fencing_token, newest_token)
-        if event is not None and not self.finished:
-            m.SUPERSEDED.inc()
-            self.finish(event)
-
-    def refreshed(self, out: LockOutcome | None, now: int, retry_ms: int) -> None:
-        """Apply a refresh's outcome (None: no answer): keep streaming (after no answer, try
-        again in ``retry_ms``), or end as it says."""
-        if self.finished:
-            return
-        verdict = after_refresh(out, self.grant.fencing_token, now, self.expires_at_ms, retry_ms)
-        if isinstance(verdict, Keep):
-            self.expires_at_ms = verdict.expires_at_ms
-        elif isinstance(verdict, Retry):
-            self.refresh_at_ms = now + retry_ms
-        elif isinstance(verdict, End):
-            if verdict.event.event == "superseded":
-                m.SUPERSEDED.inc()
-            else:
-                log.warning("stream of %s ends: %s", self.grant.pair, verdict.event)
-            self.finish(verdict.event)
-
-    # -- producing -----------------------------------------------------------------------
-
-    def produce(self, ts_ms: int) -> None:
-        """One event is due (made at ``ts_ms``): hand it to the outlet while the consumer is
-        idle, else queue it, or count it dropped when the queue is full (the client is behind)."""
-        if self.finished:
-            return
-        queue = self.queue
-        due = self.drops.tick(room=len(queue) < self.size)
-        if due is None:
-            TALLY.dropped += 1
-            return
-        item = (due[0], ts_ms, due[1])
-        if self.idle and self.outlet is not None and self.outlet.offer(item):
-            return
-        queue.append(item)
-        self.wake()
-
-    async def _release(self) -> None:
-        g = self.grant
-        with contextlib.suppress(KubescalerError):
-            out = await self.hub.locks.release(g.user_id, g.profile_id, self.owner, g.fencing_token)
-            m.LOCK_OUTCOMES.labels("release", out.result).inc()
