@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import msgspec
 
-from kubescaler.domain.stream import SseParser
+from kubescaler.domain.sse import SseParser
 from kubescaler_dev.contention.judge import Stream
 
 #: a granted stream is read for this long (seconds), then closed and opened again
