@@ -139,6 +139,13 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     queue_events: Annotated[
         int, _doc("Events buffered per client; when full, new events are dropped and counted.")
     ] = 4
+    deadline_margin_ms: Annotated[
+        int,
+        _doc(
+            "A stream sends no data later than its lock's expiry minus this (checked on every "
+            "data event), for the clock difference between a stream and the lock-keeper, in ms."
+        ),
+    ] = 250
     release_on_disconnect: Annotated[
         bool,
         _doc("Free a pair at once on disconnect; false keeps it launched until its TTL (seed)."),

@@ -185,3 +185,36 @@ async def test_events_skip_the_apps_send_wrappers_but_the_start_and_end_do_not()
     assert through_app.names() == ["hello"]
     assert through_app.bodies[-1] == b""  # the end
     assert direct.names() == ["data", "lock-lost"]
+
+
+async def test_data_stops_at_the_locks_deadline_less_the_clock_margin() -> None:
+    """Every data event is checked against the hold's end (the keeper's expiry less the
+    clock margin): the last one before it goes out, the first at it ends the stream with
+    lock-lost and nothing more."""
+    h = hub_with()
+    server = FakeServer()
+    session, task = await pumped(h, server)
+    assert session.deadline_ms == session.expires_at_ms - 250
+    session.produce(ts_ms=session.deadline_ms - 1)
+    session.produce(ts_ms=session.deadline_ms)
+    await asyncio.wait_for(task, 1)
+    assert server.names() == ["data", "lock-lost"]
+    [lost] = [e for e in server.events() if isinstance(e, LockLost)]
+    assert "deadline" in lost.reason
+
+
+async def test_data_queued_before_the_deadline_is_not_sent_after_it() -> None:
+    """A process paused past its lock's deadline (a frozen node) wakes with data queued
+    before it: the send in flight completes, the queued data is never sent, lock-lost is."""
+    h = hub_with()
+    server = FakeServer(paused=asyncio.Event())
+    session, task = await pumped(h, server)
+    now = h.clock()
+    session.produce(ts_ms=now)  # in flight: the connection waits
+    session.produce(ts_ms=now + 1)  # queued
+    await asyncio.sleep(0.001)
+    h.clock.now = session.deadline_ms  # paused past the deadline, then resumed
+    server.paused.set()  # type: ignore[union-attr]
+    await asyncio.wait_for(task, 1)
+    assert server.names() == ["data", "lock-lost"]
+    assert [e.ts_ms for e in server.data()] == [now]

@@ -101,6 +101,18 @@ def superseded_event(held_token: int, newest_token: int) -> Superseded | None:
     return Superseded(token=newest_token, held_token=held_token, reason=reason)
 
 
+def send_deadline_ms(expires_at_ms: int, margin_ms: int) -> int:
+    """The last moment (this process' clock) a stream may send data on a hold that the keeper
+    said lasts until ``expires_at_ms`` (the keeper's clock): ``margin_ms`` earlier, for what
+    the two clocks may differ. A stream checks it on every data event, so one whose process
+    was paused past it (a frozen node, a long GC) ends instead of sending on a lapsed lock."""
+    return expires_at_ms - margin_ms
+
+
+def deadline_passed() -> LockLost:
+    return LockLost(reason="the lock's deadline passed without a refresh")
+
+
 def after_refresh(
     out: LockOutcome | None, held_token: int, now_ms: int, expires_at_ms: int, retry_in_ms: int
 ) -> Verdict:

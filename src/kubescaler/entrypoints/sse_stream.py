@@ -157,6 +157,9 @@ class Pump:
                 if item is None:
                     return
                 if isinstance(item, tuple):
+                    if session.hub.clock() >= session.deadline_ms:
+                        session.expire()  # queued before the deadline, due after it: never sent
+                        continue
                     await send(self._message(item))
                 else:
                     body = frame(item, self.retry_ms)

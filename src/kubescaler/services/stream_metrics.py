@@ -79,6 +79,11 @@ POD_COST_FAILURES = Counter(
     "kubescaler_stream_pod_cost_failures",
     "Pod-deletion-cost updates that failed (API unreachable, refused, misconfigured).",
 )
+DEADLINE_ENDS = Counter(
+    "kubescaler_stream_deadline_ends",
+    "Streams ended because their lock's deadline passed with no refresh heard (a paused "
+    "process, a keeper that did not answer in time).",
+)
 SUPERSEDED = Counter(
     "kubescaler_stream_superseded",
     "Streams ended because their pair was granted again (a newer fencing token).",

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Protocol
 from kubescaler.domain.errors import KubescalerError
 from kubescaler.domain.locks import LockOutcome
 from kubescaler.domain.sse import ControlEvent, DataFrame, Hello, Superseded
-from kubescaler.domain.stream import Drops, End, Keep, Retry, after_refresh, superseded_event
+from kubescaler.domain.stream import (
+    Drops,
+    End,
+    Keep,
+    Retry,
+    after_refresh,
+    deadline_passed,
+    send_deadline_ms,
+    superseded_event,
+)
 from kubescaler.services import stream_metrics as m
 from kubescaler.services.stream_metrics import TALLY
 
@@ -59,6 +68,9 @@ class StreamSession:
         self.grant = grant
         self.owner = grant.owner
         self.expires_at_ms = grant.expires_at_ms
+        self.margin_ms = hub.settings.stream.deadline_margin_ms
+        #: no data is produced or sent at or after this (this process' clock)
+        self.deadline_ms = send_deadline_ms(grant.expires_at_ms, self.margin_ms)
         self.refresh_at_ms = hub.clock() + hub.interval_ms
         self.refreshing = False
         self.size = max(2, hub.settings.stream.queue_events)
@@ -151,6 +163,7 @@ class StreamSession:
         verdict = after_refresh(out, self.grant.fencing_token, now, self.expires_at_ms, retry_ms)
         if isinstance(verdict, Keep):
             self.expires_at_ms = verdict.expires_at_ms
+            self.deadline_ms = send_deadline_ms(verdict.expires_at_ms, self.margin_ms)
         elif isinstance(verdict, Retry):
             self.refresh_at_ms = now + retry_ms
         elif isinstance(verdict, End):
@@ -162,10 +175,22 @@ class StreamSession:
 
     # -- producing -----------------------------------------------------------------------
 
+    def expire(self) -> None:
+        """The lock's deadline passed with no refresh heard: end with ``lock-lost`` now, the
+        data queued discarded (none of it may go out on a lapsed lock)."""
+        if not self.finished:
+            m.DEADLINE_ENDS.inc()
+            log.warning("stream of %s ends: its lock's deadline passed", self.grant.pair)
+            self.finish(deadline_passed())
+
     def produce(self, ts_ms: int) -> None:
         """One event is due (made at ``ts_ms``): hand it to the outlet while the consumer is
-        idle, else queue it, or count it dropped when the queue is full (the client is behind)."""
+        idle, else queue it, or count it dropped when the queue is full (the client is behind).
+        At or past the lock's deadline the stream ends instead."""
         if self.finished:
+            return
+        if ts_ms >= self.deadline_ms:
+            self.expire()
             return
         queue = self.queue
         due = self.drops.tick(room=len(queue) < self.size)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import Any, Protocol
@@ -275,8 +274,9 @@ class StreamHub:
 
     def produce(self, group: int) -> None:
         """One tick of the producer: every stream of ``group`` gets its next event (or a drop),
-        all stamped with this tick's time."""
-        ts_ms = int(time.time() * 1000)
+        all stamped with this tick's time (the hub's clock: the one its locks' deadlines are
+        checked against)."""
+        ts_ms = self.clock()
         for session in self.groups[group]:  # produce() never joins or leaves a group
             session.produce(ts_ms)
 
