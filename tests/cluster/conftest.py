@@ -14,9 +14,25 @@ from kubehelp import GATEWAY, Kube, Pair
 from kubescaler_dev.cluster.stack import Cluster
 
 
+#: the order the cluster's modules run in: the dev overlay (what `./dev cluster up` deploys),
+#: then production as written on three nodes and its faults, then the seed's classic way, then
+#: the teardown (it crashes the cluster and checks the machine after)
+ORDER = (
+    "test_cluster.py",
+    "test_store_replacement.py",
+    "test_production.py",
+    "test_faults.py",
+    "test_classic.py",
+    "test_teardown.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """test_teardown.py runs last: it crashes the cluster and checks the machine after."""
-    items.sort(key=lambda item: item.path.name == "test_teardown.py")
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return ORDER.index(name) if name in ORDER else len(ORDER) - 1
+
+    items.sort(key=rank)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
