@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from kubescaler import settings as settings_module
+from kubescaler import settings_reference
 from kubescaler.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,19 +97,7 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_config(args: argparse.Namespace, __: Settings) -> int:
-    rows = settings_module.reference()
-    if args.markdown:
-        print("| variable | default | meaning |\n| --- | --- | --- |")
-        for name, default, description in rows:
-            print(
-                f"| `{name}` | `{default}` | {description} |"
-                if default
-                else f"| `{name}` | (empty) | {description} |"
-            )
-        return 0
-    width = max(len(name) for name, _, _ in rows)
-    for name, default, description in rows:
-        print(f"{name:<{width}}  {description} (default: {default or '(empty)'})")
+    print(settings_reference.markdown() if args.markdown else settings_reference.text())
     return 0
 
 

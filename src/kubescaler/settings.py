@@ -328,7 +328,8 @@ class SettingsError(ValueError):
     """A KUBESCALER_ variable holds a value of the wrong shape."""
 
 
-_SECTIONS: dict[str, type[msgspec.Struct]] = {
+#: the sections of :class:`Settings`, each read from ``KUBESCALER_<SECTION>_*``
+SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "redis": RedisSettings,
     "cassandra": CassandraSettings,
@@ -340,13 +341,15 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
 }
 
 
-def _fields(struct: type[msgspec.Struct]) -> Iterator[msgspec.structs.FieldInfo]:
+def struct_fields(struct: type[msgspec.Struct]) -> Iterator[msgspec.inspect.Field]:
+    """The fields of a settings struct, each with its type and its ``_doc`` description."""
     info = msgspec.inspect.type_info(struct)
     assert isinstance(info, msgspec.inspect.StructType)
-    yield from info.fields  # type: ignore[misc]
+    yield from info.fields
 
 
 def env_name(section: str | None, field: str) -> str:
+    """The variable a field is read from: ``("lock", "ttl_ms")`` -> KUBESCALER_LOCK_TTL_MS."""
     return PREFIX + (f"{section}_{field}" if section else field).upper()
 
 
@@ -354,8 +357,8 @@ def _raw(
     env: Mapping[str, str], section: str | None, struct: type[msgspec.Struct]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in _fields(struct):
-        if section is None and f.name in _SECTIONS:
+    for f in struct_fields(struct):
+        if section is None and f.name in SECTIONS:
             continue
         name = env_name(section, f.name)
         if name not in env:
@@ -372,7 +375,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
     raw = _raw(env, None, Settings)
-    for section, struct in _SECTIONS.items():
+    for section, struct in SECTIONS.items():
         raw[section] = _raw(env, section, struct)
     if not raw["stream"].get("kube_api_url"):  # empty: where Kubernetes says its API is
         raw["stream"]["kube_api_url"] = _in_cluster_api_url(env)
@@ -387,23 +390,3 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                 f"{name}={env.get(name, '')!r}: {message.split(' - at', maxsplit=1)[0]}"
             ) from exc
         raise SettingsError(f"bad KUBESCALER_ setting: {exc}") from exc
-
-
-def reference() -> list[tuple[str, str, str]]:
-    """(variable, default, description) for every setting, for `kubescaler config` and the docs."""
-    rows: list[tuple[str, str, str]] = []
-    defaults = Settings()
-    sections: list[tuple[str | None, type[msgspec.Struct]]] = [(None, Settings)]
-    for section, struct in [*sections, *_SECTIONS.items()]:
-        obj: Any = defaults if section is None else getattr(defaults, section)
-        for f in _fields(struct):
-            if section is None and f.name in _SECTIONS:
-                continue
-            meta = f.type
-            description = ""
-            if isinstance(meta, msgspec.inspect.Metadata):
-                description = (meta.extra_json_schema or {}).get("description", "")
-            default = getattr(obj, f.name)
-            shown = ",".join(default) if isinstance(default, list) else str(default)
-            rows.append((env_name(section, f.name), shown, description))
-    return rows

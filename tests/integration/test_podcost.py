@@ -22,16 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-import test_stream
-from test_stream import Pair, next_event, open_stream
+from streamclient import Pair, next_event, open_stream
 
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.services import Service, start_service
 
 pytestmark = pytest.mark.integration
-
-#: the stream tests' fixture: fresh test data as bound (user, profile) pairs
-pairs = test_stream.pairs
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 POD, NAMESPACE, TOKEN = "stream-podcost-0", "kubescaler-test", "fake-sa-token"

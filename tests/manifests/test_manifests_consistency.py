@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rendering import MANIFESTS, ROOT, SERVICES, Rendered, render
 
-from kubescaler import cli, settings
+from kubescaler import cli, settings, settings_reference
 from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def test_probe_paths_answer_200_on_running_services(
 
 
 def test_every_kubescaler_env_var_is_a_real_setting(rendered: Rendered) -> None:
-    known = {name for name, _, _ in settings.reference()}
+    known = {name for name, _, _ in settings_reference.rows()}
     used = set(rendered.config())
     for _, spec in rendered.pod_specs():
         for c in spec["containers"]:

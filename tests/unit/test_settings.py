@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubescaler import settings
+from kubescaler import settings, settings_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_the_server_stack_is_one_uvicorn_knows() -> None:
 
 
 def test_every_setting_has_a_unique_name_and_a_description() -> None:
-    rows = settings.reference()
+    rows = settings_reference.rows()
     names = [name for name, _, _ in rows]
     assert len(names) == len(set(names))
     assert all(description for _, _, description in rows)

@@ -1,0 +1,201 @@
+"""Who may reach whom in the rendered manifests: NetworkPolicies (ingress and stream's egress)
+and the entry point's routes (only the public paths, streams never timed out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rendering import Rendered
+
+#: public paths (entry point) and where they go; everything else stays inside the cluster
+PUBLIC_MAIN = ["/main/users", "/main/profiles", "/main/suggested", "/main/login", "/main/testdata"]
+PUBLIC_STREAM = ["/stream", "/index", "/", "/dashboard", "/instance", "/assets", "/auth/session"]
+
+
+# ------------------------------------------------------------------ NetworkPolicies
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "NotIn" and value in expr["values"]:
+            return False
+    return True
+
+
+def _pod_labels(rendered: Rendered, name: str) -> dict[str, str]:
+    for w in rendered.workloads():
+        if w["metadata"]["name"] == name:
+            return dict(w["spec"]["template"]["metadata"]["labels"])
+    raise AssertionError(f"no workload {name}")
+
+
+def _admitted(rendered: Rendered, target: str, port: int) -> set[str]:
+    """Names of the namespace's workloads whose pods may open `port` on `target`'s pods, plus
+    "<outside:...>" for peers outside the namespace."""
+    target_labels = _pod_labels(rendered, target)
+    policies = [
+        p
+        for p in rendered.of_kind("NetworkPolicy")
+        if _selects(p["spec"]["podSelector"], target_labels)
+    ]
+    assert policies, f"no NetworkPolicy selects {target}"
+    out: set[str] = set()
+    for p in policies:
+        for rule in p["spec"].get("ingress", []):
+            ports = [r["port"] for r in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", [{}]):
+                if "namespaceSelector" in peer:
+                    out.add(f"<outside:{peer}>")
+                    continue
+                for w in rendered.workloads():
+                    labels = w["spec"]["template"]["metadata"]["labels"]
+                    if _selects(peer.get("podSelector", {}), labels):
+                        out.add(w["metadata"]["name"])
+    return out
+
+
+def test_default_deny_ingress_everywhere(rendered: Rendered) -> None:
+    deny = rendered.get("NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny["podSelector"] == {}
+    assert deny["policyTypes"] == ["Ingress"]
+    assert "ingress" not in deny
+
+
+def test_only_base_reaches_cassandra(rendered: Rendered) -> None:
+    assert _admitted(rendered, "cassandra", 9042) == {"base"}
+
+
+def test_only_main_stream_and_lock_keeper_reach_redis(rendered: Rendered) -> None:
+    """... and, where KEDA scales the lock-keeper, the KEDA operator reading the backlog."""
+    stores = ["redis"] + (["redis-lock"] if rendered.overlay == "production" else [])
+    for store in stores:
+        admitted = _admitted(rendered, store, 6379)
+        outside = {a for a in admitted if a.startswith("<outside")}
+        assert admitted - outside == {"main", "stream", "lock-keeper"}, store
+        for peer in outside:
+            assert "keda-operator" in peer, peer
+            assert "'keda'" in peer, peer
+
+
+def test_base_only_from_main_and_stream(rendered: Rendered) -> None:
+    admitted = _admitted(rendered, "base", 8081)
+    inside = {a for a in admitted if not a.startswith("<outside")}
+    assert inside == {"main", "stream"}
+    # the only other peer is Prometheus (scraping /metrics)
+    for peer in admitted - inside:
+        assert "'prometheus'" in peer, peer
+
+
+def _egress_rules(rendered: Rendered, source: str) -> list[dict[str, Any]] | None:
+    """Egress rules that apply to `source`'s pods; None when no policy restricts its egress."""
+    labels = _pod_labels(rendered, source)
+    policies = [
+        p
+        for p in rendered.of_kind("NetworkPolicy")
+        if "Egress" in p["spec"].get("policyTypes", [])
+        and _selects(p["spec"]["podSelector"], labels)
+    ]
+    if not policies:
+        return None
+    return [rule for p in policies for rule in p["spec"].get("egress", [])]
+
+
+def _egress_to(rules: list[dict[str, Any]], rendered: Rendered, port: int) -> set[str]:
+    """Who `port` may be reached on: workload names, or "<any>" for a rule without `to`."""
+    out: set[str] = set()
+    for rule in rules:
+        ports = [r["port"] for r in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        if "to" not in rule:
+            out.add("<any>")
+        for peer in rule.get("to", []):
+            for w in rendered.workloads():
+                if _selects(
+                    peer.get("podSelector", {}), w["spec"]["template"]["metadata"]["labels"]
+                ):
+                    out.add(w["metadata"]["name"])
+    return out
+
+
+def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
+    rendered: Rendered,
+) -> None:
+    """The token-holding stream pods reach DNS, base, Redis and the API server (443/6443: the
+    API server is no pod, so no selector can name it), and nothing else."""
+    rules = _egress_rules(rendered, "stream")
+    assert rules is not None, "stream egress is not restricted"
+    assert _egress_to(rules, rendered, 443) == {"<any>"}
+    assert _egress_to(rules, rendered, 6443) == {"<any>"}
+    assert _egress_to(rules, rendered, 53) == {"<any>"}
+    assert _egress_to(rules, rendered, 8081) == {"base"}
+    redis = {"redis"} | ({"redis-lock"} if rendered.overlay == "production" else set())
+    assert _egress_to(rules, rendered, 6379) == redis
+    allowed = {p["port"] for rule in rules for p in rule.get("ports", [])}
+    assert allowed == {53, 443, 6443, 8081, 6379}
+    assert all(rule.get("ports") for rule in rules), "a rule without ports opens every port"
+    for other in ("base", "main", "lock-keeper"):
+        assert _egress_rules(rendered, other) is None, f"{other}'s egress changed"
+
+
+def test_lock_keeper_takes_no_traffic_but_scrapes(rendered: Rendered) -> None:
+    admitted = _admitted(rendered, "lock-keeper", 8085)
+    assert admitted
+    assert all("'prometheus'" in a for a in admitted), admitted
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def _route_paths(rendered: Rendered) -> dict[str, str]:
+    """public path prefix -> backend Service name, from HTTPRoutes or Ingresses."""
+    out = {}
+    for route in rendered.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            (backend,) = {b["name"] for b in rule["backendRefs"]}
+            for match in rule["matches"]:
+                out[match["path"]["value"]] = backend
+    for ing in rendered.of_kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                svc = p["backend"]["service"]["name"]
+                if "(" in p["path"]:  # /main/(users|profiles|...)(/.*|$)
+                    alts = p["path"].split("(")[1].split(")")[0].split("|")
+                    out.update({f"/main/{a}": svc for a in alts})
+                else:
+                    out[p["path"].rstrip("/") or "/"] = svc
+    return out
+
+
+def test_entry_point_routes_only_the_public_paths(rendered: Rendered) -> None:
+    """/main/<public> -> main; streams and the web client -> stream; nothing reaches base or
+    any /metrics or /readyz."""
+    routes = _route_paths(rendered)
+    expected = dict.fromkeys(PUBLIC_MAIN, "main") | dict.fromkeys(PUBLIC_STREAM, "stream")
+    assert routes == expected
+
+
+def test_gateway_rewrites_the_main_prefix_and_never_times_out_streams(dev: Rendered) -> None:
+    main = dev.get("HTTPRoute", "main")
+    for rule in main["spec"]["rules"]:
+        prefix = rule["matches"][0]["path"]["value"]
+        rewrite = rule["filters"][0]["urlRewrite"]["path"]
+        assert rewrite["type"] == "ReplacePrefixMatch"
+        assert rewrite["replacePrefixMatch"] == prefix.removeprefix("/main")
+    stream_rule = dev.get("HTTPRoute", "stream")["spec"]["rules"][0]
+    assert stream_rule["timeouts"] == {"request": "0s", "backendRequest": "0s"}
+
+
+def test_ingress_streams_unbuffered_with_long_timeouts(classic: Rendered) -> None:
+    ann = classic.get("Ingress", "stream")["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    main = classic.get("Ingress", "main")["metadata"]["annotations"]
+    assert main["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1$2"
