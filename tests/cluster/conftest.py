@@ -13,7 +13,6 @@ from kubehelp import GATEWAY, Kube, Pair
 
 from kubescaler_dev.cluster.stack import Cluster
 
-
 #: the order the cluster's modules run in: the dev overlay (what `./dev cluster up` deploys),
 #: then production as written on three nodes and its faults, then the seed's classic way, then
 #: the teardown (it crashes the cluster and checks the machine after)

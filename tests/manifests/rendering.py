@@ -62,6 +62,11 @@ class Rendered:
     overlay: str
     docs: list[Doc]
 
+    @property
+    def production(self) -> bool:
+        """overlays/production, as written or on the local three-node cluster."""
+        return self.overlay in ("production", "local-production")
+
     def of_kind(self, *kinds: str) -> list[Doc]:
         return [d for d in self.docs if d["kind"] in kinds]
 

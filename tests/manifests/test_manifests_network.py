@@ -74,7 +74,7 @@ def test_only_base_reaches_cassandra(rendered: Rendered) -> None:
 
 def test_only_main_stream_and_lock_keeper_reach_redis(rendered: Rendered) -> None:
     """... and, where KEDA scales the lock-keeper, the KEDA operator reading the backlog."""
-    stores = ["redis"] + (["redis-lock"] if rendered.overlay == "production" else [])
+    stores = ["redis"] + (["redis-lock"] if rendered.production else [])
     for store in stores:
         admitted = _admitted(rendered, store, 6379)
         outside = {a for a in admitted if a.startswith("<outside")}
@@ -136,7 +136,7 @@ def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
     assert _egress_to(rules, rendered, 6443) == {"<any>"}
     assert _egress_to(rules, rendered, 53) == {"<any>"}
     assert _egress_to(rules, rendered, 8081) == {"base"}
-    redis = {"redis"} | ({"redis-lock"} if rendered.overlay == "production" else set())
+    redis = {"redis"} | ({"redis-lock"} if rendered.production else set())
     assert _egress_to(rules, rendered, 6379) == redis
     allowed = {p["port"] for rule in rules for p in rule.get("ports", [])}
     assert allowed == {53, 443, 6443, 8081, 6379}
