@@ -42,6 +42,10 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
         return self.lock_urls or [self.url]
 
 
+#: The driver's consistency levels base may use (SERIAL ones are for lightweight transactions).
+Consistency = Literal["ONE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"]
+
+
 class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
     hosts: Annotated[list[str], _doc("Cassandra contact points (comma-separated).")] = (
         msgspec.field(default_factory=lambda: ["127.0.0.1"])
@@ -55,6 +59,9 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, _doc("SimpleStrategy replication factor used when base creates the keyspace.")
     ] = 1
     request_timeout_s: Annotated[float, _doc("Timeout of one CQL request, in seconds.")] = 5.0
+    consistency: Annotated[
+        Consistency, _doc("Consistency level of every read and write (a quorum: 1 of 1, 2 of 3).")
+    ] = "LOCAL_QUORUM"
     reresolve_interval_s: Annotated[
         float,
         _doc(

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
@@ -143,6 +144,7 @@ class CassandraSessions:
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
             request_timeout=s.request_timeout_s,
+            consistency_level=ConsistencyLevel.name_to_value[s.consistency],
         )
         cluster = Cluster(
             contact_points=contact_points,
