@@ -37,8 +37,15 @@ class App:
         self.kubectl = kubectl
         self.progress = progress
 
-    def apply(self, overlay: Path = LOCAL, restart: bool = False) -> None:
-        """Apply ``overlay``; restart what runs an image that changed; wait until it serves."""
+    def apply(
+        self,
+        overlay: Path = LOCAL,
+        restart: bool = False,
+        workloads: tuple[str, ...] = WORKLOADS,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Apply ``overlay``; restart what runs an image that changed; wait until ``workloads``
+        are ready and the Gateway answers (with ``headers``, when the overlay needs a token)."""
         self.progress.say(f"applying {overlay.relative_to(ROOT)}")
         self.kubectl.apply(str(overlay), what="apply kubescaler")
         if restart:
@@ -46,9 +53,14 @@ class App:
                 "-n", NAMESPACE, "rollout", "restart", "deployment,statefulset",
                 what="restart on the new images",
             )  # fmt: skip
-        self.wait()
+        self.wait(workloads=workloads, headers=headers)
 
-    def wait(self, timeout: float = 600, workloads: tuple[str, ...] = WORKLOADS) -> None:
+    def wait(
+        self,
+        timeout: float = 600,
+        workloads: tuple[str, ...] = WORKLOADS,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.progress.say(
             "waiting for kubescaler's pods (Cassandra's first start takes a minute or two)"
         )
@@ -57,19 +69,19 @@ class App:
                 self.kubectl.rollout(NAMESPACE, workload, timeout)
             except ClusterError as exc:
                 raise ClusterError(f"{exc}\n{self.kubectl.diagnose(NAMESPACE)}") from exc
-        self.wait_gateway()
+        self.wait_gateway(headers=headers)
         self.progress.say(
             f"kubescaler is up: http://127.0.0.1:{net.GATEWAY_PORT}/ (dashboard), "
             f"http://127.0.0.1:{net.GATEWAY_PORT}/main/profiles"
         )
 
-    def wait_gateway(self, timeout: float = 180) -> None:
+    def wait_gateway(self, timeout: float = 180, headers: dict[str, str] | None = None) -> None:
         """Ready pods are not yet reachable ones: Traefik learns the endpoints a moment later,
         and on a first start base may still be making the keyspace. Wait until each of
         GATEWAY_CHECKS answers 200 through the Gateway."""
         base = f"http://127.0.0.1:{net.GATEWAY_PORT}"
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=base, timeout=10) as http:
+        with httpx.Client(base_url=base, timeout=10, headers=headers) as http:
             for path in GATEWAY_CHECKS:
                 while True:
                     try:

@@ -276,6 +276,29 @@ class Cluster:
                 self.kubectl.rollout(namespace, workload)
         self.say("add-ons ready: " + ", ".join(a.name for a in addons))
 
+    def recycle_volumes(self) -> list[str]:
+        """Local volumes whose claims are gone (Released: a namespace deleted) made empty and
+        Available again, as a cloud's dynamic provisioner gives a new claim a new disk; their
+        names."""
+        released = self.kubectl(
+            "get", "pv", "-o",
+            "jsonpath={range .items[?(@.status.phase=='Released')]}{.metadata.name} "
+            "{.spec.local.path}{'\\n'}{end}",
+            what="released volumes",
+        )  # fmt: skip
+        names = []
+        for line in released.splitlines():
+            name, path = line.split()
+            self.kubectl("delete", "pv", name, "--wait=true", what=f"delete {name}")
+            shutil.rmtree(path, ignore_errors=True)
+            names.append(name)
+        if names:
+            storage_addon = storage(
+                self.lay.state / "addons" / "storage", [n.lay for n in self.nodes()]
+            )
+            self.kubectl.apply(str(storage_addon.folder), what="apply storage")
+        return names
+
     def apply(self) -> None:
         """Build the images that changed (kubescaler's from the working tree), load them into
         every node, apply the local overlay, restart what runs an image that changed."""
