@@ -213,9 +213,9 @@ def test_a_full_disk_says_so_and_how_much_a_first_build_needs(tmp_path: Path) ->
 
 
 def test_a_build_key_ignores_that_sources_exist_unless_a_build_has_them() -> None:
-    """Only CoreDNS brings its own main package; every other build's key is its recipe alone,
-    so adding the field did not rebuild them."""
+    """Only CoreDNS and the metrics adapter bring their own main package; every other build's
+    key is its recipe alone, so adding the field did not rebuild them."""
     with_sources = [name for name, build in BUILDS.items() if build.sources]
-    assert with_sources == ["coredns"]
+    assert with_sources == ["coredns", "metrics-adapter"]
     bare = dataclasses.replace(BUILDS["coredns"], sources=())
     assert bare.key != BUILDS["coredns"].key

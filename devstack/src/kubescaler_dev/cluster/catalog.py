@@ -2,7 +2,7 @@
 
 - a static C ``pause`` for the pod sandboxes;
 - single-binary ``FROM scratch`` images for what is built from Go modules (CoreDNS,
-  metrics-server, KEDA, Traefik, Prometheus);
+  metrics-server, KEDA, Traefik, Prometheus, the classic overlay's metrics adapter);
 - stand-ins made from Debian packages for the images the manifests run beside ours (Redis,
   Cassandra from its Maven jars on Debian's JRE) and for the Containerfile's two base images;
 - kubescaler's own image, from the project's Containerfile, unchanged.
@@ -51,6 +51,7 @@ def catalog(lay: Layout) -> list[Image]:
         binary_image(IMAGES["keda"], "keda", "keda", lay),
         binary_image(IMAGES["keda-adapter"], "keda", "keda-adapter", lay),
         binary_image(IMAGES["traefik"], "traefik", "traefik", lay),
+        binary_image(IMAGES["metrics-adapter"], "metrics-adapter", "metrics-adapter", lay),
         Image(
             IMAGES["redis"],
             f'FROM {ROOTFS["redis"].ref}\nUSER 999:999\nCMD ["redis-server"]\n',

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 KUBERNETES = "v1.37.2"
 #: the version of k8s.io/api, client-go, ... that kubernetes' own go.mod points at ./staging for
@@ -25,6 +26,9 @@ TRAEFIK = "v3.6.12"
 #: without Kubernetes service discovery, which the in-cluster Prometheus needs
 PROMETHEUS = "v2.55.1"
 PROMETHEUS_MODULE = "v0.55.1"  # Prometheus tags its Go module v0.<minor>.<patch>
+#: the library prometheus-adapter is built on (its own module is not served by the module
+#: proxy); the classic overlay's stand-in adapter, devstack/metrics-adapter, is built on it
+CUSTOM_METRICS_APISERVER = "v1.37.0"
 #: the Gateway API CRDs (standard channel) Traefik 3.6 implements
 GATEWAY_API = "v1.4.1"
 #: the Debian release every image's root filesystem comes from
@@ -40,6 +44,16 @@ NODE_MAJOR = "20"
 PYTHON = "3.11"
 APP = "0.1.0"
 
+#: the metrics adapter's own Go sources (its tests stay out: they change nothing built)
+METRICS_ADAPTER_DIR = Path(__file__).resolve().parents[3] / "metrics-adapter"
+_METRICS_ADAPTER_SOURCES = tuple(
+    (f"cmd/metrics-adapter/{path.name}", path.read_text())
+    for path in sorted(METRICS_ADAPTER_DIR.glob("*.go"))
+    if not path.name.endswith("_test.go")
+)
+#: in the adapter's image tag, so that a change of its sources is a new image for the pod
+_METRICS_ADAPTER_REVISION = hashlib.sha256(repr(_METRICS_ADAPTER_SOURCES).encode()).hexdigest()[:8]
+
 #: every image the cluster runs or builds from, by role. Nothing is ever pulled: each is made
 #: here (catalog.py) and imported into every node's containerd under exactly this reference.
 IMAGES = {
@@ -50,6 +64,9 @@ IMAGES = {
     "keda-adapter": f"kubescaler.local/keda-metrics-apiserver:{KEDA}",
     "traefik": f"kubescaler.local/traefik:{TRAEFIK}",
     "prometheus": f"kubescaler.local/prometheus:{PROMETHEUS}",
+    "metrics-adapter": (
+        f"kubescaler.local/metrics-adapter:{CUSTOM_METRICS_APISERVER}-{_METRICS_ADAPTER_REVISION}"
+    ),
     "redis": f"kubescaler.local/redis:{REDIS_DEBIAN}-{DEBIAN_SUITE}",
     "cassandra": f"kubescaler.local/cassandra:{CASSANDRA}-{DEBIAN_SUITE}",
     # the Containerfile's two base images (build arguments; no pod runs them)
@@ -231,6 +248,14 @@ BUILDS: dict[str, GoBuild] = {
             binaries={"traefik": "github.com/traefik/traefik/v3/cmd/traefik"},
             ldflags=f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={TRAEFIK}",
             static=True,
+        ),
+        GoBuild(
+            name="metrics-adapter",
+            module="sigs.k8s.io/custom-metrics-apiserver",
+            version=CUSTOM_METRICS_APISERVER,
+            binaries={"metrics-adapter": "kubescaler.local/metrics-adapter/cmd/metrics-adapter"},
+            static=True,
+            sources=_METRICS_ADAPTER_SOURCES,
         ),
     )
 }
