@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 
+import faults
 import httpx
 import pytest
 from kubehelp import GATEWAY, Kube, Pair
+from production import Production, deploy
 
 from kubescaler_dev.cluster.stack import Cluster
 
@@ -91,6 +93,19 @@ def pairs(cluster: Cluster, admin_token: str) -> list[Pair]:
     found = [Pair(user, p["id"]) for p in profiles for user in p["users"]]
     assert len(found) >= 100
     return found
+
+
+@pytest.fixture(scope="session")
+def production(cluster: Cluster, kube: Kube) -> Production:
+    """overlays/local-production applied in place of the dev overlay (they share the
+    namespace), with its Secret and test data: for test_production and test_faults."""
+    return deploy(cluster, kube)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if faults.ROWS:
+        terminalreporter.section("fault suite: what each fault cost (from the clients' side)")
+        terminalreporter.write(faults.table())
 
 
 @pytest.fixture

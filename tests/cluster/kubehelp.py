@@ -24,12 +24,12 @@ class Kube:
         self.cluster = cluster
 
     def run(
-        self, *args: str, check: bool = True, input: str | None = None
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
         lay = self.cluster.lay
         argv = [str(lay.bin("kubernetes", "kubectl")), f"--kubeconfig={lay.kubeconfig}", *args]
         done = subprocess.run(
-            argv, capture_output=True, text=True, input=input, timeout=180, check=False
+            argv, capture_output=True, text=True, input=input, timeout=timeout, check=False
         )
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")

@@ -231,7 +231,8 @@ def test_every_overlay_autoscales_main_on_cpu_and_stream_and_lock_keeper_on_thei
     rendered: Rendered,
 ) -> None:
     main = rendered.get("HorizontalPodAutoscaler", "main")["spec"]
-    assert (main["minReplicas"], main["maxReplicas"]) == (1, 3)
+    # production keeps two of each stateless service: one lost node leaves one answering
+    assert (main["minReplicas"], main["maxReplicas"]) == (2 if rendered.production else 1, 3)
     assert main["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
     for name in ("stream", "lock-keeper"):
         kinds = [
@@ -291,6 +292,37 @@ def test_the_local_overlay_swaps_only_what_cannot_exist_on_the_local_cluster() -
         "kubescaler.local/redis:7.0-bookworm",
         "kubescaler.local/prometheus:v2.55.1",
     }
+
+
+def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() -> None:
+    """manifests/overlays/local-production is production with: stand-in images, the in-cluster
+    Prometheus in place of the Prometheus Operator's PodMonitor (and KEDA asking it), Traefik's
+    GatewayClass, and no per-address open limit. Anything else that differs is a mistake."""
+    prod, local = render("production"), render("local-production")
+    allowed = re.compile(
+        r"(/spec/template/spec/(init)?[cC]ontainers/\d+/image"
+        r"|/spec/gatewayClassName"
+        r"|/spec/triggers/0/metadata/serverAddress"
+        r"|/data/KUBESCALER_LIMITS_OPENS_PER_ADDRESS"
+        r"|/metadata/name"  # the config's hash suffix, which follows its content
+        r"|/spec/template/spec/containers/\d+/envFrom/0/configMapRef/name)$"
+    )
+    added = {("ConfigMap", "prometheus-config"), ("Deployment", "prometheus"),
+             ("Service", "prometheus"), ("ServiceAccount", "prometheus"),
+             ("ClusterRole", "kubescaler-prometheus"),
+             ("ClusterRoleBinding", "kubescaler-prometheus")}  # fmt: skip
+
+    def key(d: dict[str, Any]) -> tuple[str, str]:
+        name = d["metadata"]["name"]
+        return d["kind"], name.rsplit("-", 1)[0] if d["kind"] == "ConfigMap" else name
+
+    docs = {key(d): d for d in prod.docs}
+    mine = {key(d): d for d in local.docs}
+    assert docs.keys() - mine.keys() == {("PodMonitor", "kubescaler")}
+    assert mine.keys() - docs.keys() <= added | {("NetworkPolicy", "prometheus")}
+    for k in docs.keys() & mine.keys():
+        for path in _differences(docs[k], mine[k]):
+            assert allowed.match(path), f"{k}: {path} differs from production"
 
 
 def doc_image(doc: dict[str, Any], path: str) -> str:

@@ -1,0 +1,71 @@
+"""overlays/production as written (local-production swaps only what cannot exist here) on three
+real nodes: its stores one per node, Cassandra at a quorum of three replicas, auth on."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from kubehelp import GATEWAY, Kube
+from production import Production, node_of
+
+from kubescaler_dev.cluster.app import NAMESPACE
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+
+def test_the_stores_run_one_per_node(production: Production, kube: Kube) -> None:
+    """Three Cassandra pods and three Redlock masters, each set on three different nodes
+    (required anti-affinity), and base's three replicas spread too."""
+    nodes = {i["metadata"]["name"] for i in kube.json("get", "nodes")["items"]}
+    assert len(nodes) == 3
+    for store in ("cassandra", "redis-lock"):
+        placed = {node_of(kube, f"{store}-{i}") for i in range(3)}
+        assert placed == nodes, (store, placed)
+    base = kube.ns("get", "pods", "-l", "app.kubernetes.io/name=base")["items"]
+    assert len({p["spec"]["nodeName"] for p in base}) == 3
+
+
+def test_cassandra_keeps_three_replicas_and_reads_and_writes_at_a_quorum(
+    production: Production, kube: Kube
+) -> None:
+    """base's keyspace has replication factor 3 over three live nodes, and base runs every
+    query at LOCAL_QUORUM: what it wrote is in the next read on any node."""
+    script = (
+        "import json, os; from cassandra.cluster import Cluster; "
+        "s = Cluster(['cassandra'], protocol_version=5).connect(); "
+        'ks = s.execute("SELECT replication FROM system_schema.keyspaces '
+        "WHERE keyspace_name='kubescaler'\").one().replication; "
+        "peers = len(list(s.execute('SELECT peer FROM system.peers'))); "
+        "print(json.dumps({'rf': ks['replication_factor'], 'peers': peers, "
+        "'cl': os.environ['KUBESCALER_CASSANDRA_CONSISTENCY']}))"
+    )
+    done = kube.run(
+        "-n", NAMESPACE, "exec", "deploy/base", "-c", "base", "--", "python", "-c", script
+    )  # fmt: skip
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"rf": "3", "peers": 2, "cl": "LOCAL_QUORUM"}
+
+
+def test_auth_is_on_through_the_gateway(production: Production) -> None:
+    """Production's auth mode: no token is a 401, a user's token reads its own /login."""
+    user, _ = production.pairs[0]
+    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+        assert http.get("/main/profiles").status_code == 401
+        assert http.get(f"/main/login/{user}").status_code == 401
+        mine = http.get(f"/main/login/{user}", headers=production.headers(user))
+        assert mine.status_code == 200, mine.text
+
+
+def test_every_pod_runs_hardened_under_the_restricted_pod_security_standard(
+    production: Production, kube: Kube
+) -> None:
+    """The namespace enforces Pod Security `restricted`; every pod of production was admitted."""
+    ns = kube.json("get", "namespace", NAMESPACE)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = kube.ns("get", "pods")["items"]
+    assert pods
+    assert all(p["status"]["phase"] in ("Running", "Succeeded") for p in pods), [
+        (p["metadata"]["name"], p["status"]["phase"]) for p in pods
+    ]
