@@ -5,8 +5,8 @@ out of band, as its docs say."""
 
 from __future__ import annotations
 
+import base64
 import secrets
-import subprocess
 from dataclasses import dataclass, field
 
 import httpx
@@ -48,21 +48,37 @@ class Production:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
 
+def _running(kube: Kube) -> Production | None:
+    """Production as an earlier run left it (the cluster kept up): its Secret's keys."""
+    if kube.run("-n", NAMESPACE, "get", "statefulset/redis-lock", check=False).returncode:
+        return None
+    data = kube.ns("get", "secret", "kubescaler-secrets")["data"]
+    return Production(b64(data["auth-secret"]), b64(data["admin-token"]))
+
+
+def b64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
 def deploy(cluster: Cluster, kube: Kube) -> Production:
-    """Replace whatever runs in the namespace with production, and make its test data."""
-    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s")
-    cluster.recycle_volumes()
-    prod = Production(secrets.token_urlsafe(32), secrets.token_urlsafe(24))
-    kube.run("create", "namespace", NAMESPACE)
-    kube.run(
-        "-n", NAMESPACE, "create", "secret", "generic", "kubescaler-secrets",
-        f"--from-literal=admin-token={prod.admin_token}",
-        f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
-        f"--from-literal=auth-secret={prod.auth_secret}",
-    )  # fmt: skip
+    """Replace whatever runs in the namespace with production (or take production as it
+    runs), and make its test data."""
+    prod = _running(kube)
+    if prod is None:
+        kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s")
+        cluster.recycle_volumes()
+        prod = Production(secrets.token_urlsafe(32), secrets.token_urlsafe(24))
+        kube.run("create", "namespace", NAMESPACE)
+        kube.run(
+            "-n", NAMESPACE, "create", "secret", "generic", "kubescaler-secrets",
+            f"--from-literal=admin-token={prod.admin_token}",
+            f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
+            f"--from-literal=auth-secret={prod.auth_secret}",
+        )  # fmt: skip
     someone = "00000000-0000-4000-8000-000000000000"
     cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(someone))
     with httpx.Client(base_url=GATEWAY, timeout=120, headers=prod.admin) as http:
+        assert http.delete("/main/testdata").status_code == 204
         made = http.post(
             "/main/testdata",
             params={"users": 400, "profiles": 300, "users_per_profile": 1, "shared_users": 20},
@@ -75,13 +91,3 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
 
 def node_of(kube: Kube, pod: str) -> str:
     return str(kube.ns("get", "pod", pod)["spec"]["nodeName"])
-
-
-def replay_verify_jsonl(kube: Kube) -> tuple[int, str]:
-    """`kubescaler replay --verify` in the cluster (exit status, output)."""
-    done = subprocess.run(
-        [*kube.argv(), "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
-         "kubescaler", "replay", "--verify"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    return done.returncode, done.stdout + done.stderr

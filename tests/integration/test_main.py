@@ -126,3 +126,16 @@ def test_admin_token_guards_mutations(
         assert httpx.get(f"{svc.url}/users").status_code == 200
     finally:
         svc.stop()
+
+
+def test_the_public_paths_answer_under_main_too_and_nothing_else_does(main: httpx.Client) -> None:
+    """A plain Ingress passes /main/<public path> on unchanged: main answers it as the path
+    itself; its internal paths (metrics, probes, schema) are not reachable under /main."""
+    assert main.post("/main/testdata", params={"users": 3, "profiles": 2}).status_code == 201
+    assert main.get("/main/users").json() == main.get("/users").json()
+    assert main.get("/main/profiles").json() == main.get("/profiles").json()
+    user = main.get("/users").json()[0]["id"]
+    assert main.get(f"/main/login/{user}").status_code == 200
+    for internal in ("/main/metrics", "/main/readyz", "/main/schema/openapi.json"):
+        assert main.get(internal).status_code == 404, internal
+    assert "/main/users" not in main.get("/schema/openapi.json").json()["paths"]

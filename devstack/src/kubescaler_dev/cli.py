@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "cassandra"):  # per-request and driver chatter; errors still show
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     result: int = args.func(args, settings)
     return result
 

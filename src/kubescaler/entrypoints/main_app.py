@@ -7,7 +7,7 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
-from litestar import Litestar, Response, delete, get, post
+from litestar import Litestar, Response, Router, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
@@ -114,6 +114,10 @@ async def drop_testdata(base: BaseClient) -> None:
 
 
 HANDLERS = [users, profiles, suggested, login, create_testdata, drop_testdata]
+#: The same routes under /main as well, where the entry point passes the public path on
+#: unchanged (a plain Ingress, which has no portable way to rewrite a path); only these, so
+#: /main/metrics and the rest stay internal. Listed once in the OpenAPI, at the root.
+PUBLIC = Router("/main", route_handlers=HANDLERS, include_in_schema=False)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -135,7 +139,7 @@ def create_app(settings: Settings) -> Litestar:
     app = create_service_app(
         "main",
         settings,
-        handlers=HANDLERS,
+        handlers=[*HANDLERS, PUBLIC],
         checks={"base": base.ping, "redis": redis_ping},
         dependencies={
             "base": base,

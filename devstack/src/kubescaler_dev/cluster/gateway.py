@@ -1,4 +1,5 @@
-"""The entry point: the Gateway API CRDs and Traefik as their implementation, on every node.
+"""The entry point: the Gateway API CRDs and Traefik as their implementation, on every node;
+Traefik is also the cluster's default Ingress controller (the classic overlay's Ingress).
 
 Traefik runs as a DaemonSet on each node's network, so the Gateway answers on every node's
 address; the machine's load balancer (loadbalancer.py) spreads 127.0.0.1:80 over the nodes
@@ -58,6 +59,16 @@ def traefik(dir: Path) -> AddOn:
                     "verbs": ["get", "list", "watch"],
                 },
                 {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["ingresses", "ingressclasses"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["ingresses/status"],
+                    "verbs": ["update"],
+                },
+                {
                     "apiGroups": [gateway_group],
                     "resources": [
                         "gatewayclasses",
@@ -87,6 +98,15 @@ def traefik(dir: Path) -> AddOn:
             ],
         },
         bind_cluster_role("traefik-gateway", "traefik", "traefik"),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {
+                "name": "traefik",
+                "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+            },
+            "spec": {"controller": "traefik.io/ingress-controller"},
+        },
         {
             "apiVersion": f"{gateway_group}/v1",
             "kind": "GatewayClass",
@@ -118,6 +138,9 @@ def traefik(dir: Path) -> AddOn:
                                     "--ping=true",
                                     "--providers.kubernetesGateway=true",
                                     "--providers.kubernetesGateway.statusAddress.ip=127.0.0.1",
+                                    # the classic overlay's plain Ingress (the default class)
+                                    "--providers.kubernetesIngress=true",
+                                    "--providers.kubernetesIngress.ingressEndpoint.ip=127.0.0.1",
                                     "--log.level=INFO",
                                 ],
                                 "readinessProbe": {

@@ -176,4 +176,4 @@ class Layout:
     @property
     def nodes_file(self) -> Path:
         """How many nodes this run has (``up --nodes``)."""
-        return self.state / "nodes"
+        return self.state / "node-count"

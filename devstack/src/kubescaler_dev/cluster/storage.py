@@ -49,7 +49,7 @@ def _volume(name: str, folder: Path, node: str) -> dict[str, object]:
         "kind": "PersistentVolume",
         "metadata": {"name": name},
         "spec": {
-            "capacity": {"storage": "10Gi"},
+            "capacity": {"storage": "100Gi"},  # nominal: a folder of the node's disk
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "local",
