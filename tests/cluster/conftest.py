@@ -57,7 +57,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     c = Cluster()
     with c.locked():  # the whole session: another test run on this machine waits its turn
         started_here = not c.running()
-        c.up(nodes=request.config.getoption("--nodes"))
+        if started_here:  # a running cluster is taken as it is, whatever overlay it runs
+            c.up(nodes=request.config.getoption("--nodes"))
         yield c
         if started_here and not request.config.getoption("--keep-cluster"):
             assert c.down() == [], "the cluster did not stop cleanly"

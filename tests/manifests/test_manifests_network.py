@@ -165,12 +165,7 @@ def _route_paths(rendered: Rendered) -> dict[str, str]:
     for ing in rendered.of_kind("Ingress"):
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                svc = p["backend"]["service"]["name"]
-                if "(" in p["path"]:  # /main/(users|profiles|...)(/.*|$)
-                    alts = p["path"].split("(")[1].split(")")[0].split("|")
-                    out.update({f"/main/{a}": svc for a in alts})
-                else:
-                    out[p["path"].rstrip("/") or "/"] = svc
+                out[p["path"].rstrip("/") or "/"] = p["backend"]["service"]["name"]
     return out
 
 
@@ -193,9 +188,15 @@ def test_gateway_rewrites_the_main_prefix_and_never_times_out_streams(dev: Rende
     assert stream_rule["timeouts"] == {"request": "0s", "backendRequest": "0s"}
 
 
-def test_ingress_streams_unbuffered_with_long_timeouts(classic: Rendered) -> None:
-    ann = classic.get("Ingress", "stream")["metadata"]["annotations"]
+def test_the_ingress_is_controller_neutral_and_tells_nginx_not_to_buffer(classic: Rendered) -> None:
+    """No class (the cluster's default serves it), no rewrite, Prefix and Exact paths only
+    (every controller implements them alike); ingress-nginx is told not to buffer SSE or time
+    it out, which other controllers ignore."""
+    [ingress] = classic.of_kind("Ingress")
+    assert "ingressClassName" not in ingress["spec"]
+    ann = ingress["metadata"]["annotations"]
+    assert not [a for a in ann if "rewrite" in a or "regex" in a]
+    kinds = {p["pathType"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert kinds == {"Prefix", "Exact"}
     assert ann["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
-    main = classic.get("Ingress", "main")["metadata"]["annotations"]
-    assert main["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1$2"

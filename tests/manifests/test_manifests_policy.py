@@ -297,13 +297,15 @@ def test_the_local_overlay_swaps_only_what_cannot_exist_on_the_local_cluster() -
 def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() -> None:
     """manifests/overlays/local-production is production with: stand-in images, the in-cluster
     Prometheus in place of the Prometheus Operator's PodMonitor (and KEDA asking it), Traefik's
-    GatewayClass, and no per-address open limit. Anything else that differs is a mistake."""
+    GatewayClass, no per-address open limit, and CPU requests that fit two shared cores.
+    Anything else that differs is a mistake."""
     prod, local = render("production"), render("local-production")
     allowed = re.compile(
         r"(/spec/template/spec/(init)?[cC]ontainers/\d+/image"
         r"|/spec/gatewayClassName"
         r"|/spec/triggers/0/metadata/serverAddress"
         r"|/data/KUBESCALER_LIMITS_OPENS_PER_ADDRESS"
+        r"|/spec/template/spec/containers/0/resources/requests/cpu"
         r"|/metadata/name"  # the config's hash suffix, which follows its content
         r"|/spec/template/spec/containers/\d+/envFrom/0/configMapRef/name)$"
     )
