@@ -18,6 +18,7 @@ from kubescaler_dev.cluster.app import NAMESPACE, OVERLAYS
 from kubescaler_dev.cluster.stack import Cluster
 
 OVERLAY = OVERLAYS / "local-production"
+SOMEONE = "00000000-0000-4000-8000-000000000000"
 WORKLOADS = (
     "statefulset/redis",
     "statefulset/redis-lock",
@@ -45,7 +46,9 @@ class Production:
 
     @property
     def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
+        """An admin's JWT: test data, every list and any /login (the static admin token of
+        the Secret opens the mutating endpoints only)."""
+        return {"Authorization": f"Bearer {self.token(SOMEONE, admin=True)}"}
 
 
 def _running(kube: Kube) -> Production | None:
@@ -75,8 +78,7 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
             f"--from-literal=auth-secret={prod.auth_secret}",
         )  # fmt: skip
-    someone = "00000000-0000-4000-8000-000000000000"
-    cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(someone))
+    cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(SOMEONE))
     with httpx.Client(base_url=GATEWAY, timeout=120, headers=prod.admin) as http:
         assert http.delete("/main/testdata").status_code == 204
         made = http.post(
@@ -84,7 +86,9 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             params={"users": 400, "profiles": 300, "users_per_profile": 1, "shared_users": 20},
         )
         assert made.status_code == 201, made.text
-        profiles = http.get("/main/profiles", params={"limit": 5000}).json()
+        listed = http.get("/main/profiles", params={"limit": 5000})
+        assert listed.status_code == 200, listed.text
+        profiles = listed.json()
     prod.pairs = [(user, p["id"]) for p in profiles for user in p["users"]]
     return prod
 
