@@ -87,10 +87,13 @@ class Suite:
             await asyncio.sleep(WARM_S)
             since = time.monotonic()
             await inject()
-            await self._until_recovered(work, since)
-            await asyncio.sleep(max(0.0, since + hold_s - time.monotonic()))
+            try:
+                await self._until_recovered(work, since)
+                await asyncio.sleep(max(0.0, since + hold_s - time.monotonic()))
+            finally:  # the next fault needs the cluster whole, whatever this one did
+                if heal is not None:
+                    await heal()
             if heal is not None:
-                await heal()
                 await self._until_recovered(work, time.monotonic())
             await asyncio.sleep(SETTLE_S)
         finally:
@@ -125,7 +128,8 @@ class Suite:
             if len(latest) == 3 and all(latest.values()):
                 return
             await asyncio.sleep(0.5)
-        raise AssertionError(f"not recovered within {RECOVERY_LIMIT_S:.0f}s")
+        last = {a.probe: a.what for a in work.record.answers if a.at >= since}
+        raise AssertionError(f"not recovered within {RECOVERY_LIMIT_S:.0f}s: last answers {last}")
 
     def stream_pod_with_clients(self) -> str:
         """A ready stream pod (the fault suite's workload spreads over them)."""

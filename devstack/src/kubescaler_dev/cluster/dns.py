@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from kubescaler_dev.cluster import layout as net
-from kubescaler_dev.cluster.kustomize import AddOn, bind_cluster_role, dump, kustomization, write
+from kubescaler_dev.cluster.kustomize import (
+    MOVE_OFF_A_LOST_NODE,
+    AddOn,
+    bind_cluster_role,
+    dump,
+    kustomization,
+    spread,
+    write,
+)
 from kubescaler_dev.cluster.versions import IMAGES
 
 COREFILE = f""".:1053 {{
@@ -32,7 +40,9 @@ COREFILE = f""".:1053 {{
 """
 
 
-def coredns(dir: Path) -> AddOn:
+def coredns(dir: Path, nodes: int = 1) -> AddOn:
+    """Two replicas on different nodes when there are several (one lost node keeps DNS), each
+    leaving a lost node after 30 s."""
     labels = {"k8s-app": "kube-dns"}
     docs: list[dict[str, object]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns"}},
@@ -65,11 +75,13 @@ def coredns(dir: Path) -> AddOn:
             "kind": "Deployment",
             "metadata": {"name": "coredns", "labels": labels},
             "spec": {
-                "replicas": 1,
+                "replicas": 2 if nodes > 1 else 1,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
+                        "affinity": spread(labels),
+                        "tolerations": MOVE_OFF_A_LOST_NODE,
                         "serviceAccountName": "coredns",
                         "priorityClassName": "system-cluster-critical",
                         "containers": [

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kubescaler_dev.cluster.kustomize import AddOn, copy_tree, kustomization
+from kubescaler_dev.cluster.kustomize import AddOn, copy_tree, kustomization, tolerate_a_lost_node
 from kubescaler_dev.cluster.versions import IMAGES, KEDA
 
 
@@ -62,6 +62,8 @@ def keda(dir: Path, source: Path) -> AddOn:
                         "target": {"kind": "Deployment", "name": "keda-metrics-apiserver"},
                         "patch": json.dumps([never_pull]),
                     },
+                    tolerate_a_lost_node("Deployment", "keda-operator"),
+                    tolerate_a_lost_node("Deployment", "keda-metrics-apiserver"),
                 ],
             },
         )

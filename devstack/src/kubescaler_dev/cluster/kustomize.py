@@ -57,3 +57,30 @@ def kustomization(resources: list[str], extra: dict[str, object] | None = None) 
         },
         indent=2,
     )
+
+
+#: What a managed cluster does for its own add-ons so one lost node does not take them down:
+#: their pods leave a NotReady node after 30 s (Kubernetes' default is 5 minutes).
+MOVE_OFF_A_LOST_NODE = [
+    {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+     "tolerationSeconds": 30}
+    for taint in ("unreachable", "not-ready")
+]  # fmt: skip
+
+
+def tolerate_a_lost_node(kind: str, name: str) -> dict[str, object]:
+    """A kustomize patch giving one workload's pods MOVE_OFF_A_LOST_NODE."""
+    op = {"op": "add", "path": "/spec/template/spec/tolerations", "value": MOVE_OFF_A_LOST_NODE}
+    return {"target": {"kind": kind, "name": name}, "patch": json.dumps([op])}
+
+
+def spread(labels: dict[str, str]) -> dict[str, object]:
+    """Preferred anti-affinity: replicas on different nodes when there are enough of them."""
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": labels}}
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": term}
+            ]
+        }
+    }

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kubescaler_dev.cluster.kustomize import AddOn, copy_tree, kustomization
+from kubescaler_dev.cluster.kustomize import AddOn, copy_tree, kustomization, tolerate_a_lost_node
 from kubescaler_dev.cluster.versions import IMAGES, METRICS_SERVER
 
 
@@ -45,7 +45,8 @@ def metrics_server(dir: Path, source: Path) -> AddOn:
                     {
                         "target": {"kind": "Deployment", "name": "metrics-server"},
                         "patch": json.dumps(patch),
-                    }
+                    },
+                    tolerate_a_lost_node("Deployment", "metrics-server"),
                 ],
             },
         )

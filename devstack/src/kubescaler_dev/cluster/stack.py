@@ -254,7 +254,7 @@ class Cluster:
         )
         return [
             storage(dirs / "storage", [n.lay for n in self.nodes()]),
-            coredns(dirs / "coredns"),
+            coredns(dirs / "coredns", self.node_count()),
             metrics_server(dirs / "metrics-server", ms_src),
             gateway_crds(dirs / "gateway-crds", src["gateway-api"]),
             keda(dirs / "keda", src["keda"]),
