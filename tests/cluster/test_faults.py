@@ -32,7 +32,19 @@ def suite(production: Production, kube: Kube) -> Suite:
 
 
 def kill(kube: Kube, pod: str) -> None:
+    """A stateless pod killed: deleted at once (its Deployment makes another elsewhere)."""
     kube.run("-n", NAMESPACE, "delete", "pod", pod, "--grace-period=0", "--force", "--wait=false")
+
+
+def crash(kube: Kube, cluster: Cluster, pod: str) -> None:
+    """A store's process killed (SIGKILL from its node: a crash, as the OOM killer does): the
+    kubelet starts it again in its pod, on its volume. Not a forced delete, which would let a
+    new pod of the StatefulSet open the same volume while the old process still writes it."""
+    found = kube.ns("get", "pod", pod)
+    index = node_index(found["spec"]["nodeName"])
+    container = found["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    killed = cluster.crash(index, found["metadata"]["uid"], container)
+    assert killed, f"no process of {pod} found to kill"
 
 
 def node_index(name: str) -> int:
@@ -78,36 +90,36 @@ async def test_a_lock_keeper_pod_killed(suite: Suite, kube: Kube) -> None:
     verify_log(kube)
 
 
-async def test_the_state_redis_pod_killed(suite: Suite, kube: Kube) -> None:
+async def test_the_state_redis_pod_killed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
     async def inject() -> None:
-        kill(kube, "redis-0")
+        crash(kube, cluster, "redis-0")
 
     await suite.run("state Redis pod killed", inject)
     verify_log(kube)
 
 
-async def test_a_redlock_master_killed(suite: Suite, kube: Kube) -> None:
+async def test_a_redlock_master_killed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
     async def inject() -> None:
-        kill(kube, "redis-lock-1")
+        crash(kube, cluster, "redis-lock-1")
 
     await suite.run("Redlock master killed", inject)
     verify_log(kube)
 
 
-async def test_a_redlock_master_wiped(suite: Suite, kube: Kube) -> None:
+async def test_a_redlock_master_wiped(suite: Suite, kube: Kube, cluster: Cluster) -> None:
     """Its data deleted (FLUSHALL reaches its AOF) and the pod restarted: it comes back empty."""
 
     async def inject() -> None:
         kube.run("-n", NAMESPACE, "exec", "redis-lock-2", "--", "redis-cli", "FLUSHALL")
-        kill(kube, "redis-lock-2")
+        crash(kube, cluster, "redis-lock-2")
 
     await suite.run("Redlock master wiped", inject)
     verify_log(kube)
 
 
-async def test_a_cassandra_pod_killed(suite: Suite, kube: Kube) -> None:
+async def test_a_cassandra_pod_killed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
     async def inject() -> None:
-        kill(kube, "cassandra-1")
+        crash(kube, cluster, "cassandra-1")
 
     await suite.run("Cassandra pod killed", inject)
     verify_log(kube)

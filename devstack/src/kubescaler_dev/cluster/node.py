@@ -85,6 +85,20 @@ class Node:
 
     # ---- faults ----
 
+    def crash(self, pod_uid: str, container_id: str) -> list[int]:
+        """SIGKILL every process of one container (a crash, as the OOM killer does): the
+        kubelet starts it again in the same pod, on the same volumes. The processes killed."""
+        killed = []
+        for folder in CGROUP_ROOT.glob(
+            f"*/{self.net.cgroup}/kubepods/**/pod{pod_uid}/{container_id}"
+        ):
+            with contextlib.suppress(OSError):
+                for pid in (folder / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(int(pid))
+        return sorted(set(killed))
+
     def lose(self, agents: dict[str, int]) -> None:
         self.network.cut()
         self.signal_all(signal.SIGKILL, agents)

@@ -314,6 +314,10 @@ class Cluster:
             self.say(f"losing node {node.name}: its network cut, every process of it killed")
             node.lose(recorded(self.recorded_pids(), node.name))
 
+    def crash(self, index: int, pod_uid: str, container_id: str) -> list[int]:
+        """One container of a pod on node ``index`` killed (SIGKILL); its processes."""
+        return self.node(index).crash(pod_uid, container_id)
+
     def freeze(self, index: int) -> None:
         with self.locked():
             node = self.node(index)
