@@ -37,11 +37,13 @@ def test_state() -> Iterator[Path]:
         shutil.rmtree(heavy, ignore_errors=True)
 
 
-def _redis(test_state: Path, label: str) -> RedisServer:
+def _redis(test_state: Path, label: str, master: bool = False) -> RedisServer:
+    """A fresh redis-server; a Redlock ``master`` persists every write (appendfsync always),
+    as in production: a restart is only a restart, never a wipe (a wipe is a test's FLUSHALL)."""
     port = free_port()
     data = test_state / f"redis-{label}-{port}"
     shutil.rmtree(data, ignore_errors=True)
-    server = RedisServer(port, data, persist=False)
+    server = RedisServer(port, data, persist=master, fsync_always=master)
     server.start_ready()
     return server
 
@@ -57,7 +59,7 @@ def redis_server(test_state: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_masters(test_state: Path) -> Iterator[list[RedisServer]]:
     """Three independent real redis-servers, the Redlock masters. Tests that stop one restart it."""
-    servers = [_redis(test_state, f"master{i}") for i in range(3)]
+    servers = [_redis(test_state, f"master{i}", master=True) for i in range(3)]
     yield servers
     for server in servers:
         server.stop()
