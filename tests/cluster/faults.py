@@ -19,6 +19,8 @@ WARM_S, SETTLE_S = 8.0, 12.0
 #: the longest a fault may take to recover before the test gives up waiting
 RECOVERY_LIMIT_S = 150.0
 CONTENDED_PAIRS, SESSIONS_PER_PAIR = 4, 3
+#: the fresh-open probe takes one a second, each free again 65 s later
+FRESH_PAIRS = 70
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Suite:
         work = Workload(
             GATEWAY,
             contended=self.take(CONTENDED_PAIRS),
-            fresh=self.take(60),
+            fresh=self.take(FRESH_PAIRS),
             sessions_per_pair=SESSIONS_PER_PAIR,
             headers=self.prod.headers,
         )

@@ -83,7 +83,7 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
         assert http.delete("/main/testdata").status_code == 204
         made = http.post(
             "/main/testdata",
-            params={"users": 400, "profiles": 300, "users_per_profile": 1, "shared_users": 20},
+            params={"users": 900, "profiles": 800, "users_per_profile": 1, "shared_users": 20},
         )
         assert made.status_code == 201, made.text
         listed = http.get("/main/profiles", params={"limit": 5000})

@@ -26,6 +26,10 @@ from kubescaler_dev.contention.judge import Stream
 
 #: a granted stream is read for this long (seconds), then closed and opened again
 HOLD_S = (3.0, 8.0)
+#: a pair a probe opened is held until its lock lapses (60 s without a refresh): then reused
+LAPSE_S = 65.0
+#: how often each probe asks (the fresh open: every second, the others twice a second)
+PROBE_EVERY_S = {"login": 0.5, "page": 0.5, "open": 1.0}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class Workload:
     ) -> None:
         self.base_url = base_url
         self.contended = contended
-        self.fresh = list(fresh)
+        #: unheld pairs for the fresh-open probe, each usable again once a lock it took lapsed
+        self.fresh: list[tuple[float, tuple[str, str]]] = [(0.0, pair) for pair in fresh]
         self.sessions_per_pair = sessions_per_pair
         self.headers = headers
         self.record = Record()
@@ -164,7 +169,7 @@ class Workload:
             except (httpx.HTTPError, OSError) as exc:
                 ok, what = False, type(exc).__name__
             self.record.answers.append(Answer(started, name, ok, what))
-            await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, PROBE_EVERY_S[name] - (time.monotonic() - started)))
 
     async def _get(self, path: str, user: str) -> tuple[bool, str]:
         r = await self.http.get(path, headers=self.headers(user), timeout=5.0)
@@ -172,9 +177,12 @@ class Workload:
 
     async def _fresh_open(self) -> tuple[bool, str]:
         """A new session opens a pair nobody holds, and gets its ``hello``."""
-        if not self.fresh:
+        now = time.monotonic()
+        usable = [i for i, (at, _) in enumerate(self.fresh) if at <= now]
+        if not usable:
             return False, "no unheld pair left"
-        user, profile = self.fresh.pop()
+        user, profile = self.fresh[usable[0]][1]
+        self.fresh[usable[0]] = (now + LAPSE_S, (user, profile))
         path = f"/stream/{user}/{profile}?session=fresh-{uuid.uuid4().hex[:12]}"
         async with self.http.stream(
             "GET", path, headers=self.headers(user), timeout=httpx.Timeout(5.0)
