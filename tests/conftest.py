@@ -158,21 +158,31 @@ STREAM_TEST_ENV = {
 }
 
 
+StreamEnv = Callable[[RedisServer, list[RedisServer]], dict[str, str]]
+
+
+@pytest.fixture(scope="session")
+def stream_env_for(cassandra_node: CassandraNode, base_service: Service) -> StreamEnv:
+    """The environment of lock-keeper and stream processes on a given state Redis and masters."""
+
+    def make(state: RedisServer, masters: list[RedisServer]) -> dict[str, str]:
+        return service_env(
+            state,
+            cassandra_node,
+            KUBESCALER_BASE_URL=base_service.url,
+            KUBESCALER_REDIS_LOCK_URLS=",".join(m.url for m in masters),
+            **STREAM_TEST_ENV,
+        )
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def stream_env(
-    redis_server: RedisServer,
-    redis_masters: list[RedisServer],
-    cassandra_node: CassandraNode,
-    base_service: Service,
+    redis_server: RedisServer, redis_masters: list[RedisServer], stream_env_for: StreamEnv
 ) -> dict[str, str]:
     """Environment of the lock-keeper and stream processes: three Redlock masters."""
-    return service_env(
-        redis_server,
-        cassandra_node,
-        KUBESCALER_BASE_URL=base_service.url,
-        KUBESCALER_REDIS_LOCK_URLS=",".join(m.url for m in redis_masters),
-        **STREAM_TEST_ENV,
-    )
+    return stream_env_for(redis_server, redis_masters)
 
 
 @pytest.fixture(scope="session")
