@@ -1,7 +1,8 @@
 """Every benchmark, one table: `just bench`.
 
-Runs bench_locks (its own redis-servers and lock-keepers), then starts one private backend
-(Redis, Cassandra, base, main, a lock-keeper, one stream process, all on free ports) for
+Runs bench_locks and bench_fencing (their own redis-servers and lock-keepers), then starts one
+private backend (Redis, Cassandra, base, main, a lock-keeper, one stream process, all on free
+ports) for
 bench_stream, bench_main, bench_burst (through an nginx entry point) and bench_many (a second,
 low-rate stream process), checks the backend's lock log with the replay verifier, stops it,
 and prints the machine, the versions, every measure and how to reproduce. Not a test: the
@@ -19,6 +20,7 @@ import sys
 import time
 
 import bench_burst
+import bench_fencing
 import bench_locks
 import bench_main
 import bench_many
@@ -39,6 +41,8 @@ def main() -> None:
     rows.append(("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")))
     print("bench: locks ...", flush=True)
     rows += bench_locks.run(n=200 if opts.quick else 1000, concurrency=64, rate=500)
+    print("bench: fencing ...", flush=True)
+    rows += bench_fencing.run(n=200 if opts.quick else 1000, concurrency=64)
     counts = [1, 10, 40, 160] if opts.quick else bench_stream.COUNTS
     with backend() as stack:
         print("bench: stream ...", flush=True)
@@ -67,7 +71,7 @@ def main() -> None:
         f"\nTook {time.perf_counter() - started:.0f} s. Every server ran on this machine on free "
         f"ports, sharing its {os.cpu_count()} cores with the load generators (one Python process "
         "per benchmark).\nReproduce: `just bench` (= uv run python bench/run.py); one part: "
-        "uv run python bench/bench_{locks,stream,main,burst,many}.py --help."
+        "uv run python bench/bench_{locks,fencing,stream,main,burst,many}.py --help."
     )
     sys.stdout.flush()
 

@@ -37,11 +37,13 @@ def test_state() -> Iterator[Path]:
         shutil.rmtree(heavy, ignore_errors=True)
 
 
-def _redis(test_state: Path, label: str) -> RedisServer:
+def _redis(test_state: Path, label: str, master: bool = False) -> RedisServer:
+    """A fresh redis-server; a Redlock ``master`` persists every write (appendfsync always),
+    as in production: a restart is only a restart, never a wipe (a wipe is a test's FLUSHALL)."""
     port = free_port()
     data = test_state / f"redis-{label}-{port}"
     shutil.rmtree(data, ignore_errors=True)
-    server = RedisServer(port, data, persist=False)
+    server = RedisServer(port, data, persist=master, fsync_always=master)
     server.start_ready()
     return server
 
@@ -57,7 +59,7 @@ def redis_server(test_state: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_masters(test_state: Path) -> Iterator[list[RedisServer]]:
     """Three independent real redis-servers, the Redlock masters. Tests that stop one restart it."""
-    servers = [_redis(test_state, f"master{i}") for i in range(3)]
+    servers = [_redis(test_state, f"master{i}", master=True) for i in range(3)]
     yield servers
     for server in servers:
         server.stop()
@@ -156,21 +158,31 @@ STREAM_TEST_ENV = {
 }
 
 
+StreamEnv = Callable[[RedisServer, list[RedisServer]], dict[str, str]]
+
+
+@pytest.fixture(scope="session")
+def stream_env_for(cassandra_node: CassandraNode, base_service: Service) -> StreamEnv:
+    """The environment of lock-keeper and stream processes on a given state Redis and masters."""
+
+    def make(state: RedisServer, masters: list[RedisServer]) -> dict[str, str]:
+        return service_env(
+            state,
+            cassandra_node,
+            KUBESCALER_BASE_URL=base_service.url,
+            KUBESCALER_REDIS_LOCK_URLS=",".join(m.url for m in masters),
+            **STREAM_TEST_ENV,
+        )
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def stream_env(
-    redis_server: RedisServer,
-    redis_masters: list[RedisServer],
-    cassandra_node: CassandraNode,
-    base_service: Service,
+    redis_server: RedisServer, redis_masters: list[RedisServer], stream_env_for: StreamEnv
 ) -> dict[str, str]:
     """Environment of the lock-keeper and stream processes: three Redlock masters."""
-    return service_env(
-        redis_server,
-        cassandra_node,
-        KUBESCALER_BASE_URL=base_service.url,
-        KUBESCALER_REDIS_LOCK_URLS=",".join(m.url for m in redis_masters),
-        **STREAM_TEST_ENV,
-    )
+    return stream_env_for(redis_server, redis_masters)
 
 
 @pytest.fixture(scope="session")

@@ -125,6 +125,10 @@ class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
     keeper_port: Annotated[
         int, _doc("Port of the lock-keeper's health and /metrics HTTP endpoint.")
     ] = 8085
+    fencing: Annotated[
+        Literal["quorum", "stream"],
+        _doc("Fencing tokens from a quorum of the Redlock masters, or (older) the stream Redis."),
+    ] = "quorum"
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -70,6 +70,8 @@ def up(test_state: Path) -> Iterator[Up]:
             if k.isupper() and k != "STREAM_PORT_2"
         },
         "KUBESCALER_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        # three Redlock masters, as `up` runs by default, on free ports
+        "KUBESCALER_REDIS_LOCK_URLS": ",".join(f"redis://127.0.0.1:{free_port()}/0" for _ in "abc"),
         "KUBESCALER_LOCAL_STATE_DIR": str(test_state / "up"),
         **UP_ENV,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import uuid
@@ -10,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from kubescaler.adapters.redlock import Redlock, master_client
+from kubescaler.adapters.redlock import READY_KEY, Redlock, master_client
+from kubescaler.adapters.redlock_recovery import SINCE_KEY, MasterRecovery, counters
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler_dev.redis import RedisServer, stopped
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def redlock(redis_masters: list[RedisServer]) -> AsyncIterator[Redlock]:
     lock = Redlock([master_client(m.url, 0.25) for m in redis_masters], 5000, 0.01, 250)
+    await MasterRecovery(lock.masters, 5000, 0.25).step()  # they vote once brought in
     yield lock
     await lock.aclose()
 
@@ -98,3 +101,35 @@ async def test_the_token_bound_keeps_an_older_grant_from_releasing_a_newer_one(
         await client.aclose()
     assert (await redlock.acquire(legacy, "b")).holder == "a"
     assert (await redlock.release(legacy, "a", 9)).wins == 3
+
+
+async def test_a_master_wiped_abstains_until_a_lock_lifetime_then_votes_with_the_counters(
+    redis_masters: list[RedisServer],
+) -> None:
+    """FLUSHALL on one master (its data lost): it answers "recovering" to every op, so grants
+    need the other two; recovery notes the time, and once a lock's lifetime (here 1 s) has
+    passed copies the highest counters of the others into it and lets it vote again."""
+    ttl = 1000
+    clients = [master_client(m.url, 0.25) for m in redis_masters]
+    lock = Redlock(clients, ttl, 0.01, 250, key_prefix="p:")
+    recovery = MasterRecovery(clients, ttl, 0.25)
+    await recovery.step()
+    key = f"t:{uuid.uuid4()}"
+    try:
+        await clients[1].set(f"kubescaler:lock:fence:{key}", 7)
+        await clients[2].set(f"kubescaler:lock:fence:{key}", 9)
+        await clients[0].flushall()
+        got = await lock.acquire(key, "a")
+        assert got.ok
+        assert got.wins == 2  # the wiped one abstained
+        assert "recovering" in (await lock.extend(key, "a")).error
+        assert await recovery.step() == ["note", "ready", "ready"]
+        assert await clients[0].get(SINCE_KEY) is not None
+        assert (await recovery.step())[0] == "wait"
+        await asyncio.sleep(ttl / 1000)
+        assert (await recovery.step())[0] == "catch up"
+        assert await clients[0].get(READY_KEY) == b"1"
+        assert (await counters(clients[0]))[f"kubescaler:lock:fence:{key}"] == 9
+        assert (await lock.acquire(key, "a")).wins == 3
+    finally:
+        await lock.aclose()

@@ -38,20 +38,30 @@ class Held:
 
 @dataclass
 class FakeMasters:
-    """N Redlock masters as dicts; ``down`` ones are silent, ``elapsed_ms`` is each vote's
-    duration (the clock moves by it), ``before_vote`` runs before a round is applied."""
+    """N Redlock masters as dicts, mirroring redlock.py's script: lock keys, fencing counters,
+    the ready marker; ``down`` ones are silent, ``empty`` ones (came back without their data)
+    abstain, ``elapsed_ms`` is each vote's duration (the clock moves by it), ``before_vote``
+    runs before a round is applied."""
 
     clock: Clock
     n: int = 3
     ttl_ms: int = TTL
     elapsed_ms: int = 1
     down: set[int] = field(default_factory=set)
+    empty: set[int] = field(default_factory=set)
     keys: list[dict[str, Held]] = field(default_factory=list)
+    counters: list[dict[str, int]] = field(default_factory=list)
     rounds: list[list[VoteOp]] = field(default_factory=list)
     before_vote: Callable[[Sequence[VoteOp]], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.keys = [{} for _ in range(self.n)]
+        self.counters = [{} for _ in range(self.n)]
+
+    def wipe(self, m: int) -> None:
+        """Master ``m`` comes back with no data (it abstains until caught up)."""
+        self.keys[m], self.counters[m] = {}, {}
+        self.empty.add(m)
 
     def _live(self, m: int, key: str) -> Held | None:
         held = self.keys[m].get(key)
@@ -60,24 +70,38 @@ class FakeMasters:
             return None
         return held
 
-    def _apply(self, m: int, op: VoteOp) -> Vote:
+    def _apply(self, m: int, op: VoteOp) -> Vote:  # noqa: PLR0911 - the script's branches
+        counter = self.counters[m].get(op.key, 0)
+        if op.kind == "fence":
+            if counter < op.token:
+                self.counters[m][op.key] = op.token
+                return Vote(answer="won", counter=op.token)
+            return Vote(answer="refused", counter=counter)
         held = self._live(m, op.key)
         if op.kind == "acquire":
             if held is not None and held.owner != op.owner:
-                return Vote(answer="refused", holder=held.owner, ttl_ms=held.until - self.clock())
+                ttl = held.until - self.clock()
+                return Vote(answer="refused", holder=held.owner, ttl_ms=ttl, counter=counter)
             bound = max(op.token, held.bound if held else 0)
             self.keys[m][op.key] = Held(op.owner, bound, self.clock() + self.ttl_ms)
-            return Vote(answer="won")
-        if held is None or held.owner != op.owner:
-            return Vote(answer="refused")
+            return Vote(answer="won", counter=counter)
+        if held is None or held.owner != op.owner or 0 < op.token < counter:
+            return Vote(answer="refused", counter=counter)
         if op.kind == "extend":
             held.bound = max(held.bound, op.token)
             held.until = self.clock() + self.ttl_ms
-            return Vote(answer="won")
+            return Vote(answer="won", counter=counter)
         if 0 < op.token < held.bound:
-            return Vote(answer="refused")
+            return Vote(answer="refused", counter=counter)
         del self.keys[m][op.key]
-        return Vote(answer="won")
+        return Vote(answer="won", counter=counter)
+
+    def _answer(self, m: int, op: VoteOp) -> Vote:
+        if m in self.down:
+            return Vote(answer="silent", error="ConnectionError: down")
+        if m in self.empty:
+            return Vote(answer="silent", error="Recovering: it came back empty")
+        return self._apply(m, op)
 
     async def vote(self, ops: Sequence[VoteOp]) -> Round:
         if self.before_vote is not None:
@@ -85,17 +109,12 @@ class FakeMasters:
             await hook(ops)
         self.rounds.append(list(ops))
         started = self.clock()
-        votes = [
-            [
-                Vote(answer="silent", error="ConnectionError: down")
-                if m in self.down
-                else self._apply(m, op)
-                for m in range(self.n)
-            ]
-            for op in ops
-        ]
+        votes = [[self._answer(m, op) for m in range(self.n)] for op in ops]
         self.clock.now += self.elapsed_ms
         return Round(votes, started, self.elapsed_ms)
+
+    async def fence(self, ops: Sequence[VoteOp]) -> Round:
+        return await self.vote(ops)
 
     def tally(self, got: Round, i: int) -> Tally:
         return rules.tally(got.votes[i], got.started_ms, got.elapsed_ms, self.ttl_ms, DRIFT)

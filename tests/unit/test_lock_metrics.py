@@ -46,7 +46,9 @@ async def test_timed_ports_time_their_steps_through_a_whole_batch() -> None:
     for an acquire's batch; what is not a step passes through untimed."""
     clock = Clock()
     masters, ledger = FakeMasters(clock), FakeLedger(clock)
-    keeping = LockKeeping(Timed(masters, "vote"), Timed(ledger, "claim", "fence", "commit"), clock)
+    keeping = LockKeeping(
+        Timed(masters, "vote", "fence"), Timed(ledger, "claim", "fence", "commit"), clock
+    )
     steps = ("claim", "vote", "fence", "commit")
     before = {s: sample("kubescaler_lock_step_seconds_count", step=s) for s in steps}
     await keeping.apply([Delivery(b"1-0", command("acquire", "alice", clock=clock))])

@@ -22,9 +22,13 @@ def redis_binary() -> str:
 
 
 class RedisServer(Proc):
-    """One independent redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``."""
+    """One independent redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``
+    (``fsync_always``: every write on disk before it is answered, as a Redlock master needs:
+    one that loses its last second's writes in a crash forgets fencing counters it agreed to)."""
 
-    def __init__(self, port: int, data_dir: Path, persist: bool = True) -> None:
+    def __init__(
+        self, port: int, data_dir: Path, persist: bool = True, fsync_always: bool = False
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         argv = [
@@ -39,6 +43,8 @@ class RedisServer(Proc):
             "60 1" if persist else "",
             "--appendonly",
             "yes" if persist else "no",
+            "--appendfsync",
+            "always" if fsync_always else "everysec",
             "--protected-mode",
             "no",
             "--daemonize",

@@ -26,6 +26,9 @@ from kubescaler_dev.redis import RedisServer
 from kubescaler_dev.services import Service
 from kubescaler_dev.supervisor import Backoff, Supervised, Supervisor
 
+#: The local Redlock masters' ports (the stream Redis is 6379).
+LOCAL_MASTER_PORTS = (6380, 6381, 6382)
+
 
 def _port(url: str, default: int) -> int:
     return urlsplit(url).port or default
@@ -39,11 +42,12 @@ class Stack:
         self.state = state
         logs = state / "logs"
         s = settings
-        self.redis = [
-            RedisServer(port, state / f"redis-{port}")
-            for port in sorted(
-                {_port(s.redis.url, 6379), *(_port(u, 6379) for u in s.redis.redlock_urls)}
-            )
+        # three Redlock masters, as in production, unless KUBESCALER_REDIS_LOCK_URLS names others
+        masters = s.redis.lock_urls or [f"redis://127.0.0.1:{p}/0" for p in LOCAL_MASTER_PORTS]
+        state_port = _port(s.redis.url, 6379)
+        self.redis = [RedisServer(state_port, state / f"redis-{state_port}")] + [
+            RedisServer(port, state / f"redis-{port}", fsync_always=True)
+            for port in sorted({_port(u, 6379) for u in masters} - {state_port})
         ]
         self.cassandra = CassandraNode(
             state / "cassandra",
@@ -52,7 +56,7 @@ class Stack:
             lib_dir=state / "cassandra" / "lib",
         )
         base_url = f"http://127.0.0.1:{s.base_port}"
-        env = {"KUBESCALER_BASE_URL": base_url}
+        env = {"KUBESCALER_BASE_URL": base_url, "KUBESCALER_REDIS_LOCK_URLS": ",".join(masters)}
         self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
         self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
         keeper_port = s.lock.keeper_port
@@ -60,7 +64,7 @@ class Stack:
             Service(
                 "lock-keeper",
                 keeper_port + i,
-                {"KUBESCALER_INSTANCE": f"lock-keeper-{i}"},
+                {**env, "KUBESCALER_INSTANCE": f"lock-keeper-{i}"},
                 logs,
                 name=f"lock-keeper-{i}",
                 args=("--port", str(keeper_port + i)),

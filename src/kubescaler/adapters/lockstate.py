@@ -50,8 +50,13 @@ def user_key(user_id: uuid.UUID) -> str:
     return f"{PREFIX}:launched-profiles:{user_id}"
 
 
+#: A pair's fencing counter: on every Redlock master (quorum fencing) and, in the older
+#: "stream" fencing, on the stream Redis; never expires.
+FENCE_PREFIX = f"{PREFIX}:lock:fence:"
+
+
 def fence_key(user_id: uuid.UUID, profile_id: uuid.UUID) -> str:
-    return f"{PREFIX}:lock:fence:{user_id}:{profile_id}"
+    return FENCE_PREFIX + pair_name(user_id, profile_id)
 
 
 def applied_key(request_id: str) -> str:

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from kubescaler.adapters.lockstate import FENCE_PREFIX
 from kubescaler.adapters.redis_client import packing_in_c
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import (
@@ -38,14 +39,21 @@ from kubescaler.domain.lockrules import (
 )
 from kubescaler.domain.locks import now_ms
 
-# One script runs a whole batch on a master. KEYS: the ops' keys; ARGV: the TTL, then per op
-# its kind (a: acquire, e: extend, r: release), owner and token. Per op it returns {won, pttl,
-# holder}: won 1 or 0; a refused acquire adds the holder and its remaining TTL.
+# One script runs a whole batch on a master. KEYS: the master's ready marker, then per op its
+# lock key and its pair's fencing counter. ARGV: the TTL, then per op its kind (a: acquire, e:
+# extend, r: release, f: fence), owner and token. Per op it returns {won, pttl, holder,
+# counter}: won 1 or 0; a refused acquire adds the holder and its remaining TTL; counter is
+# the pair's fencing counter after the op. A master without its ready marker came back empty:
+# it answers {-1} and does nothing (it abstains until the keepers have caught it up).
 # Values are owner#bound; a value written before bounds existed is all owner, bound 0.
 #   acquire: set if absent or the owner's own (re-entrant), keeping the higher bound;
-#   extend:  the owner's only: TTL reset, bound raised to the token;
-#   release: the owner's only, and only at or above its bound (token 0: unchecked).
+#   extend:  the owner's only, and not by a grant older than the counter: TTL reset, bound
+#            raised to the token;
+#   release: the owner's only, and only at or above its bound and the counter (token 0:
+#            unchecked);
+#   fence:   the counter raised to the token, where it was below it.
 _BATCH = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {{-1}} end
 local function parse(v)
   local o, t = string.match(v, '^(.*){VALUE_SEPARATOR}(%d+)$')
   if not o then return v, 0 end
@@ -53,38 +61,51 @@ local function parse(v)
 end
 local ttl = ARGV[1]
 local out = {{}}
-for i, key in ipairs(KEYS) do
+for i = 1, (#KEYS - 1) / 2 do
+  local key, fence = KEYS[2 * i], KEYS[2 * i + 1]
   local kind, owner, token = ARGV[3 * i - 1], ARGV[3 * i], tonumber(ARGV[3 * i + 1])
-  local v = redis.call('GET', key)
-  local o, t = nil, 0
-  if v then o, t = parse(v) end
+  local counter = tonumber(redis.call('GET', fence) or '0') or 0
   local won, pttl, holder = 0, 0, ''
-  if kind == 'a' then
-    if v and o ~= owner then
-      pttl, holder = redis.call('PTTL', key), o
-    else
-      if t > token then token = t end
-      redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
-      won = 1
+  if kind == 'f' then
+    if counter < token then
+      redis.call('SET', fence, token)
+      counter, won = token, 1
     end
-  elseif v and o == owner then
-    if kind == 'e' then
-      if token > t then
-        redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
+  else
+    local v = redis.call('GET', key)
+    local o, t = nil, 0
+    if v then o, t = parse(v) end
+    if kind == 'a' then
+      if v and o ~= owner then
+        pttl, holder = redis.call('PTTL', key), o
       else
-        redis.call('PEXPIRE', key, ttl)
+        if t > token then token = t end
+        redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
+        won = 1
       end
-      won = 1
-    elseif token == 0 or token >= t then
-      redis.call('DEL', key)
-      won = 1
+    elseif v and o == owner and (token == 0 or token >= counter) then
+      if kind == 'e' then
+        if token > t then
+          redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
+        else
+          redis.call('PEXPIRE', key, ttl)
+        end
+        won = 1
+      elseif token == 0 or token >= t then
+        redis.call('DEL', key)
+        won = 1
+      end
     end
   end
-  out[3 * i - 2], out[3 * i - 1], out[3 * i] = won, pttl, holder
+  out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = won, pttl, holder, counter
 end
 return out
 """
-_KIND: dict[VoteKind, str] = {"acquire": "a", "extend": "e", "release": "r"}
+_KIND: dict[VoteKind, str] = {"acquire": "a", "extend": "e", "release": "r", "fence": "f"}
+#: On every master: present once it votes (see redlock_recovery.py).
+READY_KEY = "kubescaler:lock:ready"
+#: What a master answers for every op while it abstains.
+RECOVERING = "recovering: it came back empty and abstains until it has caught up"
 
 
 def master_client(url: str, timeout_s: float) -> Redis:
@@ -111,10 +132,13 @@ class Redlock:
         drift_factor: float,
         call_timeout_ms: int,
         key_prefix: str = "",
+        fence_prefix: str = FENCE_PREFIX,
     ) -> None:
-        """``key_prefix`` goes before every op's key (the keeper's: ``lockstate.LOCK_PREFIX``)."""
+        """``key_prefix`` goes before every op's key (the keeper's: ``lockstate.LOCK_PREFIX``),
+        ``fence_prefix`` before its pair's fencing counter (``lockstate.FENCE_PREFIX``)."""
         self.masters = masters
         self.key_prefix = key_prefix
+        self.fence_prefix = fence_prefix
         self.ttl_ms = ttl_ms
         self.drift_factor = drift_factor
         self.call_timeout_s = call_timeout_ms / 1000
@@ -123,7 +147,9 @@ class Redlock:
 
     async def _on(self, master: Redis, ops: Sequence[VoteOp]) -> list[Any]:
         """Every op on one master in one script call; a script it lost is loaded again."""
-        keys = [self.key_prefix + op.key for op in ops]
+        keys = [READY_KEY]
+        for op in ops:
+            keys += [self.key_prefix + op.key, self.fence_prefix + op.key]
         args: list[str | int] = [self.ttl_ms]
         for op in ops:
             args += [_KIND[op.kind], op.owner, op.token]
@@ -145,8 +171,13 @@ class Redlock:
         started_ms, start = now_ms(), time.monotonic()
         per_master = await asyncio.gather(*(self._bounded(m, ops) for m in self.masters))
         elapsed_ms = int((time.monotonic() - start) * 1000)
+        per_master = [_abstained(r) for r in per_master]
         votes = [[_vote(op.kind, replies, i) for replies in per_master] for i, op in enumerate(ops)]
         return Round(votes, started_ms, elapsed_ms)
+
+    async def fence(self, ops: Sequence[VoteOp]) -> Round:
+        """A round of fence ops (each grant's token written back): a vote, timed apart."""
+        return await self.vote(ops)
 
     def tally(self, got: Round, i: int) -> Tally:
         """What the votes on op ``i`` of ``got`` decide, and how long a quorum is valid."""
@@ -195,17 +226,27 @@ class Redlock:
             await master.aclose()
 
 
+class Recovering(Exception):
+    """A master's answer while it abstains (it came back empty)."""
+
+
+def _abstained(replies: list[Any] | BaseException) -> list[Any] | BaseException:
+    if isinstance(replies, list) and replies and int(replies[0]) == -1:
+        return Recovering(RECOVERING)
+    return replies
+
+
 def _vote(kind: VoteKind, replies: list[Any] | BaseException, i: int) -> Vote:
     """One master's answer to op ``i`` as a vote."""
     if isinstance(replies, BaseException):
         return Vote(answer="silent", error=f"{type(replies).__name__}: {replies}")
-    won, pttl, holder = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+    won, pttl, holder, counter = replies[4 * i : 4 * i + 4]
     if int(won) == 1:
-        return Vote(answer="won")
+        return Vote(answer="won", counter=int(counter))
     if kind == "acquire":
         name = holder.decode() if isinstance(holder, bytes) else str(holder)
-        return Vote(answer="refused", holder=name, ttl_ms=int(pttl))
-    return Vote(answer="refused")
+        return Vote(answer="refused", holder=name, ttl_ms=int(pttl), counter=int(counter))
+    return Vote(answer="refused", counter=int(counter))
 
 
 def _address(client: Redis) -> str:

@@ -16,10 +16,15 @@ The rules, in the order a command meets them:
 4. **The vote** (:func:`tally`, :func:`quorum`, :func:`validity_ms`): Redlock over N masters
    is ``ok`` on N//2+1 wins, ``held`` when refusals by another owner make that impossible, else
    ``unavailable``; a hold is valid for TTL - elapsed - drift.
-5. **Fencing order** (:func:`acquire_bound`, :func:`after_fence`): a grant's token comes from
-   one counter incremented after the quorum and must be read inside the lock's validity, so
-   tokens increase in grant order. The Redlock value carries a lower bound of the token, so a
-   release by an older grant of the same session cannot free a newer one.
+5. **Fencing order** (:func:`next_token`, :func:`fenced`, :func:`after_fence`): a grant's
+   token is one more than the highest counter the masters of its vote hold for the pair, and
+   is written back to a quorum of the masters it won before it is announced, inside the
+   lock's validity; any later grant's vote meets that quorum, so tokens increase in grant
+   order whichever single master is lost or wiped (docs/locks.md argues it). The older mode,
+   ``fencing = "stream"`` (one INCR on the stream Redis; :func:`acquire_bound`), is kept for
+   the benchmark that compares the two.
+6. **A master that came back empty** (:func:`recovery`) abstains until it has the counters of
+   every other master and a lock's lifetime has passed since it came back.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import msgspec
 from kubescaler.domain.locks import LockCommand, LockOutcome, outcome, superseded
 
 Status = Literal["ok", "held", "unavailable"]
-VoteKind = Literal["acquire", "extend", "release"]
+VoteKind = Literal["acquire", "extend", "release", "fence"]
+#: Where fencing tokens come from: a quorum of the Redlock masters, or the stream Redis.
+Fencing = Literal["quorum", "stream"]
 
 #: The separator between the owner and its fencing-token bound in a Redlock value.
 VALUE_SEPARATOR = "#"
@@ -78,17 +85,20 @@ class Vote(msgspec.Struct, frozen=True, kw_only=True):
     """One master's answer to one operation: won, refused (another owner holds it) or silent.
 
     A refusal of an acquire names the ``holder`` and its remaining ``ttl_ms``; ``error`` says
-    why a master was silent.
+    why a master was silent (down, slow, or recovering: it came back empty). ``counter`` is
+    the master's fencing counter for the pair after the operation.
     """
 
     answer: Literal["won", "refused", "silent"]
     holder: str = ""
     ttl_ms: int = 0
     error: str = ""
+    counter: int = 0
 
 
 class VoteOp(msgspec.Struct, frozen=True):
-    """One operation on one key: acquire with a token bound, extend or release with a token."""
+    """One operation on one key: acquire with a token bound, extend or release with a token,
+    fence: raise the pair's counter to ``token`` (won only where it was below it)."""
 
     kind: VoteKind
     key: str
@@ -121,6 +131,10 @@ class Tally(msgspec.Struct, frozen=True, kw_only=True):
     holder: str = ""
     holder_ttl_ms: int = 0
     error: str = ""
+    #: the highest fencing counter any answering master holds for the pair
+    newest: int = 0
+    #: which masters won (by index): a grant's token must reach a quorum of these
+    won: tuple[int, ...] = ()
 
     @property
     def answered(self) -> int:
@@ -147,7 +161,8 @@ def tally(
     The holder reported is the refusing one with the longest TTL; the first silent master's
     error says why it was silent.
     """
-    wins = sum(v.answer == "won" for v in votes)
+    won = tuple(i for i, v in enumerate(votes) if v.answer == "won")
+    wins = len(won)
     refused = [v for v in votes if v.answer == "refused"]
     longest = max(refused, key=lambda v: v.ttl_ms, default=None)
     error = next((v.error for v in votes if v.answer == "silent"), "")
@@ -161,6 +176,8 @@ def tally(
         holder=longest.holder if longest else "",
         holder_ttl_ms=max(longest.ttl_ms, 0) if longest else 0,
         error=error,
+        newest=max((v.counter for v in votes if v.answer != "silent"), default=0),
+        won=won,
     )
 
 
@@ -238,13 +255,35 @@ def after_acquire_vote(cmd: LockCommand, got: Tally, at_ms: int) -> LockOutcome 
     return None
 
 
-def after_fence(cmd: LockCommand, got: Tally, token: int, now_ms: int) -> LockOutcome:
-    """``granted`` with ``token`` when the counter was read inside the validity, else no grant.
+def next_token(got: Tally, after: int = 0) -> int:
+    """The token of a grant the masters voted ``got`` (quorum fencing): one above every
+    counter they hold for the pair, and above ``after``, a token this batch already gave it."""
+    return max(got.newest, after) + 1
 
-    A later grant can only reach a quorum once this one's validity is over; a token read
-    before that point is below any later grant's. One read after it could be above a later
+
+def fenced(acquire: Tally, fence_votes: Sequence[Vote]) -> bool:
+    """Whether a token reached a quorum of the masters the acquire won (its write quorum).
+
+    Counted among the acquire's winners only: those hold the grant's key, so a release by an
+    older grant of the same session is refused wherever the newer token landed (the token is
+    above it), and that is still a quorum of the key.
+    """
+    landed = sum(fence_votes[i].answer == "won" for i in acquire.won)
+    return landed >= quorum(acquire.masters)
+
+
+def after_fence(
+    cmd: LockCommand, got: Tally, token: int, now_ms: int, landed: bool = True
+) -> LockOutcome:
+    """``granted`` with ``token`` when it was fixed inside the validity (read from the stream
+    Redis's counter, or written to a quorum of masters: ``landed``), else no grant.
+
+    A later grant can only reach a quorum once this one's validity is over; a token fixed
+    before that point is below any later grant's. One fixed after it could be above a later
     grant's, so it is dropped (and the masters released).
     """
+    if not landed:
+        return unavailable(cmd, now_ms, got, "the fencing token reached too few masters")
     if now_ms >= got.expires_at_ms:
         return unavailable(cmd, now_ms, got, "lock validity elapsed before fencing")
     return outcome(cmd, "granted", now_ms, fencing_token=token, expires_at_ms=got.expires_at_ms)
@@ -254,9 +293,22 @@ def after_refresh_vote(cmd: LockCommand, got: Tally, newest_token: int, at_ms: i
     """``refreshed``, ``lost`` (not the owner; or superseded, naming the newer token) or
     ``quorum_unavailable``.
 
-    ``newest_token`` was read before the vote and ``at_ms`` taken before that read, so a grant
-    this refresh did not see is logged after it.
+    ``newest_token`` is the highest the pair's counters were seen: on the stream Redis (read
+    before the vote, and ``at_ms`` taken before that read, so a grant this refresh did not see
+    is logged after it) or on the masters that answered (their counter above the token is why
+    they refused). Superseded comes first: a quorum fencing token landed on a quorum refuses
+    the older grant's extend, which is not "another owner".
     """
+    newest_token = max(newest_token, got.newest)
+    if superseded(cmd.fencing_token, newest_token) and not got.ok:
+        return outcome(
+            cmd,
+            "lost",
+            at_ms,
+            fencing_token=cmd.fencing_token,
+            superseded_by=newest_token,
+            detail=f"superseded by fencing token {newest_token}",
+        )
     if got.status == "held":
         return outcome(cmd, "lost", at_ms, detail="not the owner any more")
     if not got.ok:
@@ -274,7 +326,11 @@ def after_refresh_vote(cmd: LockCommand, got: Tally, newest_token: int, at_ms: i
             detail=f"superseded by fencing token {newest_token}",
         )
     return outcome(
-        cmd, "refreshed", at_ms, fencing_token=newest_token, expires_at_ms=got.expires_at_ms
+        cmd,
+        "refreshed",
+        at_ms,
+        fencing_token=max(newest_token, cmd.fencing_token),
+        expires_at_ms=got.expires_at_ms,
     )
 
 
@@ -294,9 +350,12 @@ def before_release_vote(cmd: LockCommand, newest_token: int, at_ms: int) -> Lock
 
 
 def after_release_vote(cmd: LockCommand, got: Tally, at_ms: int) -> tuple[LockOutcome, bool]:
-    """``released`` (and whether a key was freed) once a quorum answered; else unavailable."""
+    """``released`` (and whether a key was freed) once a quorum answered; else unavailable.
+    A release the masters refused because a newer token landed there says so."""
     if got.answered < quorum(got.masters):
         return unavailable(cmd, at_ms, got), False
+    if not got.wins and superseded(cmd.fencing_token, got.newest):
+        return before_release_vote(cmd, got.newest, at_ms) or outcome(cmd, "released", at_ms), False
     freed = got.wins > 0
     return outcome(cmd, "released", at_ms, detail="" if freed else "not held"), freed
 
@@ -308,3 +367,50 @@ def replies(outcomes: Sequence[tuple[str, LockOutcome]]) -> dict[str, list[LockO
         if channel:
             grouped.setdefault(channel, []).append(out)
     return grouped
+
+
+# ------------------------------------------------------------------ a master that came back empty
+
+
+class MasterState(msgspec.Struct, frozen=True):
+    """What one Redlock master says of itself: ``ready`` (it votes), or since when (its own
+    clock, ms; 0: not yet noted) it has been known to have come back empty, and its clock."""
+
+    ready: bool
+    since_ms: int = 0
+    now_ms: int = 0
+
+
+Recovery = Literal["bootstrap", "note", "wait", "catch up", "ready"]
+
+
+def recovery(states: Sequence[MasterState | None], ttl_ms: int) -> list[Recovery]:
+    """What to do about each master (None: it did not answer) so that one that lost its data
+    votes again only when that is safe:
+
+    - ``bootstrap``: no master that answered is ready and a quorum answered - a new
+      deployment (or one from before quorum fencing): they start together, seeded with the
+      stream Redis's counters, at once (no lock can be held on masters that never voted).
+    - ``note``: it came back empty: note the time (it abstains from every vote meanwhile).
+    - ``catch up``: a lock's lifetime has passed since then - every lock it might have held
+      has lapsed or been refreshed on the others - and every other master answers and is
+      ready: copy their counters (the highest of each pair), then it votes again.
+    - ``wait``: not yet; ``ready``: nothing to do.
+    """
+    answered = [s for s in states if s is not None]
+    if len(answered) >= quorum(len(states)) and not any(s.ready for s in answered):
+        return ["bootstrap" if s is not None else "wait" for s in states]
+    out: list[Recovery] = []
+    for i, s in enumerate(states):
+        others = [o for j, o in enumerate(states) if j != i]
+        if s is None:
+            out.append("wait")
+        elif s.ready:
+            out.append("ready")
+        elif not s.since_ms:
+            out.append("note")
+        elif s.now_ms - s.since_ms >= ttl_ms and all(o is not None and o.ready for o in others):
+            out.append("catch up")
+        else:
+            out.append("wait")
+    return out

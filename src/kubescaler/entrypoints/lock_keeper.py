@@ -12,6 +12,7 @@ a quorum of masters) and ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from kubescaler.adapters.lockbroker import Source, build_broker
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
 from kubescaler.adapters.redlock import Redlock, master_client
+from kubescaler.adapters.redlock_recovery import MasterRecovery
 from kubescaler.domain.locks import Delivery
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
@@ -43,16 +45,21 @@ class Worker:
         self.state = redis_client.connect(s.redis.url, s.redis.timeout_s)
         self.ledger = LockLedger(self.state, s.lock, self.name)
         timeout_s = s.lock.master_timeout_ms / 1000
+        masters = [master_client(url, timeout_s) for url in s.redis.redlock_urls]
         self.redlock = Redlock(
-            [master_client(url, timeout_s) for url in s.redis.redlock_urls],
+            masters,
             s.lock.ttl_ms,
             s.lock.clock_drift_factor,
             s.lock.master_timeout_ms,
             key_prefix=lockstate.LOCK_PREFIX,
+            fence_prefix=lockstate.FENCE_PREFIX,
         )
-        voting = Timed(self.redlock, "vote")
+        self.recovery = MasterRecovery(masters, s.lock.ttl_ms, timeout_s, seed=self.state)
+        self._recovering: asyncio.Task[None] | None = None
+        voting = Timed(self.redlock, "vote", "fence")
         ledger = Timed(self.ledger, "claim", "fence", "commit")
-        self.keeping = LockKeeping(voting, ledger)  # Timed forwards every attribute: either port
+        # Timed forwards every attribute: either port
+        self.keeping = LockKeeping(voting, ledger, fencing=s.lock.fencing)
         self.group = CommandGroup(self.state, s.lock, self.broker)
 
     async def handle(self, batch: Sequence[Delivery], source: Source) -> None:
@@ -62,9 +69,18 @@ class Worker:
         lock_metrics.count(handled, source, time.perf_counter() - start)
 
     async def start(self) -> None:
+        """Masters brought in (a new deployment's, or one that came back empty: one step now,
+        then every second), then the broker."""
+        with contextlib.suppress(Exception):  # a master down now is the loop's to retry
+            await self.recovery.step()
+        self._recovering = asyncio.create_task(self.recovery.run())
         await self.broker.start()
 
     async def stop(self) -> None:
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovering
         await self.broker.stop()
         await self.redlock.aclose()
         await self.state.aclose()

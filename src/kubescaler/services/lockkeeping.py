@@ -1,10 +1,13 @@
 """Apply a batch of lock commands exactly once: the lock-keeper's one use case.
 
-It talks to two ports — the Redlock masters (:class:`Masters`) and the stream Redis that
-holds claims, fencing counters, the log, the launched state and the reply channels
-(:class:`Ledger`) — and asks ``domain/lockrules.py`` what every answer means. A batch costs a
-fixed number of round trips, whatever its size: claim, one vote per master, fence (only when
-something was granted), commit (which also acknowledges and replies).
+It talks to two ports — the Redlock masters (:class:`Masters`), which vote and keep the
+fencing counters, and the stream Redis that holds claims, the log, the launched state and
+the reply channels (:class:`Ledger`) — and asks ``domain/lockrules.py`` what every answer
+means. A batch costs a fixed number of round trips, whatever its size: claim, one vote per
+master, one fence per master (only when something was granted: each grant's token written
+back to a quorum of the masters it won), commit (which also acknowledges and replies). With
+``fencing="stream"`` (the older path, kept to compare them) the fence is one INCR per grant
+on the stream Redis instead.
 
 Exactly once: a command is applied only by the worker whose claim on its request id took; the
 commit stores its outcome under that id in the same MULTI that logs it, so a redelivery is
@@ -25,15 +28,19 @@ from kubescaler.domain.locks import Delivery, LockCommand, LockOutcome, now_ms
 
 
 class Masters(Protocol):
-    """Redlock over the masters: one round of votes on many ops, and their tally."""
+    """Redlock over the masters: one round of votes on many ops, and their tally; ``fence`` is
+    a round of fence ops (a vote, timed apart)."""
 
     async def vote(self, ops: Sequence[VoteOp]) -> Round: ...
+
+    async def fence(self, ops: Sequence[VoteOp]) -> Round: ...
 
     def tally(self, got: Round, i: int) -> Tally: ...
 
 
 class Ledger(Protocol):
-    """The stream Redis: claims on request ids, fencing counters, the commit with replies."""
+    """The stream Redis: claims on request ids, the commit with replies (and, for the older
+    stream fencing, the counters)."""
 
     async def claim(self, cmds: Sequence[LockCommand]) -> list[Claim]: ...
 
@@ -61,10 +68,17 @@ class Handled(NamedTuple):
 
 
 class LockKeeping:
-    def __init__(self, masters: Masters, ledger: Ledger, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        masters: Masters,
+        ledger: Ledger,
+        clock: Callable[[], int] = now_ms,
+        fencing: rules.Fencing = "quorum",
+    ) -> None:
         self.masters = masters
         self.ledger = ledger
         self.clock = clock
+        self.fencing = fencing
 
     async def apply(self, deliveries: Sequence[Delivery]) -> list[Handled]:
         """Apply, answer and acknowledge a batch; raising leaves it pending for another worker."""
@@ -103,6 +117,8 @@ class LockKeeping:
         self, cmds: Sequence[LockCommand], claims: Sequence[Claim], now: int
     ) -> list[tuple[LockOutcome | None, bool]]:
         """Each command's outcome and whether it freed its pair (None: busy, not decided)."""
+        if self.fencing == "quorum":  # the stream Redis's counter is not the pair's newest
+            claims = [Apply(0) if isinstance(c, Apply) else c for c in claims]
         decided, voting, ops = _plan(cmds, claims, now)
         if not ops:
             return decided
@@ -122,7 +138,9 @@ class LockKeeping:
             else:
                 decided[i] = (out, False)
                 undo += [_undo(cmd, ops[j].token)] if tally.wins else []
-        if fencing:
+        if fencing and self.fencing == "quorum":
+            undo += await self._fence_quorum(cmds, fencing, decided)
+        elif fencing:
             undo += await self._fence(cmds, fencing, decided)
         if undo:
             await self.masters.vote(undo)  # best effort: a silent master lets its key lapse
@@ -148,6 +166,37 @@ class LockKeeping:
             decided[i] = (out, False)
             if out.result != "granted":
                 undo.append(_undo(cmds[i], token))
+        return undo
+
+    async def _fence_quorum(
+        self,
+        cmds: Sequence[LockCommand],
+        fencing: Sequence[tuple[int, Tally, VoteOp]],
+        decided: list[tuple[LockOutcome | None, bool]],
+    ) -> list[VoteOp]:
+        """Give each quorum its token: one above the counters its masters hold, written back
+        to a quorum of the masters it won before it is announced; one that did not land, or
+        landed after the validity, is no grant: its keys to undo."""
+        given: dict[str, int] = {}  # a pair granted twice in one batch counts on
+        ops = []
+        for i, tally, _ in fencing:
+            token = rules.next_token(tally, given.get(cmds[i].pair, 0))
+            given[cmds[i].pair] = token
+            ops.append(VoteOp("fence", cmds[i].pair, cmds[i].owner, token))
+        try:
+            got = await self.masters.fence(ops)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.masters.vote([_undo(cmds[i], op.token) for i, _, op in fencing])
+            raise
+        at = self.clock()
+        undo = []
+        for j, ((i, tally, _), op) in enumerate(zip(fencing, ops, strict=True)):
+            landed = rules.fenced(tally, got.votes[j])
+            out = rules.after_fence(cmds[i], tally, op.token, at, landed)
+            decided[i] = (out, False)
+            if out.result != "granted":
+                undo.append(_undo(cmds[i], op.token))
         return undo
 
 

@@ -27,6 +27,7 @@ from kubescaler_dev.contention.judge import Stream
 #: a granted stream is read for this long (seconds), then closed and opened again
 HOLD_S = (3.0, 8.0)
 #: a pair a probe opened is held until its lock lapses (60 s without a refresh): then reused
+#: (``lapse_s``: the lock's TTL and a margin)
 LAPSE_S = 65.0
 #: how often each probe asks (the fresh open: every second, the others twice a second)
 PROBE_EVERY_S = {"login": 0.5, "page": 0.5, "open": 1.0}
@@ -75,6 +76,7 @@ class Workload:
         fresh: list[tuple[str, str]],
         sessions_per_pair: int = 3,
         headers: Callable[[str], dict[str, str]] = lambda _user: {},
+        lapse_s: float = LAPSE_S,
     ) -> None:
         self.base_url = base_url
         self.contended = contended
@@ -82,6 +84,7 @@ class Workload:
         self.fresh: list[tuple[float, tuple[str, str]]] = [(0.0, pair) for pair in fresh]
         self.sessions_per_pair = sessions_per_pair
         self.headers = headers
+        self.lapse_s = lapse_s
         self.record = Record()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,7 +185,7 @@ class Workload:
         if not usable:
             return False, "no unheld pair left"
         user, profile = self.fresh[usable[0]][1]
-        self.fresh[usable[0]] = (now + LAPSE_S, (user, profile))
+        self.fresh[usable[0]] = (now + self.lapse_s, (user, profile))
         path = f"/stream/{user}/{profile}?session=fresh-{uuid.uuid4().hex[:12]}"
         async with self.http.stream(
             "GET", path, headers=self.headers(user), timeout=httpx.Timeout(5.0)
