@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, replay_verify, session, wait_for
-from viewers import Viewer, open_viewers
+from viewers import Viewer, close_all, open_viewers
 
 from kubescaler_dev.cluster.gobuild import ensure_built
 from kubescaler_dev.cluster.progress import ClusterError, Progress
@@ -173,10 +173,6 @@ def rescale_events(kube: Kube) -> list[str]:
         "items"
     ]
     return [e["message"] for e in events if e["reason"] == "SuccessfulRescale"]
-
-
-async def close_all(viewers: list[Viewer]) -> None:
-    await asyncio.gather(*(v.close() for v in viewers))
 
 
 async def shape(viewers: list[Viewer], keep: dict[str, int]) -> list[Viewer]:

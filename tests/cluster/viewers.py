@@ -122,3 +122,7 @@ async def open_viewers(pairs: list[Pair], label: str, timeout: float = 60) -> li
         viewer.start()
     await asyncio.gather(*(v.granted(timeout) for v in viewers))
     return viewers
+
+
+async def close_all(viewers: list[Viewer]) -> None:
+    await asyncio.gather(*(v.close() for v in viewers))
