@@ -142,3 +142,21 @@ def test_a_master_back_empty_is_noted_then_caught_up_after_a_lock_lifetime() -> 
     assert rules.recovery([due, ready(), ready()], TTL) == ["catch up", "ready", "ready"]
     # every other master must answer (and be ready): their counters are what it copies
     assert rules.recovery([due, ready(), None], TTL) == ["wait", "ready", "wait"]
+
+
+async def test_a_grant_says_on_how_many_masters_its_token_landed(k: Keeper) -> None:
+    """Version 2 of the outcome: ``fenced_on`` counts the masters that took the token."""
+    assert (await k.one("acquire", "a")).fenced_on == 3
+    k.masters.down = {0}
+    await k.one("release", "a", 1)
+    assert (await k.one("acquire", "b")).fenced_on == 2
+
+
+def test_a_version_1_log_record_reads_as_fenced_on_no_master() -> None:
+    from kubescaler.domain.locks import record_from_fields
+
+    fields = {"v": "1", "request_id": "r", "action": "acquire", "result": "granted",
+              "user_id": str(USER), "profile_id": str(PROFILE), "owner": "a", "at_ms": "5",
+              "fencing_token": "7"}  # fmt: skip
+    record = record_from_fields(fields, "1-0")
+    assert (record.v, record.fencing_token, record.fenced_on) == (1, 7, 0)

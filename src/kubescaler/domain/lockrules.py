@@ -261,32 +261,44 @@ def next_token(got: Tally, after: int = 0) -> int:
     return max(got.newest, after) + 1
 
 
-def fenced(acquire: Tally, fence_votes: Sequence[Vote]) -> bool:
-    """Whether a token reached a quorum of the masters the acquire won (its write quorum).
+def landed_on(acquire: Tally, fence_votes: Sequence[Vote]) -> int:
+    """How many of the masters the acquire won took the token (its write quorum, if enough).
 
     Counted among the acquire's winners only: those hold the grant's key, so a release by an
     older grant of the same session is refused wherever the newer token landed (the token is
     above it), and that is still a quorum of the key.
     """
-    landed = sum(fence_votes[i].answer == "won" for i in acquire.won)
-    return landed >= quorum(acquire.masters)
+    return sum(fence_votes[i].answer == "won" for i in acquire.won)
+
+
+def fenced(acquire: Tally, fence_votes: Sequence[Vote]) -> bool:
+    """Whether a token reached a quorum of the masters the acquire won."""
+    return landed_on(acquire, fence_votes) >= quorum(acquire.masters)
 
 
 def after_fence(
-    cmd: LockCommand, got: Tally, token: int, now_ms: int, landed: bool = True
+    cmd: LockCommand, got: Tally, token: int, now_ms: int, landed: int | None = None
 ) -> LockOutcome:
-    """``granted`` with ``token`` when it was fixed inside the validity (read from the stream
-    Redis's counter, or written to a quorum of masters: ``landed``), else no grant.
+    """``granted`` with ``token`` when it was fixed inside the validity, else no grant: read
+    from the stream Redis's counter (``landed`` None), or written back to ``landed`` of the
+    masters the acquire won, which must be a quorum of all.
 
     A later grant can only reach a quorum once this one's validity is over; a token fixed
     before that point is below any later grant's. One fixed after it could be above a later
     grant's, so it is dropped (and the masters released).
     """
-    if not landed:
+    if landed is not None and landed < quorum(got.masters):
         return unavailable(cmd, now_ms, got, "the fencing token reached too few masters")
     if now_ms >= got.expires_at_ms:
         return unavailable(cmd, now_ms, got, "lock validity elapsed before fencing")
-    return outcome(cmd, "granted", now_ms, fencing_token=token, expires_at_ms=got.expires_at_ms)
+    return outcome(
+        cmd,
+        "granted",
+        now_ms,
+        fencing_token=token,
+        expires_at_ms=got.expires_at_ms,
+        fenced_on=landed or 0,
+    )
 
 
 def after_refresh_vote(cmd: LockCommand, got: Tally, newest_token: int, at_ms: int) -> LockOutcome:

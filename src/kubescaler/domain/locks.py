@@ -17,7 +17,10 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
-VERSION = 1
+#: 2: quorum fencing - an outcome says on how many masters its token landed
+#: (``fenced_on``), and a command may carry a trace context (``traceparent``, W3C; empty
+#: until tracing is on). Version 1 records read as fenced on 0 masters, with no trace.
+VERSION = 2
 
 Action = Literal["acquire", "refresh", "release"]
 Result = Literal[
@@ -46,6 +49,7 @@ class LockCommand(LockMessage, frozen=True):
     deadline_ms: int
     reply_to: str = ""
     fencing_token: int = 0
+    traceparent: str = ""
 
     @property
     def pair(self) -> str:
@@ -81,6 +85,9 @@ class LockOutcome(LockMessage, frozen=True):
     holder: str = ""
     detail: str = ""
     superseded_by: int = 0
+    #: granted under quorum fencing: the masters its token was written back to (0: the
+    #: stream fencing's INCR, or no grant)
+    fenced_on: int = 0
 
     @property
     def pair(self) -> str:
@@ -124,7 +131,7 @@ def outcome(cmd: LockCommand, result: Result, at_ms: int, **extra: object) -> Lo
     )
 
 
-_INT_FIELDS = {"v", "at_ms", "fencing_token", "expires_at_ms", "superseded_by"}
+_INT_FIELDS = {"v", "at_ms", "fencing_token", "expires_at_ms", "superseded_by", "fenced_on"}
 
 
 def record_fields(out: LockOutcome, worker: str) -> dict[str, str]:

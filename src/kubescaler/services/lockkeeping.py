@@ -192,8 +192,9 @@ class LockKeeping:
         at = self.clock()
         undo = []
         for j, ((i, tally, _), op) in enumerate(zip(fencing, ops, strict=True)):
-            landed = rules.fenced(tally, got.votes[j])
-            out = rules.after_fence(cmds[i], tally, op.token, at, landed)
+            out = rules.after_fence(
+                cmds[i], tally, op.token, at, rules.landed_on(tally, got.votes[j])
+            )
             decided[i] = (out, False)
             if out.result != "granted":
                 undo.append(_undo(cmds[i], op.token))
