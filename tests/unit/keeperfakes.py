@@ -8,7 +8,7 @@ claims, so a takeover can be driven end to end through the real use case.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lockfakes import FakeLedger
@@ -49,9 +49,9 @@ class FakeRoster:
         ]
         return peers, dict(self.registry)
 
-    async def connected(self, client_ids: Iterable[int]) -> set[int]:
+    async def connected(self, registered: Mapping[str, int]) -> set[str]:
         self.calls.append("connected")
-        return set(client_ids) & self.open_ids
+        return {name for name, i in registered.items() if i in self.open_ids}
 
     async def take(self, victim: str, taker: str, count: int) -> list[Delivery]:
         self.calls.append(f"take {victim}")

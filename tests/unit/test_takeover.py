@@ -313,3 +313,24 @@ async def test_a_batch_is_not_committed_when_its_keeper_may_have_been_found_dead
     again = command("acquire", "b", clock=clock, user=cmd.profile_id)  # a later batch: fine
     await keeping.apply([Delivery("2-0", again)])
     assert [o.result for o in ledger.log] == ["granted"]
+
+
+async def test_stop_ends_the_loops_even_when_a_cancellation_comes_out_as_a_timeout() -> None:
+    """On Python 3.11 a cancellation meeting an expiring asyncio.timeout (a Redis call's) can
+    come out as TimeoutError, which the watch loop survives: stop cancels until it ends."""
+    k = survivor(Mono())
+    await k.takeover.start()
+    looking = asyncio.Event()
+
+    async def look_swallowing_cancel() -> object:
+        looking.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise TimeoutError from None
+        raise AssertionError("not cancelled")
+
+    k.roster.look = look_swallowing_cancel  # type: ignore[assignment]
+    async with asyncio.timeout(5):
+        await looking.wait()
+        await k.takeover.stop()

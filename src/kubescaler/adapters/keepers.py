@@ -17,7 +17,7 @@ the group and the registry). What they mean is ``domain/takeover.py``'s.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,6 +40,11 @@ def beat_key(lock: LockSettings, keeper: str) -> str:
     return f"{lock.command_stream}:{lock.command_group}:beat:{keeper}"
 
 
+def connection_name(keeper: str) -> str:
+    """The client name of a keeper's heartbeat connection (CLIENT SETNAME: no spaces)."""
+    return "lock-keeper:" + "".join("_" if c.isspace() else c for c in keeper)
+
+
 class Heartbeat:
     """One keeper's heartbeat over a connection of its own, without retries: a renewal that
     fails drops the connection, and the next one opens another and registers its client id.
@@ -56,7 +61,7 @@ class Heartbeat:
         self.name = name
         self.key = beat_key(lock, name)
         self.client_id = 0  # of the heartbeat connection; 0 while it has none
-        self._registered = 0  # the client id the registry holds for this keeper
+        self._registered = False  # the registry holds this connection's id
         self._conn: AbstractConnection | None = None
 
     async def _call(self, *args: Any) -> Any:
@@ -72,7 +77,8 @@ class Heartbeat:
                 self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
             else:
                 await self._conn.connect()  # type: ignore[no-untyped-call]
-            self.client_id = 0
+            self.client_id, self._registered = 0, False
+            await self._call("CLIENT", "SETNAME", connection_name(self.name))
             self.client_id = int(await self._call("CLIENT", "ID"))
         return self.client_id
 
@@ -80,9 +86,9 @@ class Heartbeat:
         """Renew the heartbeat (registering a new connection first); raises what failed."""
         try:
             client_id = await self.open()
-            if client_id != self._registered:
+            if not self._registered:
                 await self._call("HSET", registry_key(self.lock), self.name, client_id)
-                self._registered = client_id
+                self._registered = True
             await self._call("SET", self.key, client_id, "PX", self.lock.heartbeat_ttl_ms)
         except BaseException:
             if self._conn is not None:
@@ -183,13 +189,14 @@ class Keepers:
         ]
         return peers, conns
 
-    async def connected(self, client_ids: Iterable[int]) -> set[int]:
-        """Which of these client ids are open connections of the stream Redis now."""
-        ids: list[EncodableT] = [*sorted(set(client_ids))]
+    async def connected(self, registered: Mapping[str, int]) -> set[str]:
+        """Which of these keepers' registered heartbeat connections are open now (its id
+        listed under its name: ids start again from 1 when Redis restarts)."""
+        ids: list[EncodableT] = [*sorted(set(registered.values()))]
         if not ids:
             return set()
-        listed = await self.redis.client_list(client_id=ids)
-        return {int(c["id"]) for c in listed}
+        listed = {(int(c["id"]), c["name"]) for c in await self.redis.client_list(client_id=ids)}
+        return {k for k, i in registered.items() if (i, connection_name(k)) in listed}
 
     async def take(self, victim: str, taker: str, count: int) -> list[Delivery]:
         """Move up to ``count`` of ``victim``'s pending commands to ``taker``, decoded."""

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -38,7 +38,7 @@ class Roster(Protocol):
 
     async def look(self) -> tuple[list[Peer], dict[str, int]]: ...
 
-    async def connected(self, client_ids: Iterable[int]) -> set[int]: ...
+    async def connected(self, registered: Mapping[str, int]) -> set[str]: ...
 
     async def take(self, victim: str, taker: str, count: int) -> list[Delivery]: ...
 
@@ -90,6 +90,7 @@ class Takeover:
         self.clock = clock
         self.batch = batch
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     @property
     def interval_s(self) -> float:
@@ -125,16 +126,15 @@ class Takeover:
 
     async def _with_connections(self, peers: list[Peer], conns: Mapping[str, int]) -> list[Peer]:
         """The peers, each whose heartbeat lapsed told whether its connection is open."""
-        unsure = [p.name for p in peers if rules.needs_connection_check(p) and p.name != self.me]
+        unsure = {
+            p.name: conns[p.name]
+            for p in peers
+            if rules.needs_connection_check(p) and p.name != self.me
+        }
         if not unsure:
             return peers
-        open_ids = await self.roster.connected(conns[name] for name in unsure)
-        return [
-            msgspec.structs.replace(p, connected=True)
-            if p.name in unsure and conns[p.name] in open_ids
-            else p
-            for p in peers
-        ]
+        connected = await self.roster.connected(unsure)
+        return [msgspec.structs.replace(p, connected=p.name in connected) for p in peers]
 
     async def _take(self, victim: str, client_id: int, release: bool) -> int:
         """Move ``victim``'s pending commands here, batch by batch, release the in-flight
@@ -173,7 +173,7 @@ class Takeover:
             earlier, conns = await self._earlier()
             if earlier is None:  # retired meanwhile: nothing left under this name
                 return 0
-        connected = conns[self.me] in await self.roster.connected([conns[self.me]])
+        connected = self.me in await self.roster.connected({self.me: conns[self.me]})
         if not rules.inherits(connected, earlier.beating, earlier.pending):
             return 0
         return await self._take(self.me, conns[self.me], release=True)
@@ -185,13 +185,13 @@ class Takeover:
         return earlier, conns
 
     async def _beating(self) -> None:
-        while True:
+        while not self._stopping:
             started = self.clock()
             await self.renew()
             await asyncio.sleep(max(0.0, self.pulse.interval_ms - (self.clock() - started)) / 1000)
 
     async def _watching(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
             except Exception as exc:  # Redis down or stalled: the next look tries again
@@ -205,16 +205,21 @@ class Takeover:
         except Exception as exc:  # Redis not there yet: the idle-time claim covers it
             log.warning("lock-keeper %s could not inherit its name's commands: %r", self.me, exc)
         await self.renew()
+        self._stopping = False
         self._tasks = [asyncio.create_task(self._beating()), asyncio.create_task(self._watching())]
 
     async def stop(self) -> None:
         """Stop both loops; leave the group if nothing is pending here (else the heartbeat
-        lapses and a survivor takes it over)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        lapses and a survivor takes it over).
+
+        Cancelled again until they end: on Python 3.11 a cancellation that meets an expiring
+        ``asyncio.timeout`` (a Redis call's) comes out as TimeoutError, which a loop survives.
+        """
+        self._stopping = True
+        while pending := [t for t in self._tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.roster.leave(self.me)
