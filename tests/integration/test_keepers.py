@@ -88,6 +88,11 @@ async def test_take_and_release_free_only_in_flight_claims_of_a_victim_still_dea
     assert [d.cmd.request_id for d in taken if d.cmd] == rids
     pending = await redis.xpending(lock.command_stream, lock.command_group)
     assert pending["consumers"] == [{"name": b"me", "pending": 3}]
+    first = await keepers.take("me", "me", 2)  # paging through one's own list, in id order
+    id_after = first[-1].receipt
+    assert isinstance(id_after, bytes)
+    second = await keepers.take("me", "me", 2, "(" + id_after.decode())
+    assert [d.receipt for d in first + second] == [d.receipt for d in taken]
     await redis.set(beat_key(lock, "victim"), 41, px=10_000)  # it beats again
     assert await keepers.release("victim", 41, rids) == -1
     await redis.delete(beat_key(lock, "victim"))

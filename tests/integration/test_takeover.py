@@ -81,6 +81,7 @@ class Load:
     results: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)
     running: bool = True
+    span_s: float = 0.0
 
     async def worker(self) -> None:
         while self.running:
@@ -98,12 +99,21 @@ class Load:
 
     @asynccontextmanager
     async def running_with(self, workers: int) -> AsyncIterator[None]:
+        started = time.monotonic()
         tasks = [asyncio.create_task(self.worker()) for _ in range(workers)]
         try:
             yield
         finally:
             self.running = False
             await asyncio.gather(*tasks)
+            self.span_s = time.monotonic() - started
+
+    def __str__(self) -> str:
+        rate = len(self.sent) / self.span_s if self.span_s else 0.0
+        return (
+            f"{len(self.sent)} requests ({rate:.0f}/s), {dict(self.results)}, "
+            f"{len(self.failures)} failed"
+        )
 
 
 async def wait_for(
@@ -172,7 +182,7 @@ async def catch_mid_batch(redis: Redis, lock: LockSettings, victim: str, least: 
         held = await held_in_flight(redis, lock, victim)
         return len(held) >= least and all(v == b"" for v in held.values())
 
-    await wait_for(in_flight, 10)
+    await wait_for(in_flight, 30)
 
 
 async def test_a_killed_keepers_commands_are_answered_within_a_second(
@@ -191,7 +201,7 @@ async def test_a_killed_keepers_commands_are_answered_within_a_second(
             load = Load(locks)
             async with load.running_with(workers=12):
                 await asyncio.sleep(1.5)
-                await catch_mid_batch(redis, lock, victim, least=3)
+                await catch_mid_batch(redis, lock, victim, least=2)
                 proc.signal(signal.SIGKILL)
                 killed = time.monotonic()
                 await asyncio.sleep(0.05)  # anything Redis handed it before it saw the close
@@ -205,8 +215,7 @@ async def test_a_killed_keepers_commands_are_answered_within_a_second(
     in_flight = sum(v == b"" for v in held.values())
     print(
         f"\ntakeover: the killed keeper held {len(held)} command(s) ({in_flight} claimed, in "
-        f"flight); all answered {took * 1000:.0f} ms after SIGKILL; {len(load.sent)} requests, "
-        f"{dict(load.results)}, {len(load.failures)} failed"
+        f"flight); all answered {took * 1000:.0f} ms after SIGKILL; {load}"
     )
     assert in_flight > 0
     assert load.failures == []
@@ -238,7 +247,7 @@ async def test_a_paused_keeper_is_covered_and_nothing_is_applied_twice(
             load = Load(locks)
             async with load.running_with(workers=12):
                 await asyncio.sleep(1.5)
-                await catch_mid_batch(redis, lock, victim, least=3)
+                await catch_mid_batch(redis, lock, victim, least=1)
                 held = await held_in_flight(redis, lock, victim)
                 proc.signal(signal.SIGSTOP)
                 try:
@@ -253,8 +262,7 @@ async def test_a_paused_keeper_is_covered_and_nothing_is_applied_twice(
     silent = sample("kubescaler_lock_commands_taken_over_total", verdict="silent") - silent_before
     print(
         f"\npause: the paused keeper held {len(held)} claimed command(s); the survivor took "
-        f"{silent:.0f} from it; {len(load.sent)} requests, {dict(load.results)}, "
-        f"{len(load.failures)} failed"
+        f"{silent:.0f} from it; {load}"
     )
     assert load.failures == []
     assert set(load.results) == {"granted"}

@@ -53,12 +53,13 @@ class FakeRoster:
         self.calls.append("connected")
         return {name for name, i in registered.items() if i in self.open_ids}
 
-    async def take(self, victim: str, taker: str, count: int) -> list[Delivery]:
+    async def take(self, victim: str, taker: str, count: int, start: str = "-") -> list[Delivery]:
+        """Entries are ``"{n}-0"``, pending in id order; ``start`` is ``-`` or ``(id``."""
         self.calls.append(f"take {victim}")
-        moved, self.pending[victim] = (
-            self.pending.get(victim, [])[:count],
-            self.pending.get(victim, [])[count:],
-        )
+        after = -1 if start == "-" else int(start.strip("(").split("-")[0])
+        entries = self.pending.get(victim, [])
+        moved = [d for d in entries if _seq(d) > after][:count]
+        self.pending[victim] = [d for d in entries if d not in moved]
         self.pending.setdefault(taker, []).extend(moved)
         return moved
 
@@ -122,3 +123,8 @@ class FakeBeat:
 
     async def close(self) -> None:
         self.roster.open_ids.discard(self.client_id)
+
+
+def _seq(d: Delivery) -> int:
+    receipt = d.receipt.decode() if isinstance(d.receipt, bytes) else d.receipt
+    return int(receipt.split("-")[0])

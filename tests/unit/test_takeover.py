@@ -233,8 +233,10 @@ async def test_a_keeper_that_comes_back_before_the_release_keeps_its_claims() ->
     await victim_in_flight(k, 2, connected=False)
     take = k.roster.take
 
-    async def take_then_return(victim: str, taker: str, count: int) -> list[Delivery]:
-        got = await take(victim, taker, count)
+    async def take_then_return(
+        victim: str, taker: str, count: int, start: str = "-"
+    ) -> list[Delivery]:
+        got = await take(victim, taker, count, start)
         k.roster.beating.add(victim)
         return got
 
@@ -334,3 +336,27 @@ async def test_stop_ends_the_loops_even_when_a_cancellation_comes_out_as_a_timeo
     async with asyncio.timeout(5):
         await looking.wait()
         await k.takeover.stop()
+
+
+async def test_what_stays_pending_busy_is_not_taken_again_in_the_same_takeover() -> None:
+    """Inheriting its own name, a keeper pages through the pending list: commands another
+    keeper is applying stay pending, busy, and the takeover ends instead of taking them again."""
+    mono = Mono()
+    k = survivor(mono, Pulse(INTERVAL, TTL))
+    k.takeover.batch = 2
+    k.roster.registry["me"] = 99
+    k.roster.beating.discard("me")
+    batch = [Delivery(f"{i}-0", command("acquire", f"o{i}", clock=k.clock)) for i in range(5)]
+    k.roster.pending["me"] = batch
+    for d in batch:  # in flight on another keeper (the release below leaves them)
+        assert d.cmd is not None
+        k.ledger.applied[d.cmd.request_id] = None
+    k.roster.release = _release_nothing  # type: ignore[method-assign]
+    async with asyncio.timeout(5):
+        assert await k.takeover.inherit() == 5
+    assert [len(b) for b in k.batches] == [2, 2, 1]
+    assert {h.path for b in k.batches for h in b} == {"busy"}
+
+
+async def _release_nothing(victim: str, client_id: int, request_ids: Sequence[str]) -> int:
+    return 0

@@ -103,10 +103,10 @@ class Heartbeat:
             self._conn = None
 
 
-# KEYS: stream, registry, victim's heartbeat. ARGV: group, victim, taker, count. The victim's
-# pending entries (up to count), moved to the taker: {id, {field, value, ...}} each.
+# KEYS: stream. ARGV: group, victim, taker, count, start id. The victim's pending entries from
+# the start (up to count), moved to the taker: {id, {field, value, ...}} each.
 _TAKE = """
-local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[5], '+', ARGV[4], ARGV[2])
 if not ok or #pending == 0 then return {} end
 local ids = {}
 for i, entry in ipairs(pending) do ids[i] = entry[1] end
@@ -198,11 +198,12 @@ class Keepers:
         listed = {(int(c["id"]), c["name"]) for c in await self.redis.client_list(client_id=ids)}
         return {k for k, i in registered.items() if (i, connection_name(k)) in listed}
 
-    async def take(self, victim: str, taker: str, count: int) -> list[Delivery]:
-        """Move up to ``count`` of ``victim``'s pending commands to ``taker``, decoded."""
+    async def take(self, victim: str, taker: str, count: int, start: str = "-") -> list[Delivery]:
+        """Move up to ``count`` of ``victim``'s pending commands from id ``start`` on (``(id``:
+        after it) to ``taker``, decoded."""
         lock = self.lock
-        keys = [lock.command_stream, self.registry, beat_key(lock, victim)]
-        got = await self._take(keys=keys, args=[lock.command_group, victim, taker, count])
+        args: list[str | int] = [lock.command_group, victim, taker, count, start]
+        got = await self._take(keys=[lock.command_stream], args=args)
         entries = [e for e in got if e]  # an entry trimmed from the stream comes back empty
         if not entries:
             return []

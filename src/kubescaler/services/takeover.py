@@ -40,7 +40,9 @@ class Roster(Protocol):
 
     async def connected(self, registered: Mapping[str, int]) -> set[str]: ...
 
-    async def take(self, victim: str, taker: str, count: int) -> list[Delivery]: ...
+    async def take(
+        self, victim: str, taker: str, count: int, start: str = "-"
+    ) -> list[Delivery]: ...
 
     async def release(self, victim: str, client_id: int, request_ids: Sequence[str]) -> int: ...
 
@@ -137,10 +139,13 @@ class Takeover:
         return [msgspec.structs.replace(p, connected=p.name in connected) for p in peers]
 
     async def _take(self, victim: str, client_id: int, release: bool) -> int:
-        """Move ``victim``'s pending commands here, batch by batch, release the in-flight
-        claims on them if it is dead, and apply them; how many were taken."""
-        taken = 0
-        while batch := await self.roster.take(victim, self.me, self.batch):
+        """Move ``victim``'s pending commands here, batch by batch in id order (what stays
+        pending here, busy, is not taken twice: the victim may be this keeper's own name),
+        release the in-flight claims on them if it is dead, and apply them; how many."""
+        taken, start = 0, "-"
+        while batch := await self.roster.take(victim, self.me, self.batch, start):
+            last = batch[-1].receipt
+            start = "(" + (last.decode() if isinstance(last, bytes) else last)
             released = 0
             if release:
                 ids = [d.cmd.request_id for d in batch if d.cmd is not None]
