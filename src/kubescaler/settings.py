@@ -86,24 +86,16 @@ class BaseClientSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
-    ttl_ms: Annotated[int, _doc("Lock and launched-marker lifetime without a refresh, in ms.")] = (
-        60_000
-    )
+    ttl_ms: Annotated[int, _doc("Lock and launched-marker TTL without a refresh, in ms.")] = 60_000
     refresh_interval_ms: Annotated[int, _doc("How often a holder refreshes its lock, in ms.")] = (
         20_000
     )
-    clock_drift_factor: Annotated[float, _doc("Redlock clock drift factor (share of the TTL).")] = (
-        0.01
-    )
+    clock_drift_factor: Annotated[float, _doc("Redlock clock drift factor (TTL share).")] = 0.01
     command_stream: Annotated[str, _doc("Redis Stream carrying lock commands.")] = (
         "kubescaler:lock:commands"
     )
-    command_group: Annotated[str, _doc("Consumer group of the lock-keeper workers.")] = (
-        "lock-keeper"
-    )
-    command_maxlen: Annotated[int, _doc("Approximate cap on the command stream's length.")] = (
-        100_000
-    )
+    command_group: Annotated[str, _doc("Consumer group of the lock-keepers.")] = "lock-keeper"
+    command_maxlen: Annotated[int, _doc("Rough cap on the command stream's length.")] = 100_000
     log_stream: Annotated[str, _doc("Append-only lock event log (a Redis Stream).")] = (
         "kubescaler:lock:log"
     )
@@ -114,8 +106,14 @@ class LockSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, _doc("How long a requester waits for a lock outcome before answering 503, in ms.")
     ] = 3_000
     claim_idle_ms: Annotated[
-        int, _doc("A pending command idle this long is claimed from a dead worker, in ms.")
+        int, _doc("A command pending this long is claimed by any keeper (a fallback), in ms.")
     ] = 5_000
+    heartbeat_interval_ms: Annotated[
+        int, _doc("How often a keeper renews its heartbeat and looks for silent keepers, in ms.")
+    ] = 100
+    heartbeat_ttl_ms: Annotated[
+        int, _doc("A keeper whose heartbeat is this old has its commands taken over, in ms.")
+    ] = 500
     master_timeout_ms: Annotated[
         int, _doc("Redlock: longest wait for one master before it counts as down, in ms.")
     ] = 250

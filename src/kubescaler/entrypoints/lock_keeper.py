@@ -4,9 +4,11 @@ The broker (``adapters/lockbroker.py``) reads the command stream in batches and 
 entries (``adapters/lockwire.py``); :meth:`Worker.handle` hands each batch to
 :class:`~kubescaler.services.lockkeeping.LockKeeping`, whose commit stores, logs, acknowledges
 and publishes the replies, and counts what became of each command
-(``services/lock_metrics.py``). Beside the broker run the consumer group's upkeep
-(``adapters/lockgroup.py``) and a small Litestar app: liveness, readiness (the stream Redis and
-a quorum of masters) and ``/metrics``.
+(``services/lock_metrics.py``). Beside the broker run the keeper's heartbeat and its watch over
+the other keepers (``services/takeover.py``: it takes over a gone keeper's commands and hands
+them to :meth:`Worker.handle` too), the consumer group's upkeep (``adapters/lockgroup.py``) and
+a small Litestar app: liveness, readiness (the stream Redis and a quorum of masters) and
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,23 +22,28 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 
 from kubescaler.adapters import lockstate, redis_client
+from kubescaler.adapters.keepers import Heartbeat, Keepers
 from kubescaler.adapters.lockbroker import Source, build_broker
 from kubescaler.adapters.lockgroup import CommandGroup
 from kubescaler.adapters.lockledger import LockLedger
 from kubescaler.adapters.redlock import Redlock, master_client
 from kubescaler.adapters.redlock_recovery import MasterRecovery
 from kubescaler.domain.locks import Delivery
+from kubescaler.domain.takeover import Pulse
 from kubescaler.entrypoints.serve import serve
 from kubescaler.entrypoints.web import create_service_app
 from kubescaler.services import lock_metrics
 from kubescaler.services.lock_metrics import Timed
 from kubescaler.services.lockkeeping import LockKeeping
+from kubescaler.services.takeover import Fenced, Takeover
 from kubescaler.settings import Settings
 
 
 class Worker:
-    """One lock-keeper: its broker, its Redis clients (they connect on first use) and the use
-    case over them; start() starts the broker, stop() stops it and closes the clients."""
+    """One lock-keeper: its broker, its Redis clients (they connect on first use), the use
+    case over them and the takeover beside it; start() starts the takeover (inheriting what an
+    earlier process of this name left) and the broker, stop() stops both and closes the
+    clients."""
 
     def __init__(self, settings: Settings, name: str = "") -> None:
         s = settings
@@ -56,11 +63,20 @@ class Worker:
         )
         self.recovery = MasterRecovery(masters, s.lock.ttl_ms, timeout_s, seed=self.state)
         self._recovering: asyncio.Task[None] | None = None
+        self.pulse = Pulse(s.lock.heartbeat_interval_ms, s.lock.heartbeat_ttl_ms)
         voting = Timed(self.redlock, "vote", "fence")
-        ledger = Timed(self.ledger, "claim", "fence", "commit")
+        ledger = Timed(Fenced(self.ledger, self.pulse), "claim", "fence", "commit")
         # Timed forwards every attribute: either port
         self.keeping = LockKeeping(voting, ledger, fencing=s.lock.fencing)
         self.group = CommandGroup(self.state, s.lock, self.broker)
+        self.takeover = Takeover(
+            self.name,
+            Keepers(self.state, s.lock),
+            Heartbeat(self.state, s.lock, self.name),
+            self.pulse,
+            self.handle_taken,
+            report=lock_metrics.taken_over,
+        )
 
     async def handle(self, batch: Sequence[Delivery], source: Source) -> None:
         """Apply one batch; raising leaves its entries pending for another worker."""
@@ -68,12 +84,17 @@ class Worker:
         handled = await self.keeping.apply(batch)
         lock_metrics.count(handled, source, time.perf_counter() - start)
 
+    async def handle_taken(self, batch: Sequence[Delivery]) -> None:
+        """Apply commands taken over from a gone keeper (counted as claimed ones)."""
+        await self.handle(batch, "claimed")
+
     async def start(self) -> None:
         """Masters brought in (a new deployment's, or one that came back empty: one step now,
-        then every second), then the broker."""
+        then every second), what a dead keeper of this name left taken over, then the broker."""
         with contextlib.suppress(Exception):  # a master down now is the loop's to retry
             await self.recovery.step()
         self._recovering = asyncio.create_task(self.recovery.run())
+        await self.takeover.start()
         await self.broker.start()
 
     async def stop(self) -> None:
@@ -82,6 +103,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovering
         await self.broker.stop()
+        await self.takeover.stop()
         await self.redlock.aclose()
         await self.state.aclose()
 

@@ -9,6 +9,9 @@
   wrapping the use case's ports in :class:`Timed` (the use case stays free of metrics).
 - ``kubescaler_lock_commands_pending``: the group's backlog, the autoscaling signal (set by the
   consumer group's upkeep, ``adapters/lockgroup.py``).
+- ``kubescaler_lock_commands_taken_over_total{verdict}``: commands this keeper took over from
+  a ``silent`` or ``dead`` keeper (``services/takeover.py``), and
+  ``kubescaler_lock_claims_released_total``: the in-flight claims of dead keepers it released.
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ PENDING = prom.Gauge(
     "kubescaler_lock_commands_pending",
     "Commands read by some worker and not yet acked.",
 )
+
+TAKEN_OVER = prom.Counter(
+    "kubescaler_lock_commands_taken_over_total",
+    "Commands taken over from a keeper whose heartbeat lapsed, by verdict (silent, dead).",
+    ["verdict"],
+)
+RELEASED = prom.Counter(
+    "kubescaler_lock_claims_released_total",
+    "In-flight claims of dead keepers released so their commands apply at once.",
+)
+
+
+def taken_over(verdict: str, taken: int, released: int) -> None:
+    """Count one takeover: ``taken`` commands from a ``verdict`` keeper, ``released`` claims."""
+    TAKEN_OVER.labels(verdict).inc(taken)
+    RELEASED.inc(released)
 
 
 def count(handled: Sequence[Handled], source: str, took: float) -> None:
