@@ -53,7 +53,7 @@ class LockClient:
 
     async def start(self) -> None:
         """Connect and subscribe to the reply channel (before any command can be answered)."""
-        self.redis = redis_client.connect(self.settings.redis.url, self.settings.redis.timeout_s)
+        self.redis = redis_client.connect(self.settings.redis)
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self.reply_channel)
         self._listener = asyncio.create_task(self._listen(self._pubsub), name="lock-replies")

@@ -17,6 +17,12 @@ many connections" at its 100th concurrent command, which 200 simultaneous stream
 
 Commands are packed in C (:func:`packing_in_c`): redis-py 8.1's asyncio connections pack every
 command in Python, re-joining the buffer for each argument, while its sync ones use hiredis.
+
+With ``KUBESCALER_REDIS_SENTINELS`` set, the state Redis is found through Redis Sentinel
+(:func:`connect`, :func:`sentinel_options`): every new connection asks a Sentinel for the
+current primary, so a connection that a failover dropped, or a write that met the old primary
+demoted to a replica (READONLY, which redis-py turns into a ConnectionError), is retried as
+above and lands on the new primary. Nothing restarts.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from kubescaler.settings_redis import RedisSettings
 
 RETRIES = 2
 
@@ -71,11 +80,61 @@ def _options(timeout_s: float, retried: tuple[type[RedisError], ...]) -> dict[st
 POOL_CONNECTIONS = 100
 
 
-def connect(url: str, timeout_s: float) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=POOL_CONNECTIONS, timeout=timeout_s, **retry_options(timeout_s)
+def connect(redis: RedisSettings) -> Redis:
+    """A client of the state Redis: ``redis.url``, or the primary the Sentinels name."""
+    timeout_s = redis.timeout_s
+    if not redis.sentinels:
+        pool = BlockingConnectionPool.from_url(
+            redis.url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=timeout_s,
+            **retry_options(timeout_s),
+            **_password(redis.password),
+        )
+        return Redis.from_pool(packing_in_c(pool))
+    options = sentinel_options(redis)
+    sentinel = Sentinel(redis.sentinel_addresses, **options)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(
+        redis.sentinel_master,
+        connection_pool_class=SentinelPool,
+        connection_class=_packed(SentinelManagedConnection),
+        max_connections=POOL_CONNECTIONS,
+        timeout=timeout_s,
+        **retry_options(timeout_s),
     )
-    return Redis.from_pool(packing_in_c(pool))
+    return client
+
+
+def sentinel_options(redis: RedisSettings) -> dict[str, Any]:
+    """Keyword arguments of a redis-py ``Sentinel`` for ``redis``: the primary's database and
+    password, and the Sentinels' own connections, which are never retried: a Sentinel that
+    does not answer is passed over for the next one (redis-py's default retries would hold
+    every lookup up to seconds on it)."""
+    sentinel = {
+        "socket_timeout": redis.timeout_s,
+        "socket_connect_timeout": redis.timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        **_password(redis.sentinel_password),
+    }
+    return {
+        "sentinel_kwargs": sentinel,
+        "db": int(parse_url(redis.url).get("db", 0)),
+        **_password(redis.password),
+    }
+
+
+def _password(password: str) -> dict[str, Any]:
+    return {"password": password} if password else {}
+
+
+class SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's SentinelConnectionPool (connections to the primary the Sentinels name) that
+    waits for a free connection as :func:`connect`'s plain pool does, and closes its Sentinel
+    clients with itself."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.sentinel_manager.aclose()
 
 
 _UTF8 = frozenset({"utf-8", "utf8"})  # the encodings hiredis packs str in
