@@ -70,6 +70,9 @@ def up(test_state: Path) -> Iterator[Up]:
             if k.isupper() and k != "STREAM_PORT_2"
         },
         "KUBESCALER_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        # up's state Redis (a primary, replicas, Sentinels) and its own Redlock master
+        "KUBESCALER_REDIS_SENTINELS": ",".join(f"127.0.0.1:{free_port()}" for _ in range(3)),
+        "KUBESCALER_REDIS_LOCK_URLS": f"redis://127.0.0.1:{free_port()}/0",
         "KUBESCALER_LOCAL_STATE_DIR": str(test_state / "up"),
         **UP_ENV,
     }

@@ -22,11 +22,15 @@ def redis_binary() -> str:
 
 
 class RedisServer(Proc):
-    """One independent redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``."""
+    """One redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``: independent,
+    or a replica of the one on ``replica_of`` (a port)."""
 
-    def __init__(self, port: int, data_dir: Path, persist: bool = True) -> None:
+    def __init__(
+        self, port: int, data_dir: Path, persist: bool = True, replica_of: int | None = None
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
+        self.replica_of = replica_of
         argv = [
             redis_binary(),
             "--port",
@@ -43,8 +47,14 @@ class RedisServer(Proc):
             "no",
             "--daemonize",
             "no",
+            # a replica's first sync starts at once, not after the 5 s Redis 7 waits by default
+            # for more replicas to share a diskless transfer
+            "--repl-diskless-sync-delay",
+            "0",
+            *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
         ]
-        super().__init__(f"redis:{port}", argv, data_dir / "redis.log")
+        name = f"redis:{port}" if replica_of is None else f"redis-replica:{port}"
+        super().__init__(name, argv, data_dir / "redis.log")
 
     @property
     def url(self) -> str:
@@ -54,6 +64,16 @@ class RedisServer(Proc):
         client = redis.Redis(port=self.port, socket_timeout=0.5)
         try:
             return bool(client.ping())
+        finally:
+            client.close()
+
+    def role(self) -> str:
+        """``master`` or ``slave`` (as INFO says), or ``down``."""
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        try:
+            return str(client.info("replication")["role"])
+        except redis.RedisError:
+            return "down"
         finally:
             client.close()
 

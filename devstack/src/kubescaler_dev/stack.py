@@ -1,6 +1,9 @@
 """`./dev up`: the whole system on 127.0.0.1, started in dependency order, kept running.
 
 Redis and Cassandra keep their data under ``.local/`` (git-ignored), so it survives a restart.
+The state Redis runs as production runs it (``devstack/sentinel.py``: a primary, two replicas,
+three Sentinels; kubescaler's processes find the primary through the Sentinels, and Redlock gets
+a master of its own), unless ``--plain-redis`` asks for the one Redis of KUBESCALER_REDIS_URL.
 Every process is awaited on its readiness before the next one that needs it starts, as the
 Kubernetes manifests do with probes. Once all are up, a process that exits is started again on
 its port with a back-off (``devstack/supervisor.py``), as Kubernetes restarts a container; a
@@ -21,10 +24,16 @@ from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
 from kubescaler.settings import Settings
 from kubescaler_dev.cassandra import CassandraNode
 from kubescaler_dev.nginx import Nginx
-from kubescaler_dev.proc import Proc, StartError, port_open
+from kubescaler_dev.proc import Proc, StartError, free_port, port_open
 from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.sentinel import RedisSentinel, StateRedis
 from kubescaler_dev.services import Service
 from kubescaler_dev.supervisor import Backoff, Supervised, Supervisor
+
+#: The state Redis's replicas (on free ports: nothing names them but the primary and the
+#: Sentinels) and the Sentinels' ports when KUBESCALER_REDIS_SENTINELS does not name them.
+REPLICAS = 2
+SENTINEL_PORTS = [26379, 26380, 26381]
 
 
 def _port(url: str, default: int) -> int:
@@ -34,16 +43,37 @@ def _port(url: str, default: int) -> int:
 class Stack:
     """Every process of the local system, in start order."""
 
-    def __init__(self, settings: Settings, state: Path, streams: int = 2, keepers: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: Path,
+        streams: int = 2,
+        keepers: int = 1,
+        sentinel: bool = True,
+    ) -> None:
         self.settings = settings
         self.state = state
         logs = state / "logs"
         s = settings
+        primary = _port(s.redis.url, 6379)
+        #: the state Redis as production runs it (a primary, replicas, Sentinels), or None
+        self.state_redis: StateRedis | None = None
+        redis_env: dict[str, str] = {}
+        lock_ports = sorted({_port(u, 6379) for u in s.redis.redlock_urls})
+        if sentinel:
+            self.state_redis = StateRedis(
+                state,
+                primary,
+                [free_port() for _ in range(REPLICAS)],
+                [p for _, p in s.redis.sentinel_addresses] or SENTINEL_PORTS,
+            )
+            # Redlock wants masters of its own: a replicated one hands its locks to a replica
+            lock_ports = sorted({_port(u, 6379) for u in s.redis.lock_urls}) or [primary + 1]
+            lock_urls = ",".join(f"redis://127.0.0.1:{p}/0" for p in lock_ports)
+            redis_env = {**self.state_redis.env(), "KUBESCALER_REDIS_LOCK_URLS": lock_urls}
         self.redis = [
             RedisServer(port, state / f"redis-{port}")
-            for port in sorted(
-                {_port(s.redis.url, 6379), *(_port(u, 6379) for u in s.redis.redlock_urls)}
-            )
+            for port in ([] if sentinel else [primary]) + [p for p in lock_ports if p != primary]
         ]
         self.cassandra = CassandraNode(
             state / "cassandra",
@@ -52,7 +82,7 @@ class Stack:
             lib_dir=state / "cassandra" / "lib",
         )
         base_url = f"http://127.0.0.1:{s.base_port}"
-        env = {"KUBESCALER_BASE_URL": base_url}
+        env = {"KUBESCALER_BASE_URL": base_url, **redis_env}
         self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
         self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
         keeper_port = s.lock.keeper_port
@@ -60,7 +90,7 @@ class Stack:
             Service(
                 "lock-keeper",
                 keeper_port + i,
-                {"KUBESCALER_INSTANCE": f"lock-keeper-{i}"},
+                {"KUBESCALER_INSTANCE": f"lock-keeper-{i}", **redis_env},
                 logs,
                 name=f"lock-keeper-{i}",
                 args=("--port", str(keeper_port + i)),
@@ -108,7 +138,9 @@ class Stack:
 
     def start(self, backing_only: bool = False) -> None:
         """Start everything (or only Redis and Cassandra), or stop what started and raise."""
-        ports = [r.port for r in self.redis] + [self.cassandra.native_port]
+        backing = self.backing
+        ports = [p.port for p in backing if isinstance(p, (RedisServer, RedisSentinel))]
+        ports.append(self.cassandra.native_port)
         if not backing_only:
             ports += [self.settings.gateway_port, self.base.port, self.main.port]
             ports += [p.port for p in self.keepers + self.streams]
@@ -116,8 +148,8 @@ class Stack:
             if port_open(port):
                 raise StartError(f"port {port} is in use: is the local system already up?")
         try:
-            for server in self.redis:
-                self._start(server, server.ping)
+            for proc in backing:
+                self._start(proc, proc.ready if isinstance(proc, RedisSentinel) else proc.ping)
             self._start(self.cassandra, self.cassandra.ready, timeout=240)
             if backing_only:
                 return
@@ -132,6 +164,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def backing(self) -> list[RedisServer | RedisSentinel]:
+        """The Redis processes, in start order: the state Redis's, then Redlock's."""
+        return [*(self.state_redis.procs if self.state_redis else []), *self.redis]
 
     def supervisor(self, backoff: Backoff | None = None) -> Supervisor:
         """Restarts for every started process, each line printed with a ``kubescaler:`` prefix."""
@@ -160,10 +197,17 @@ class Stack:
             proc.stop(timeout=60)
 
     def urls(self) -> dict[str, str]:
-        backing = {
-            "redis": " ".join(r.url for r in self.redis),
-            "cassandra": f"127.0.0.1:{self.cassandra.native_port}",
-        }
+        backing = {"redis": " ".join(r.url for r in self.redis)}
+        if self.state_redis:
+            topology = self.state_redis
+            backing = {
+                "state redis": f"{topology.primary.url} (primary at the start; "
+                f"replicas {' '.join(str(r.port) for r in topology.replicas)})",
+                "sentinels": topology.env()["KUBESCALER_REDIS_SENTINELS"]
+                + f" (master name {topology.master})",
+                "redlock masters": " ".join(r.url for r in self.redis),
+            }
+        backing["cassandra"] = f"127.0.0.1:{self.cassandra.native_port}"
         if self.gateway not in self.started:
             return {**backing, "logs": str(self.state / "logs")}
         g = f"http://127.0.0.1:{self.settings.gateway_port}"
@@ -198,10 +242,16 @@ class Stack:
         }
 
 
-def run(settings: Settings, streams: int, keepers: int = 1, backing_only: bool = False) -> int:
+def run(
+    settings: Settings,
+    streams: int,
+    keepers: int = 1,
+    backing_only: bool = False,
+    sentinel: bool = True,
+) -> int:
     """Bring the system up, print its URLs, and keep it up until Ctrl-C or SIGTERM."""
     state = Path(settings.local_state_dir).resolve()
-    stack = Stack(settings, state, streams, keepers)
+    stack = Stack(settings, state, streams, keepers, sentinel)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"kubescaler: bringing the local system up (state in {state})", flush=True)
