@@ -27,7 +27,10 @@ above and lands on the new primary. Nothing restarts.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -42,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kubescaler.settings_redis import RedisSettings
 
 RETRIES = 2
+T = TypeVar("T")
 
 
 def retry_options(timeout_s: float) -> dict[str, Any]:
@@ -53,19 +57,59 @@ def retry_options(timeout_s: float) -> dict[str, Any]:
     return _options(timeout_s, (RedisConnectionError,))
 
 
+#: How long the lock-keeper's broker keeps retrying a read before it gives up: longer than a
+#: Sentinel failover (about 3 s here with Sentinel's down-after 1 s, 6-8 s with production's
+#: 5 s), a restart, or a short stall.
+WORKER_RIDE_OUT_S = 15.0
+
+
 def worker_retry_options(timeout_s: float) -> dict[str, Any]:
     """Connection keyword arguments of the lock-keeper's FastStream RedisBroker.
 
-    A timed-out command is retried too, so the keeper rides out a stall of up to about
-    ``(RETRIES + 1) * timeout_s``: nobody waits on its reads, and a read that fails instead
-    costs FastStream's fixed 5 s pause before the next one (every lock command waits it out).
-    Safe because the broker only reads (XREADGROUP, XAUTOCLAIM; XGROUP CREATE at start, which a
-    repeat leaves as it was): a timed-out command may still run once the server resumes, which
-    for a read leaves entries pending that the claiming subscriber takes over, but for a write
-    would apply it twice. The keeper's writes go through :func:`connect`, which does not retry
-    timeouts.
+    A read that failed is retried, a timed-out one too, for up to :data:`WORKER_RIDE_OUT_S`
+    (:class:`Patient`): nobody waits on its reads, and a read that fails instead costs
+    FastStream's fixed 5 s pause before the next one (every lock command waits it out), which
+    would add up to 5 s to a failover's or a restart's pause. Safe because the broker only
+    reads (XREADGROUP, XAUTOCLAIM; XGROUP CREATE at start, which a repeat leaves as it was): a
+    timed-out command may still run once the server resumes, which for a read leaves entries
+    pending that the claiming subscriber takes over, but for a write would apply it twice. The
+    keeper's writes go through :func:`connect`, which does not retry timeouts.
     """
-    return _options(timeout_s, (RedisConnectionError, RedisTimeoutError))
+    retried = (RedisConnectionError, RedisTimeoutError)
+    return {**_options(timeout_s, retried), "retry": Patient(WORKER_RIDE_OUT_S, retried)}
+
+
+class Patient(Retry):
+    """Retries its errors for ``budget_s`` seconds from the first failure, however many tries
+    that takes (backoff doubling from 10 ms to ``cap_s``), then raises the last one."""
+
+    def __init__(
+        self, budget_s: float, supported_errors: tuple[type[RedisError], ...], cap_s: float = 0.25
+    ) -> None:
+        super().__init__(ExponentialBackoff(cap=cap_s, base=0.01), -1, supported_errors)
+        self.budget_s = budget_s
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        failures, deadline = 0, 0.0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if is_retryable and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                now = time.monotonic()
+                deadline = deadline or now + self.budget_s
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(min(self._backoff.compute(failures), deadline - now))
 
 
 def _options(timeout_s: float, retried: tuple[type[RedisError], ...]) -> dict[str, Any]:
