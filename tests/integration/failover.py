@@ -106,6 +106,15 @@ class Load:
         assert after, "no grant after the failover"
         return min(after) - moment
 
+    def timeline(self, moment: float, step: float = 0.25) -> str:
+        """What the commands sent in each ``step`` around ``moment`` came to, one line each."""
+        rows: dict[float, Counter[str]] = {}
+        for s in self.sent.values():
+            at = round((s.at - moment) / step) * step
+            result = s.failure or (s.outcome.result if s.outcome else "?")
+            rows.setdefault(at, Counter())[f"{s.action}:{result}"] += 1
+        return "\n".join(f"{at:+6.2f} s {dict(rows[at])}" for at in sorted(rows) if at > -1)
+
     def failures(self) -> Counter[str]:
         return Counter(s.failure for s in self.sent.values() if s.failure)
 
@@ -144,12 +153,14 @@ class Kept:
     lost_applied: list[str]  # answered, but no applied-command record
     twice: list[str]  # logged twice (applied again after the failover)
     lost_fences: int  # pairs whose counter is below a token a client was granted
+    reused_tokens: int  # (pair, token) granted twice: a counter's lost INCR handed out again
 
     def line(self) -> str:
         return (
             f"answered {self.answered}; lost: {len(self.lost_log)} log records, "
             f"{len(self.lost_applied)} applied-command records, {self.lost_fences} fencing "
-            f"counters behind a granted token; logged twice: {len(self.twice)}"
+            f"counters behind a granted token, {self.reused_tokens} tokens granted twice; "
+            f"logged twice: {len(self.twice)}"
         )
 
 
@@ -163,9 +174,11 @@ async def kept(redis: Redis, settings: Settings, load: Load, records: Iterable[L
         pipe.exists(applied_key(rid))
     exists = await pipe.execute()
     top: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
+    granted: Counter[tuple[tuple[uuid.UUID, uuid.UUID], int]] = Counter()
     for s in load.grants():
         assert s.outcome is not None
         top[s.pair] = max(top.get(s.pair, 0), s.outcome.fencing_token)
+        granted[s.pair, s.outcome.fencing_token] += 1
     pipe = redis.pipeline(transaction=False)
     for user, profile in top:
         pipe.get(fence_key(user, profile))
@@ -176,4 +189,5 @@ async def kept(redis: Redis, settings: Settings, load: Load, records: Iterable[L
         lost_applied=[rid for rid, ok in zip(answered, exists, strict=True) if not ok],
         twice=[rid for rid, n in logged.items() if n > 1],
         lost_fences=sum(f < t for f, t in zip(fences, top.values(), strict=True)),
+        reused_tokens=sum(n > 1 for n in granted.values()),
     )
