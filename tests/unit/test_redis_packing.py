@@ -137,3 +137,31 @@ async def test_a_sentinel_client_packs_in_c_waits_for_connections_and_closes_its
     assert hosts == [("127.0.0.1", 1), ("::1", 2)]
     assert all(s.get_retry().get_retries() == 0 for s in sentinels)  # the next one instead
     await client.aclose()
+
+
+async def test_a_sentinel_connection_asks_for_the_primary_before_every_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconnection (redis-py retries it through _connect) dials the primary the Sentinels
+    name now, not the address it had: after a failover that is the dead primary."""
+
+    class Pool:
+        is_master = True
+        check_connection = False
+        primary = ("10.0.0.1", 6379)
+
+        async def get_master_address(self) -> tuple[str, int]:
+            return self.primary
+
+    dialed: list[tuple[str, int]] = []
+
+    async def dial(conn: Connection) -> None:
+        dialed.append((conn.host, conn.port))
+
+    monkeypatch.setattr(Connection, "_connect", dial)
+    pool = Pool()
+    conn = redis_client.SentinelConnection(connection_pool=pool)
+    await conn._connect()
+    pool.primary = ("10.0.0.2", 6380)  # promoted
+    await conn._connect()
+    assert dialed == [("10.0.0.1", 6379), ("10.0.0.2", 6380)]

@@ -19,7 +19,11 @@ from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 
 from kubescaler.adapters import lockstate
 from kubescaler.adapters.lockwire import deliveries, enveloped
-from kubescaler.adapters.redis_client import sentinel_options, worker_retry_options
+from kubescaler.adapters.redis_client import (
+    SentinelConnection,
+    sentinel_options,
+    worker_retry_options,
+)
 from kubescaler.domain.locks import Delivery
 from kubescaler.settings import Settings
 from kubescaler.settings_redis import RedisSettings
@@ -85,6 +89,7 @@ def _broker(redis: RedisSettings) -> RedisBroker:
         sentinels=redis.sentinel_addresses,
         sentinel_master_name=redis.sentinel_master,
         sentinel_kwargs=sentinel.pop("sentinel_kwargs"),
+        connection_class=SentinelConnection,
         **sentinel,
         **options,
     )
