@@ -133,30 +133,37 @@ async def test_grants_resume_after_the_primary_is_killed_and_the_log_verifies(
     assert what.twice == []
 
 
-#: How far behind the replicas are held when the primary dies (below Sentinel's down-after, so
+#: How long the replicas are cut off before the primary dies (below Sentinel's down-after, so
 #: they stay eligible for promotion)
-LAG_S = 0.5
+CUT_OFF_S = 0.5
 
 
-async def test_a_failover_loses_what_the_replicas_had_not_received_and_the_rest_verifies(
-    state_redis: StateRedis, settings: Settings, keeper: Worker
+@pytest.mark.parametrize("guarded", [True, False], ids=["min-replicas", "unguarded"])
+async def test_what_a_primary_cut_off_from_its_replicas_can_lose_and_the_rest_verifies(
+    state_redis: StateRedis, settings: Settings, keeper: Worker, guarded: bool
 ) -> None:
-    """Replication is asynchronous: replicas cut off for LAG_S (stopped, their links closed by
-    the primary, which goes on taking writes) when the primary is killed stand for a partition
-    or a lost node. The promoted one lacks those writes: answered commands with no log record,
-    no applied-command record, fencing counters behind tokens clients hold. What it kept still
-    verifies, no contender is granted a held pair, and grants resume. Prints what was lost."""
+    """Replication is asynchronous: replicas cut off for CUT_OFF_S (stopped, their links
+    closed by the primary) when the primary is killed stand for a partition or a lost node.
+    As configured (min-replicas-to-write 1) the primary refuses writes meanwhile (503s naming
+    redis) and the promoted replica lacks nothing a client saw answered. Unguarded (the
+    setting switched off on the primary) it takes them, and the promoted replica lacks them:
+    answered commands with no log record and no applied-command record, fencing tokens
+    granted again. Either way what it kept verifies, no contender is granted a held pair, and
+    grants resume. Prints what was lost."""
     load, tasks = await run_load(settings)
     try:
         await asyncio.sleep(3)
         old = state_redis.current()
-        behind = [r for r in state_redis.servers if r is not old]
-        for replica in behind:  # cut off: stopped, and their links closed by the primary
-            replica.signal(signal.SIGSTOP)
         primary = Redis(port=old.port)
+        if not guarded:
+            await primary.config_set("min-replicas-to-write", 0)
+        behind = [r for r in state_redis.servers if r is not old]
+        for replica in behind:
+            replica.signal(signal.SIGSTOP)
         await primary.client_kill_filter(_type="replica")
         await primary.aclose()
-        await asyncio.sleep(LAG_S)
+        cut = time.monotonic()
+        await asyncio.sleep(CUT_OFF_S)
         killed = time.monotonic()
         old.kill()
         for replica in behind:
@@ -174,11 +181,17 @@ async def test_a_failover_loses_what_the_replicas_had_not_received_and_the_rest_
     records = await log_records(client, settings.lock.log_stream)
     what = await kept(client, settings, load, records)
     await client.aclose()
+    refused = sum(s.failure == "redis" for s in load.sent.values() if cut <= s.at < killed)
     print(
-        f"\nfailover with the replicas {LAG_S} s behind: {new.name} promoted after "
-        f"{promoted:.2f} s; grants resumed {resumed:.2f} s after the kill; {what.line()}"
+        f"\nreplicas cut off {CUT_OFF_S} s before the kill ({'guarded' if guarded else 'unguarded'}"
+        f"): {refused} commands refused meanwhile; {new.name} promoted after {promoted:.2f} s; "
+        f"grants resumed {resumed:.2f} s after the kill; {what.line()}"
     )
     assert resumed < RESUME_BOUND_S, load.timeline(killed)
     assert load.wrong == []
-    assert what.lost_log, "the replicas were behind: something must be missing"
     assert verify(records) == []
+    if guarded:
+        assert refused, "a primary with no replica must refuse writes"
+        assert (what.lost_log, what.lost_applied, what.reused_tokens) == ([], [], 0)
+    else:
+        assert what.lost_log, "the replicas were behind: something must be missing"

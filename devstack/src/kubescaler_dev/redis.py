@@ -23,10 +23,16 @@ def redis_binary() -> str:
 
 class RedisServer(Proc):
     """One redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``: independent,
-    or a replica of the one on ``replica_of`` (a port)."""
+    or a replica of the one on ``replica_of`` (a port). With ``min_replicas`` it takes writes
+    only while that many replicas follow it, each acknowledged within 5 s."""
 
     def __init__(
-        self, port: int, data_dir: Path, persist: bool = True, replica_of: int | None = None
+        self,
+        port: int,
+        data_dir: Path,
+        persist: bool = True,
+        replica_of: int | None = None,
+        min_replicas: int = 0,
     ) -> None:
         self.port = port
         self.data_dir = data_dir
@@ -52,6 +58,11 @@ class RedisServer(Proc):
             "--repl-diskless-sync-delay",
             "0",
             *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
+            *(
+                ["--min-replicas-to-write", str(min_replicas), "--min-replicas-max-lag", "5"]
+                if min_replicas
+                else []
+            ),
         ]
         name = f"redis:{port}" if replica_of is None else f"redis-replica:{port}"
         super().__init__(name, argv, data_dir / "redis.log")

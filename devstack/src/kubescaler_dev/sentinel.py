@@ -125,9 +125,19 @@ class StateRedis:
         down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self.master = master
-        self.primary = RedisServer(primary_port, data_dir / f"redis-{primary_port}", persist)
+        # every server takes writes only while a replica follows it: one cut off from the others
+        # refuses them instead of keeping writes a failover would drop (docs/locks.md)
+        self.primary = RedisServer(
+            primary_port, data_dir / f"redis-{primary_port}", persist, min_replicas=1
+        )
         self.replicas = [
-            RedisServer(port, data_dir / f"redis-replica-{i}", persist, replica_of=primary_port)
+            RedisServer(
+                port,
+                data_dir / f"redis-replica-{i}",
+                persist,
+                replica_of=primary_port,
+                min_replicas=1,
+            )
             for i, port in enumerate(replica_ports)
         ]
         self.sentinels = [
