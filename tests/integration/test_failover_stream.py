@@ -69,7 +69,10 @@ def processes(
 
 
 async def test_streams_follow_the_failover_without_a_restart(
-    topology: StateRedis, processes: tuple[Service, Service], pairs: list[Pair]
+    topology: StateRedis,
+    processes: tuple[Service, Service],
+    pairs: list[Pair],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slow, quick = processes
     older, kept, fresh = pairs.pop(), pairs.pop(), pairs.pop()
@@ -112,4 +115,9 @@ async def test_streams_follow_the_failover_without_a_restart(
         f"stream granted {granted:.2f} s after the kill; the older stream superseded through "
         f"the other instance's log follower {superseded:.2f} s after it"
     )
-    assert replay.run(["--redis-url", new.url, "--stream", "failover:log", "--verify"]) == 0
+    # replay finds the new primary through the Sentinels as the services do
+    for name, value in topology.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KUBESCALER_REDIS_LOCK_URLS", "redis://127.0.0.1:1/0")  # unused here
+    monkeypatch.setenv("KUBESCALER_REDIS_URL", "redis://127.0.0.1:1/0")  # nor this
+    assert replay.run(["--stream", "failover:log", "--verify"]) == 0
