@@ -8,8 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kubescaler_dev.proc import Proc, StartError
+
+#: One try: a readiness check answers now, not after redis-py's default retries (seconds)
+ONCE = Retry(NoBackoff(), 0)
 
 
 def redis_binary() -> str:
@@ -72,7 +77,7 @@ class RedisServer(Proc):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, retry=ONCE)
         try:
             return bool(client.ping())
         finally:
@@ -80,7 +85,7 @@ class RedisServer(Proc):
 
     def role(self) -> str:
         """``master`` or ``slave`` (as INFO says), or ``down``."""
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, retry=ONCE)
         try:
             return str(client.info("replication")["role"])
         except redis.RedisError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import redis
 
 from kubescaler_dev.proc import Proc, StartError
-from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.redis import ONCE, RedisServer
 
 #: The name the Sentinels monitor the state Redis under (KUBESCALER_REDIS_SENTINEL_MASTER).
 MASTER = "kubescaler"
@@ -88,7 +89,7 @@ class RedisSentinel(Proc):
 
     def state(self) -> dict[str, str]:
         """``SENTINEL MASTER``: what this Sentinel knows of the primary (flags, ip, port, ...)."""
-        client = redis.Redis(port=self.port, socket_timeout=0.5, decode_responses=True)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, decode_responses=True, retry=ONCE)
         try:
             state: Any = client.sentinel_master(self.master)
             return {k: str(v) for k, v in state.items()}
@@ -109,6 +110,30 @@ class RedisSentinel(Proc):
         return int(self.state()["port"])
 
 
+def follow_argv(
+    port: int, sentinels: Sequence[int], master: str, follow: int | None, server: list[str]
+) -> list[str]:
+    """``server`` (redis-server's argv) started as the Sentinels say (:mod:`.redis_follow`):
+    a replica of the primary they name, ``follow`` when none answers (the first start), never
+    a primary again while they fail this one over. Every server takes writes only while a
+    replica follows it: one cut off from the others refuses them instead of keeping writes a
+    failover would drop (``min_replicas``, docs/locks.md)."""
+    return [
+        sys.executable,
+        "-m",
+        "kubescaler_dev.redis_follow",
+        "--port",
+        str(port),
+        "--sentinels",
+        ",".join(map(str, sentinels)),
+        "--master",
+        master,
+        *(["--follow", str(follow)] if follow is not None else []),
+        "--",
+        *server,
+    ]
+
+
 class StateRedis:
     """A primary on ``primary_port``, a replica on each of ``replica_ports`` and a Sentinel on
     each of ``sentinel_ports`` (three: a quorum of two survives one lost), their data in
@@ -125,20 +150,16 @@ class StateRedis:
         down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self.master = master
-        # every server takes writes only while a replica follows it: one cut off from the others
-        # refuses them instead of keeping writes a failover would drop (docs/locks.md)
-        self.primary = RedisServer(
-            primary_port, data_dir / f"redis-{primary_port}", persist, min_replicas=1
-        )
+
+        def server(port: int, data: str, follow: int | None) -> RedisServer:
+            found = RedisServer(port, data_dir / data, persist, min_replicas=1)
+            found.argv = follow_argv(port, sentinel_ports, master, follow, found.argv)
+            found.name = f"redis:{port}" if follow is None else f"redis-replica:{port}"
+            return found
+
+        self.primary = server(primary_port, f"redis-{primary_port}", None)
         self.replicas = [
-            RedisServer(
-                port,
-                data_dir / f"redis-replica-{i}",
-                persist,
-                replica_of=primary_port,
-                min_replicas=1,
-            )
-            for i, port in enumerate(replica_ports)
+            server(port, f"redis-replica-{i}", primary_port) for i, port in enumerate(replica_ports)
         ]
         self.sentinels = [
             RedisSentinel(
