@@ -51,9 +51,11 @@ def test_production_runs_a_primary_two_replicas_and_three_sentinels_one_per_mach
 
 def test_every_server_follows_the_primary_the_sentinels_name_and_refuses_writes_alone() -> None:
     """A server asks the Sentinels whom to follow (redis-0 leads only when none answers),
-    announces its own pod name, and takes writes only while a replica follows it."""
+    waits while they hold it down or fail it over, announces its own pod name, and takes
+    writes only while a replica follows it."""
     script = _script(render("production"), "redis")
-    assert "sentinel get-master-addr-by-name kubescaler" in script
+    assert "sentinel master kubescaler" in script
+    assert "*,s_down,*|*,o_down,*|*,failover_in_progress,*" in script
     assert "redis-sentinel-$i.redis-sentinel.$POD_NAMESPACE.svc" in script
     assert 'primary="redis-0.redis.$POD_NAMESPACE.svc"' in script
     assert '--replica-announce-ip "$me"' in script
