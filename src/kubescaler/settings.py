@@ -19,27 +19,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from kubescaler.settings_redis import RedisSettings
+
 PREFIX = "KUBESCALER_"
 _REPO = Path(__file__).resolve().parents[2]  # src/kubescaler/settings.py -> the checkout
 
 
 def _doc(text: str) -> msgspec.Meta:
     return msgspec.Meta(description=text)
-
-
-class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
-    url: Annotated[
-        str, _doc("Redis for the event streams, the lock event log and the launched state.")
-    ] = "redis://127.0.0.1:6379/0"
-    lock_urls: Annotated[
-        list[str],
-        _doc("Independent Redis masters for Redlock (comma-separated); empty means the one `url`."),
-    ] = msgspec.field(default_factory=list)
-    timeout_s: Annotated[float, _doc("Socket timeout for every Redis call, in seconds.")] = 2.0
-
-    @property
-    def redlock_urls(self) -> list[str]:
-        return self.lock_urls or [self.url]
 
 
 #: The driver's consistency levels base may use (SERIAL ones are for lightweight transactions).
@@ -394,8 +381,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         message = str(exc)
         if found := re.search(r"at `\$\.([a-z_]+)(?:\.([a-z_]+))?", message):
             first, second = found.groups()
+            what = message.split(" - at", maxsplit=1)[0]
+            if first in SECTIONS and not second:  # the section's own check, across its fields
+                raise SettingsError(f"{env_name(first, '*')}: {what}") from exc
             name = env_name(first, second) if second else env_name(None, first)
-            raise SettingsError(
-                f"{name}={env.get(name, '')!r}: {message.split(' - at', maxsplit=1)[0]}"
-            ) from exc
+            raise SettingsError(f"{name}={env.get(name, '')!r}: {what}") from exc
         raise SettingsError(f"bad KUBESCALER_ setting: {exc}") from exc

@@ -59,6 +59,8 @@ def up(test_state: Path) -> Iterator[Up]:
             "redis",
         )
     }
+    ports |= {f"sentinel{i}": free_port() for i in range(3)}
+    ports |= {f"redlock{i}": free_port() for i in range(3)}
     ports["STREAM_PORT_2"] = ports["STREAM_PORT"] + 1  # the second instance counts up
     if port_open(ports["STREAM_PORT_2"]):
         pytest.fail("the port after the first stream port is taken; run again")
@@ -70,8 +72,13 @@ def up(test_state: Path) -> Iterator[Up]:
             if k.isupper() and k != "STREAM_PORT_2"
         },
         "KUBESCALER_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-        # three Redlock masters, as `up` runs by default, on free ports
-        "KUBESCALER_REDIS_LOCK_URLS": ",".join(f"redis://127.0.0.1:{free_port()}/0" for _ in "abc"),
+        # up's state Redis (a primary, replicas, Sentinels) and three Redlock masters of its own
+        "KUBESCALER_REDIS_SENTINELS": ",".join(
+            f"127.0.0.1:{ports[f'sentinel{i}']}" for i in range(3)
+        ),
+        "KUBESCALER_REDIS_LOCK_URLS": ",".join(
+            f"redis://127.0.0.1:{ports[f'redlock{i}']}/0" for i in range(3)
+        ),
         "KUBESCALER_LOCAL_STATE_DIR": str(test_state / "up"),
         **UP_ENV,
     }
@@ -295,6 +302,38 @@ def _hang_up_on_everyone(listener: socket.socket, squatting: threading.Event) ->
         # linger 0: close with a reset, which the gateway reads as an upstream error
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
+
+
+def test_the_state_redis_fails_over_and_its_old_primary_comes_back_as_a_replica(up: Up) -> None:
+    """SIGKILL of the state Redis's primary: the Sentinels promote a replica and a stream is
+    granted again within seconds with no kubescaler process restarted; up starts the old
+    primary again and the Sentinels make it a replica of the new one."""
+    user, profile = free_pairs(up, 1)[0]
+    port = up.ports["redis"]
+    mark = len(up.output)
+    os.kill(up.pid(f"redis:{port}"), signal.SIGKILL)
+    killed = time.monotonic()
+    path = f"{up.gateway}/stream/{user}/{profile}?session=session-failover-1"
+    while True:
+        with httpx.stream("GET", path, timeout=30) as r:
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503, r.read()
+        assert time.monotonic() - killed < 30, "no stream granted 30 s after the kill"
+        time.sleep(0.25)
+    granted = time.monotonic() - killed
+    up.wait_for(rf"redis:{port} is back \(pid \d+\)", timeout=60, after=mark)
+    old = redis.Redis(port=port, socket_timeout=2)
+    try:
+        deadline = time.monotonic() + 60
+        while old.info("replication")["role"] != "slave":
+            assert time.monotonic() < deadline, "the old primary did not become a replica"
+            time.sleep(0.5)
+    finally:
+        old.close()
+    exited = re.findall(r"kubescaler: (\S+) exited", "".join(up.output[mark:]))
+    assert exited == [f"redis:{port}"]
+    print(f"\n./dev up: a stream granted {granted:.1f} s after the state Redis primary's SIGKILL")
 
 
 def test_ctrl_c_stops_everything(up: Up) -> None:

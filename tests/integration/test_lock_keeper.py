@@ -257,6 +257,28 @@ async def wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:
             await asyncio.sleep(0.05)
 
 
+async def test_a_reconnected_reply_channel_publishes_the_waiting_commands_again(
+    redis_server: RedisServer, redis_masters: list[RedisServer], redis: Redis
+) -> None:
+    """A reply published while the client's channel was down is gone, so when the channel
+    reconnects (here: its connection killed) the waiting command is published again with its
+    request id; the keeper applies it once and answers the copy from its record."""
+    settings = make_settings(redis_server, redis_masters, request_timeout_ms=20_000)
+    lock = settings.lock
+    await redis.xgroup_create(lock.command_stream, lock.command_group, id="$", mkstream=True)
+    async with LockClient(settings) as locks:
+        waiting = asyncio.create_task(locks.send("acquire", uuid.uuid4(), uuid.uuid4(), "o"))
+        await wait_for(lambda: redis.xlen(lock.command_stream), lambda n: n == 1)
+        await redis.client_kill_filter(_type="pubsub")
+        await wait_for(lambda: redis.xlen(lock.command_stream), lambda n: n == 2)
+        async with keepers(settings):
+            outcome = await waiting
+    assert outcome.result == "granted"
+    entries = await redis.xrange(lock.command_stream)
+    assert len({fields[b"__data__"] for _, fields in entries}) == 1  # the same command twice
+    assert [r.request_id for r in await history(redis, settings)] == [outcome.request_id]
+
+
 async def test_commands_of_a_dead_worker_are_applied_once_by_another(
     redis_server: RedisServer, redis_masters: list[RedisServer], redis: Redis
 ) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from kubescaler.adapters import redis_client
+from kubescaler.settings import RedisSettings
 from kubescaler_dev.cassandra import CassandraNode
 from kubescaler_dev.redis import RedisServer
 from kubescaler_dev.services import Service
@@ -102,7 +103,7 @@ async def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(
     """300 commands at once on one client, each holding its connection 50 ms (a BLPOP that
     times out): all answered by a pool of 100, where redis-py's own pool refuses the 101st with
     "Too many connections"."""
-    client = redis_client.connect(redis_server.url, 2.0)
+    client = redis_client.connect(RedisSettings(url=redis_server.url))
     try:
         key = f"burst:{uuid.uuid4().hex}"
         got = await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(300)))

@@ -11,6 +11,7 @@ from kubescaler.adapters import redis_client
 from kubescaler.adapters.ratelimit import RateLimiter
 from kubescaler.domain.admission import Limit
 from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler.settings import RedisSettings
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.redis import RedisServer
 
@@ -22,7 +23,7 @@ def limit(count: int, period_ms: int, what: str = "session") -> Limit:
 
 
 def limiter(server: RedisServer) -> RateLimiter:
-    return RateLimiter(redis_client.connect(server.url, 2.0))
+    return RateLimiter(redis_client.connect(RedisSettings(url=server.url)))
 
 
 async def test_a_burst_passes_then_one_per_interval(redis_server: RedisServer) -> None:
@@ -80,7 +81,8 @@ async def test_keys_expire_with_their_budget(redis_server: RedisServer) -> None:
 
 async def test_redis_down_is_503_naming_redis() -> None:
     """No Redis to count with: DependencyUnavailable("redis"), not a silent pass."""
-    rl = RateLimiter(redis_client.connect(f"redis://127.0.0.1:{free_port()}/0", 0.5))
+    nowhere = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    rl = RateLimiter(redis_client.connect(nowhere))
     with pytest.raises(DependencyUnavailable, match="rate limit") as caught:
         await rl.take([limit(1, 1000)])
     assert caught.value.dependency == "redis"

@@ -81,7 +81,7 @@ def test_custom_resources_have_their_required_fields(rendered: Rendered) -> None
                 assert _path(d, field), f"{d['kind']}/{d['metadata']['name']}: empty {field}"
     for so in rendered.of_kind("ScaledObject"):
         for trigger in so["spec"]["triggers"]:
-            assert trigger["type"] in {"prometheus", "redis-streams"}
+            assert trigger["type"] in {"prometheus", "redis-streams", "redis-sentinel-streams"}
             assert trigger["metadata"]
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
 
@@ -94,11 +94,15 @@ def test_dev_and_production_differ_where_they_should() -> None:
     assert prod.get("StatefulSet", "cassandra")["spec"]["volumeClaimTemplates"]
     assert prod.config()["KUBESCALER_CASSANDRA_REPLICATION_FACTOR"] == "3"
     assert prod.get("StatefulSet", "redis-lock")["spec"]["replicas"] == 3
+    assert dev.get("StatefulSet", "redis")["spec"]["replicas"] == 1
+    assert not dev.config().get("KUBESCALER_REDIS_SENTINELS")  # dev: the one plain Redis
+    assert not [d for d in dev.workloads() if d["metadata"]["name"] == "redis-sentinel"]
     lock_urls = prod.config()["KUBESCALER_REDIS_LOCK_URLS"].split(",")
     assert len(set(lock_urls)) == 3
     assert dev.config()["KUBESCALER_REDIS_LOCK_URLS"] == ""
     pdbs = {d["metadata"]["name"] for d in prod.of_kind("PodDisruptionBudget")}
     assert {"base", "main", "stream", "lock-keeper", "cassandra", "redis-lock"} <= pdbs
+    assert {"redis", "redis-sentinel"} <= pdbs
     affinity = prod.get("StatefulSet", "cassandra")["spec"]["template"]["spec"]["affinity"]
     assert affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert not prod.of_kind("Secret"), "production expects its Secret from outside git"

@@ -164,6 +164,8 @@ def test_in_cluster_urls_name_existing_services(rendered: Rendered) -> None:
         assert services[u.host.split(".")[-1] if "." in u.host else u.host] == u.port
     for host in conf.cassandra.hosts:
         assert services[host] == conf.cassandra.port
+    for host, port in conf.redis.sentinel_addresses:  # pod.service of a headless Service
+        assert services[host.split(".")[1]] == port
 
 
 def test_stream_grace_in_the_manifests_is_what_the_process_reads(dev: Rendered) -> None:

@@ -73,12 +73,22 @@ def test_only_base_reaches_cassandra(rendered: Rendered) -> None:
 
 
 def test_only_main_stream_and_lock_keeper_reach_redis(rendered: Rendered) -> None:
-    """... and, where KEDA scales the lock-keeper, the KEDA operator reading the backlog."""
-    stores = ["redis"] + (["redis-lock"] if rendered.production else [])
-    for store in stores:
-        admitted = _admitted(rendered, store, 6379)
+    """... and, where KEDA scales the lock-keeper, the KEDA operator reading the backlog; where
+    the state Redis has replicas and Sentinels (production), its own servers and Sentinels
+    reach it (replication, watching, failover) and the same clients reach the Sentinels; no
+    server or Sentinel of it reaches the Redlock masters."""
+    stores = {"redis": {"main", "stream", "lock-keeper"}}
+    if rendered.production:
+        stores = {
+            "redis": {"main", "stream", "lock-keeper", "redis", "redis-sentinel"},
+            "redis-lock": {"main", "stream", "lock-keeper"},
+            "redis-sentinel": {"main", "stream", "lock-keeper", "redis", "redis-sentinel"},
+        }
+    for store, inside in stores.items():
+        port = 26379 if store == "redis-sentinel" else 6379
+        admitted = _admitted(rendered, store, port)
         outside = {a for a in admitted if a.startswith("<outside")}
-        assert admitted - outside == {"main", "stream", "lock-keeper"}, store
+        assert admitted - outside == inside, store
         for peer in outside:
             assert "keda-operator" in peer, peer
             assert "'keda'" in peer, peer
@@ -128,8 +138,9 @@ def _egress_to(rules: list[dict[str, Any]], rendered: Rendered, port: int) -> se
 def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
     rendered: Rendered,
 ) -> None:
-    """The token-holding stream pods reach DNS, base, Redis and the API server (443/6443: the
-    API server is no pod, so no selector can name it), and nothing else."""
+    """The token-holding stream pods reach DNS, base, Redis (and in production the state
+    Redis's Sentinels) and the API server (443/6443: the API server is no pod, so no selector
+    can name it), and nothing else."""
     rules = _egress_rules(rendered, "stream")
     assert rules is not None, "stream egress is not restricted"
     assert _egress_to(rules, rendered, 443) == {"<any>"}
@@ -138,8 +149,10 @@ def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
     assert _egress_to(rules, rendered, 8081) == {"base"}
     redis = {"redis"} | ({"redis-lock"} if rendered.production else set())
     assert _egress_to(rules, rendered, 6379) == redis
+    sentinels = {"redis-sentinel"} if rendered.production else set()
+    assert _egress_to(rules, rendered, 26379) == sentinels
     allowed = {p["port"] for rule in rules for p in rule.get("ports", [])}
-    assert allowed == {53, 443, 6443, 8081, 6379}
+    assert allowed == {53, 443, 6443, 8081, 6379, 26379}
     assert all(rule.get("ports") for rule in rules), "a rule without ports opens every port"
     for other in ("base", "main", "lock-keeper"):
         assert _egress_rules(rendered, other) is None, f"{other}'s egress changed"

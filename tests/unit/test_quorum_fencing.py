@@ -9,8 +9,9 @@ import pytest
 from lockfakes import PROFILE, TTL, USER, Clock, FakeLedger, FakeMasters, command
 
 from kubescaler.domain import lockrules as rules
-from kubescaler.domain.lockrules import MasterState, Round, Vote, VoteOp
+from kubescaler.domain.lockrules import Round, Vote, VoteOp
 from kubescaler.domain.locks import Action, Delivery, LockOutcome, pair_name
+from kubescaler.domain.recovery import MasterState, recovery
 from kubescaler.services.lockkeeping import LockKeeping
 
 PAIR = pair_name(USER, PROFILE)
@@ -128,20 +129,20 @@ def ready(now: int = 0) -> MasterState:
 
 def test_recovery_starts_a_new_deployment_at_once_when_no_master_is_ready() -> None:
     fresh = MasterState(ready=False, now_ms=5)
-    assert rules.recovery([fresh, fresh, None], TTL) == ["bootstrap", "bootstrap", "wait"]
+    assert recovery([fresh, fresh, None], TTL) == ["bootstrap", "bootstrap", "wait"]
     # no quorum answered: nothing starts (the one noted keeps waiting for its peers)
-    assert rules.recovery([fresh, None, None], TTL) == ["note", "wait", "wait"]
+    assert recovery([fresh, None, None], TTL) == ["note", "wait", "wait"]
 
 
 def test_a_master_back_empty_is_noted_then_caught_up_after_a_lock_lifetime() -> None:
     back = MasterState(ready=False, since_ms=0, now_ms=1_000)
-    assert rules.recovery([back, ready(), ready()], TTL) == ["note", "ready", "ready"]
+    assert recovery([back, ready(), ready()], TTL) == ["note", "ready", "ready"]
     early = MasterState(ready=False, since_ms=1_000, now_ms=1_000 + TTL - 1)
-    assert rules.recovery([early, ready(), ready()], TTL) == ["wait", "ready", "ready"]
+    assert recovery([early, ready(), ready()], TTL) == ["wait", "ready", "ready"]
     due = MasterState(ready=False, since_ms=1_000, now_ms=1_000 + TTL)
-    assert rules.recovery([due, ready(), ready()], TTL) == ["catch up", "ready", "ready"]
+    assert recovery([due, ready(), ready()], TTL) == ["catch up", "ready", "ready"]
     # every other master must answer (and be ready): their counters are what it copies
-    assert rules.recovery([due, ready(), None], TTL) == ["wait", "ready", "wait"]
+    assert recovery([due, ready(), None], TTL) == ["wait", "ready", "wait"]
 
 
 async def test_a_grant_says_on_how_many_masters_its_token_landed(k: Keeper) -> None:

@@ -11,6 +11,7 @@ from redis.exceptions import DataError
 from kubescaler.adapters import redis_client
 from kubescaler.adapters.redis_client import PackedInC, connect, packing_in_c
 from kubescaler.adapters.redlock import master_client
+from kubescaler.settings import RedisSettings
 
 COMMIT_LIKE: tuple[Any, ...] = (
     "EVALSHA",
@@ -99,7 +100,7 @@ def test_pipelines_pack_each_command_in_c() -> None:
 def test_every_client_packs_in_c_over_the_connection_its_url_chose(
     url: str, kind: type[Connection]
 ) -> None:
-    for client in (connect(url, 1.0), master_client(url, 0.25)):
+    for client in (connect(RedisSettings(url=url, timeout_s=1.0)), master_client(url, 0.25)):
         made = client.connection_pool.connection_class
         assert issubclass(made, PackedInC)
         assert issubclass(made, kind)
@@ -109,3 +110,58 @@ def test_packing_in_c_twice_keeps_one_class() -> None:
     once = packing_in_c_kind(Connection)
     assert packing_in_c_kind(once) is once
     assert packing_in_c_kind(Connection) is once
+
+
+async def test_a_sentinel_client_packs_in_c_waits_for_connections_and_closes_its_sentinels() -> (
+    None
+):
+    """With Sentinels the pool asks them for the primary on every new connection, packs in C,
+    waits for a free connection (not "Too many connections") and closes the Sentinel clients."""
+    redis = RedisSettings(
+        sentinels=["127.0.0.1:1", "[::1]:2"], lock_urls=["redis://x:1/0"], url="redis://h:1/3"
+    )
+    client = connect(redis)
+    pool = client.connection_pool
+    assert isinstance(pool, redis_client.SentinelPool)
+    assert isinstance(pool, redis_client.BlockingConnectionPool)
+    assert issubclass(pool.connection_class, PackedInC)
+    assert issubclass(pool.connection_class, redis_client.SentinelManagedConnection)
+    assert pool.service_name == "kubescaler"
+    assert pool.connection_kwargs["db"] == 3
+    assert pool.max_connections == redis_client.POOL_CONNECTIONS
+    sentinels = pool.sentinel_manager.sentinels
+    hosts = [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in sentinels
+    ]
+    assert hosts == [("127.0.0.1", 1), ("::1", 2)]
+    assert all(s.get_retry().get_retries() == 0 for s in sentinels)  # the next one instead
+    await client.aclose()
+
+
+async def test_a_sentinel_connection_asks_for_the_primary_before_every_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconnection (redis-py retries it through _connect) dials the primary the Sentinels
+    name now, not the address it had: after a failover that is the dead primary."""
+
+    class Pool:
+        is_master = True
+        check_connection = False
+        primary = ("10.0.0.1", 6379)
+
+        async def get_master_address(self) -> tuple[str, int]:
+            return self.primary
+
+    dialed: list[tuple[str, int]] = []
+
+    async def dial(conn: Connection) -> None:
+        dialed.append((conn.host, conn.port))
+
+    monkeypatch.setattr(Connection, "_connect", dial)
+    pool = Pool()
+    conn = redis_client.SentinelConnection(connection_pool=pool)
+    await conn._connect()
+    pool.primary = ("10.0.0.2", 6380)  # promoted
+    await conn._connect()
+    assert dialed == [("10.0.0.1", 6379), ("10.0.0.2", 6380)]

@@ -40,6 +40,28 @@ def test_bad_values_name_the_variable() -> None:
     ).stream.release_on_disconnect
 
 
+def test_sentinels_name_the_state_redis_and_need_independent_lock_masters() -> None:
+    """KUBESCALER_REDIS_SENTINELS is a host:port list (IPv6 in brackets); without Redlock
+    masters of its own it is refused, naming both variables; empty is the plain URL."""
+    s = settings.load(
+        {
+            "KUBESCALER_REDIS_SENTINELS": "s-0.s:26379, [::1]:26380",
+            "KUBESCALER_REDIS_SENTINEL_MASTER": "state",
+            "KUBESCALER_REDIS_LOCK_URLS": "redis://l:6379/0",
+        }
+    )
+    assert s.redis.sentinel_addresses == [("s-0.s", 26379), ("::1", 26380)]
+    assert s.redis.sentinel_master == "state"
+    assert settings.load({}).redis.sentinel_addresses == []
+    with pytest.raises(settings.SettingsError, match=r"KUBESCALER_REDIS_\*: .*LOCK_URLS"):
+        settings.load({"KUBESCALER_REDIS_SENTINELS": "s:26379"})
+    for bad in ("s", "s:", ":26379", "s:port", "s:70000"):
+        with pytest.raises(settings.SettingsError, match="a Sentinel is host:port"):
+            settings.load(
+                {"KUBESCALER_REDIS_SENTINELS": bad, "KUBESCALER_REDIS_LOCK_URLS": "redis://l"}
+            )
+
+
 def test_the_server_stack_is_one_uvicorn_knows() -> None:
     """KUBESCALER_SERVER_LOOP/HTTP take uvicorn's names of the stacks compared, nothing else."""
     assert (settings.load({}).server.loop, settings.load({}).server.http) == (

@@ -22,7 +22,13 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if args.streams < 1 or args.keepers < 1:
         print("kubescaler-dev up: --streams and --keepers must be at least 1", file=sys.stderr)
         return 2
-    return stack.run(settings, args.streams, args.keepers, backing_only=args.backing_only)
+    return stack.run(
+        settings,
+        args.streams,
+        args.keepers,
+        backing_only=args.backing_only,
+        sentinel=not args.plain_redis,
+    )
 
 
 def _print_status(report: dict[str, object]) -> None:
@@ -104,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only Redis and Cassandra (for running "
         "kubescaler's own processes by hand or from an IDE)",
+    )
+    up.add_argument(
+        "--plain-redis",
+        action="store_true",
+        help="one state Redis (KUBESCALER_REDIS_URL), no replicas or Sentinels; by default the "
+        "state Redis is a primary, two replicas and three Sentinels, as in production",
     )
     cluster = add(
         "cluster",

@@ -8,8 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kubescaler_dev.proc import Proc, StartError
+
+#: One try: a readiness check answers now, not after redis-py's default retries (seconds)
+ONCE = Retry(NoBackoff(), 0)
 
 
 def redis_binary() -> str:
@@ -22,15 +27,24 @@ def redis_binary() -> str:
 
 
 class RedisServer(Proc):
-    """One independent redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``
-    (``fsync_always``: every write on disk before it is answered, as a Redlock master needs:
-    one that loses its last second's writes in a crash forgets fencing counters it agreed to)."""
+    """One redis-server on 127.0.0.1:port with AOF persistence under ``data_dir``: independent,
+    or a replica of the one on ``replica_of`` (a port). With ``min_replicas`` it takes writes
+    only while that many replicas follow it, each acknowledged within 5 s. ``fsync_always``:
+    every write on disk before it is answered, as a Redlock master needs (one that loses its
+    last second's writes in a crash forgets fencing counters it agreed to)."""
 
     def __init__(
-        self, port: int, data_dir: Path, persist: bool = True, fsync_always: bool = False
+        self,
+        port: int,
+        data_dir: Path,
+        persist: bool = True,
+        replica_of: int | None = None,
+        min_replicas: int = 0,
+        fsync_always: bool = False,
     ) -> None:
         self.port = port
         self.data_dir = data_dir
+        self.replica_of = replica_of
         argv = [
             redis_binary(),
             "--port",
@@ -49,17 +63,38 @@ class RedisServer(Proc):
             "no",
             "--daemonize",
             "no",
+            # a replica's first sync starts at once, not after the 5 s Redis 7 waits by default
+            # for more replicas to share a diskless transfer
+            "--repl-diskless-sync-delay",
+            "0",
+            *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
+            *(
+                ["--min-replicas-to-write", str(min_replicas), "--min-replicas-max-lag", "5"]
+                if min_replicas
+                else []
+            ),
         ]
-        super().__init__(f"redis:{port}", argv, data_dir / "redis.log")
+        name = f"redis:{port}" if replica_of is None else f"redis-replica:{port}"
+        super().__init__(name, argv, data_dir / "redis.log")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, retry=ONCE)
         try:
             return bool(client.ping())
+        finally:
+            client.close()
+
+    def role(self) -> str:
+        """``master`` or ``slave`` (as INFO says), or ``down``."""
+        client = redis.Redis(port=self.port, socket_timeout=0.5, retry=ONCE)
+        try:
+            return str(client.info("replication")["role"])
+        except redis.RedisError:
+            return "down"
         finally:
             client.close()
 

@@ -1,6 +1,9 @@
 """`./dev up`: the whole system on 127.0.0.1, started in dependency order, kept running.
 
 Redis and Cassandra keep their data under ``.local/`` (git-ignored), so it survives a restart.
+The state Redis runs as production runs it (``devstack/sentinel.py``: a primary, two replicas,
+three Sentinels; kubescaler's processes find the primary through the Sentinels, and Redlock gets
+a master of its own), unless ``--plain-redis`` asks for the one Redis of KUBESCALER_REDIS_URL.
 Every process is awaited on its readiness before the next one that needs it starts, as the
 Kubernetes manifests do with probes. Once all are up, a process that exits is started again on
 its port with a back-off (``devstack/supervisor.py``), as Kubernetes restarts a container; a
@@ -21,13 +24,18 @@ from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
 from kubescaler.settings import Settings
 from kubescaler_dev.cassandra import CassandraNode
 from kubescaler_dev.nginx import Nginx
-from kubescaler_dev.proc import Proc, StartError, port_open
+from kubescaler_dev.proc import Proc, StartError, free_port, port_open
 from kubescaler_dev.redis import RedisServer
+from kubescaler_dev.sentinel import RedisSentinel, StateRedis
 from kubescaler_dev.services import Service
 from kubescaler_dev.supervisor import Backoff, Supervised, Supervisor
 
-#: The local Redlock masters' ports (the stream Redis is 6379).
+#: The local Redlock masters' ports (the state Redis is 6379), as production runs three.
 LOCAL_MASTER_PORTS = (6380, 6381, 6382)
+#: The state Redis's replicas (on free ports: nothing names them but the primary and the
+#: Sentinels) and the Sentinels' ports when KUBESCALER_REDIS_SENTINELS does not name them.
+REPLICAS = 2
+SENTINEL_PORTS = [26379, 26380, 26381]
 
 
 def _port(url: str, default: int) -> int:
@@ -37,17 +45,36 @@ def _port(url: str, default: int) -> int:
 class Stack:
     """Every process of the local system, in start order."""
 
-    def __init__(self, settings: Settings, state: Path, streams: int = 2, keepers: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: Path,
+        streams: int = 2,
+        keepers: int = 1,
+        sentinel: bool = True,
+    ) -> None:
         self.settings = settings
         self.state = state
         logs = state / "logs"
         s = settings
-        # three Redlock masters, as in production, unless KUBESCALER_REDIS_LOCK_URLS names others
-        masters = s.redis.lock_urls or [f"redis://127.0.0.1:{p}/0" for p in LOCAL_MASTER_PORTS]
-        state_port = _port(s.redis.url, 6379)
-        self.redis = [RedisServer(state_port, state / f"redis-{state_port}")] + [
-            RedisServer(port, state / f"redis-{port}", fsync_always=True)
-            for port in sorted({_port(u, 6379) for u in masters} - {state_port})
+        primary = _port(s.redis.url, 6379)
+        #: the state Redis as production runs it (a primary, replicas, Sentinels), or None
+        self.state_redis: StateRedis | None = None
+        # three Redlock masters of their own, as in production (a replicated one would hand its
+        # locks to a replica), unless KUBESCALER_REDIS_LOCK_URLS names others
+        lock_urls = s.redis.lock_urls or [f"redis://127.0.0.1:{p}/0" for p in LOCAL_MASTER_PORTS]
+        lock_ports = sorted({_port(u, 6379) for u in lock_urls} - {primary})
+        redis_env = {"KUBESCALER_REDIS_LOCK_URLS": ",".join(lock_urls)}
+        if sentinel:
+            self.state_redis = StateRedis(
+                state,
+                primary,
+                [free_port() for _ in range(REPLICAS)],
+                [p for _, p in s.redis.sentinel_addresses] or SENTINEL_PORTS,
+            )
+            redis_env |= self.state_redis.env()
+        self.redis = ([] if sentinel else [RedisServer(primary, state / f"redis-{primary}")]) + [
+            RedisServer(port, state / f"redis-{port}", fsync_always=True) for port in lock_ports
         ]
         self.cassandra = CassandraNode(
             state / "cassandra",
@@ -56,7 +83,7 @@ class Stack:
             lib_dir=state / "cassandra" / "lib",
         )
         base_url = f"http://127.0.0.1:{s.base_port}"
-        env = {"KUBESCALER_BASE_URL": base_url, "KUBESCALER_REDIS_LOCK_URLS": ",".join(masters)}
+        env = {"KUBESCALER_BASE_URL": base_url, **redis_env}
         self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
         self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
         keeper_port = s.lock.keeper_port
@@ -64,7 +91,7 @@ class Stack:
             Service(
                 "lock-keeper",
                 keeper_port + i,
-                {**env, "KUBESCALER_INSTANCE": f"lock-keeper-{i}"},
+                {"KUBESCALER_INSTANCE": f"lock-keeper-{i}", **redis_env},
                 logs,
                 name=f"lock-keeper-{i}",
                 args=("--port", str(keeper_port + i)),
@@ -112,7 +139,9 @@ class Stack:
 
     def start(self, backing_only: bool = False) -> None:
         """Start everything (or only Redis and Cassandra), or stop what started and raise."""
-        ports = [r.port for r in self.redis] + [self.cassandra.native_port]
+        backing = self.backing
+        ports = [p.port for p in backing if isinstance(p, (RedisServer, RedisSentinel))]
+        ports.append(self.cassandra.native_port)
         if not backing_only:
             ports += [self.settings.gateway_port, self.base.port, self.main.port]
             ports += [p.port for p in self.keepers + self.streams]
@@ -120,8 +149,8 @@ class Stack:
             if port_open(port):
                 raise StartError(f"port {port} is in use: is the local system already up?")
         try:
-            for server in self.redis:
-                self._start(server, server.ping)
+            for proc in backing:
+                self._start(proc, proc.ready if isinstance(proc, RedisSentinel) else proc.ping)
             self._start(self.cassandra, self.cassandra.ready, timeout=240)
             if backing_only:
                 return
@@ -136,6 +165,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def backing(self) -> list[RedisServer | RedisSentinel]:
+        """The Redis processes, in start order: the state Redis's, then Redlock's."""
+        return [*(self.state_redis.procs if self.state_redis else []), *self.redis]
 
     def supervisor(self, backoff: Backoff | None = None) -> Supervisor:
         """Restarts for every started process, each line printed with a ``kubescaler:`` prefix."""
@@ -164,10 +198,17 @@ class Stack:
             proc.stop(timeout=60)
 
     def urls(self) -> dict[str, str]:
-        backing = {
-            "redis": " ".join(r.url for r in self.redis),
-            "cassandra": f"127.0.0.1:{self.cassandra.native_port}",
-        }
+        backing = {"redis": " ".join(r.url for r in self.redis)}
+        if self.state_redis:
+            topology = self.state_redis
+            backing = {
+                "state redis": f"{topology.primary.url} (primary at the start; "
+                f"replicas {' '.join(str(r.port) for r in topology.replicas)})",
+                "sentinels": topology.env()["KUBESCALER_REDIS_SENTINELS"]
+                + f" (master name {topology.master})",
+                "redlock masters": " ".join(r.url for r in self.redis),
+            }
+        backing["cassandra"] = f"127.0.0.1:{self.cassandra.native_port}"
         if self.gateway not in self.started:
             return {**backing, "logs": str(self.state / "logs")}
         g = f"http://127.0.0.1:{self.settings.gateway_port}"
@@ -202,10 +243,16 @@ class Stack:
         }
 
 
-def run(settings: Settings, streams: int, keepers: int = 1, backing_only: bool = False) -> int:
+def run(
+    settings: Settings,
+    streams: int,
+    keepers: int = 1,
+    backing_only: bool = False,
+    sentinel: bool = True,
+) -> int:
     """Bring the system up, print its URLs, and keep it up until Ctrl-C or SIGTERM."""
     state = Path(settings.local_state_dir).resolve()
-    stack = Stack(settings, state, streams, keepers)
+    stack = Stack(settings, state, streams, keepers, sentinel)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"kubescaler: bringing the local system up (state in {state})", flush=True)

@@ -14,14 +14,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import RedisBroker, RedisSentinelBroker, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage
 
 from kubescaler.adapters import lockstate
 from kubescaler.adapters.lockwire import deliveries, enveloped
-from kubescaler.adapters.redis_client import worker_retry_options
+from kubescaler.adapters.redis_client import (
+    SentinelConnection,
+    sentinel_options,
+    worker_retry_options,
+)
 from kubescaler.domain.locks import Delivery
 from kubescaler.settings import Settings
+from kubescaler.settings_redis import RedisSettings
 
 #: Most commands one read takes: a batch costs the same round trips whatever its size.
 BATCH = 256
@@ -67,6 +72,29 @@ def _subscribe(
     )(on_batch)
 
 
+def _broker(redis: RedisSettings) -> RedisBroker:
+    """A broker on the state Redis: ``redis.url``, or the primary the Sentinels name (every new
+    connection asks them, so after a failover the subscribers read from the new primary)."""
+    options: dict[str, Any] = {
+        **worker_retry_options(redis.timeout_s),
+        "log_level": logging.DEBUG,
+        "apply_types": False,  # the handlers take the raw entries: no injection per message
+    }
+    if not redis.sentinels:
+        if redis.password:
+            options["password"] = redis.password
+        return RedisBroker(redis.url, **options)
+    sentinel = sentinel_options(redis)
+    return RedisSentinelBroker(
+        sentinels=redis.sentinel_addresses,
+        sentinel_master_name=redis.sentinel_master,
+        sentinel_kwargs=sentinel.pop("sentinel_kwargs"),
+        connection_class=SentinelConnection,
+        **sentinel,
+        **options,
+    )
+
+
 def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
     """The broker of worker ``name``: its two subscribers call ``handle`` with each batch."""
     lock = settings.lock
@@ -75,12 +103,7 @@ def build_broker(settings: Settings, name: str, handle: Handler) -> RedisBroker:
     # faststream.redis.subscriber.usecases.basic with no broker or subscriber option. So the
     # pause cannot be shortened here; worker_retry_options retries timed-out reads instead, so
     # a short stall never reaches it.
-    broker = RedisBroker(
-        settings.redis.url,
-        **worker_retry_options(settings.redis.timeout_s),
-        log_level=logging.DEBUG,
-        apply_types=False,  # the handlers take the raw entries: no injection per message
-    )
+    broker = _broker(settings.redis)
     fresh = StreamSub(
         lock.command_stream,
         group=lock.command_group,

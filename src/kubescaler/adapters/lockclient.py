@@ -8,6 +8,13 @@ Replies: one long-lived pub/sub channel per client (per process) and a map from 
 a waiting future. The lock-keeper publishes one JSON array of outcomes per batch it applied,
 so one message may answer many requests. One connection serves any number of concurrent
 requests, unlike a blocking pop per request, which holds a pool connection while it waits.
+
+A pub/sub message published while the channel is not subscribed is gone: after a Redis
+restart or a failover, the keeper may answer commands on the (new) primary before this client
+has subscribed there again. So each time the reply channel reconnects, every command still
+waiting for its answer is published again, with its request id: the keeper answers a command
+it already applied from its applied-command record (the outcome, not a second application)
+and applies one it never saw (a publish the failover lost).
 """
 
 from __future__ import annotations
@@ -50,15 +57,22 @@ class LockClient:
         self._listener: asyncio.Task[None] | None = None
         self._publish = Coalescer(self._xadd, FLUSHES)
         self._waiting: dict[str, asyncio.Future[LockOutcome]] = {}
+        self._sent: dict[str, LockCommand] = {}  # the waiting commands, to publish again
+        self._resends: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect and subscribe to the reply channel (before any command can be answered)."""
-        self.redis = redis_client.connect(self.settings.redis.url, self.settings.redis.timeout_s)
+        self.redis = redis_client.connect(self.settings.redis)
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self.reply_channel)
+        assert self._pubsub.connection is not None
+        # called after redis-py's own callback, which subscribes again on every reconnection
+        self._pubsub.connection.register_connect_callback(self._reconnected)
         self._listener = asyncio.create_task(self._listen(self._pubsub), name="lock-replies")
 
     async def stop(self) -> None:
+        for task in list(self._resends):
+            task.cancel()
         await self._publish.aclose()
         if self._listener is not None:
             self._listener.cancel()
@@ -101,6 +115,21 @@ class LockClient:
             failing = False
             if msg is not None and msg.get("type") == "message":
                 self._answer(msg["data"])
+
+    async def _reconnected(self, _: object) -> None:
+        """The reply channel is subscribed again: publish every waiting command again."""
+        waiting = [cmd for rid, cmd in self._sent.items() if not self._waiting[rid].done()]
+        if waiting:
+            log.warning(
+                "lock reply channel back; publishing %d waiting commands again", len(waiting)
+            )
+            task = asyncio.create_task(self._resend(waiting), name="lock-resend")
+            self._resends.add(task)
+            task.add_done_callback(self._resends.discard)
+
+    async def _resend(self, cmds: list[LockCommand]) -> None:
+        with contextlib.suppress(DependencyUnavailable):  # their own timeouts still run
+            await asyncio.gather(*(self._publish(cmd) for cmd in cmds))
 
     def _answer(self, data: bytes) -> None:
         try:
@@ -171,6 +200,7 @@ class LockClient:
         )
         answer: asyncio.Future[LockOutcome] = asyncio.get_running_loop().create_future()
         self._waiting[cmd.request_id] = answer
+        self._sent[cmd.request_id] = cmd
         published = False
         try:
             async with asyncio.timeout(timeout / 1000):
@@ -187,6 +217,7 @@ class LockClient:
             ) from exc
         finally:
             self._waiting.pop(cmd.request_id, None)
+            self._sent.pop(cmd.request_id, None)
 
     async def acquire(self, user_id: uuid.UUID, profile_id: uuid.UUID, owner: str) -> LockOutcome:
         """The granted outcome (with ``fencing_token`` and ``expires_at_ms``).

@@ -3,6 +3,12 @@
 A blocking ``XREAD`` from the last id seen: every record arrives once and in log order, and a
 follower that loses Redis for a while resumes where it stopped instead of missing what was
 logged meanwhile (a pub/sub message sent while it was away would be gone).
+
+After a failover of the state Redis (its client asks the Sentinels on reconnection) it resumes
+on the promoted replica from the same id. That replica may lack the last records the follower
+already read (replication is asynchronous); new records get later ids (they are stamped with
+the time), so nothing after them is skipped, and what the follower read and the replica lost
+stays read: the grants it announced did happen.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from kubescaler.adapters.lockstate import FENCE_PREFIX
 from kubescaler.adapters.redlock import READY_KEY
-from kubescaler.domain.lockrules import MasterState, Recovery, recovery
+from kubescaler.domain.recovery import MasterState, Recovery, recovery
 
 log = logging.getLogger(__name__)
 

@@ -118,7 +118,7 @@ def make_access(settings: Settings, limiter: Limiter | None = None) -> Access:
 def stream_access(settings: Settings) -> Access:
     """The stream service's Access: the auth mode and a rate limiter on the stream Redis
     (connected on first use; :func:`closing` closes it)."""
-    redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
+    redis = redis_client.connect(settings.redis)
     return make_access(settings, RateLimiter(redis))
 
 

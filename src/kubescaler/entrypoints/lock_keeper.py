@@ -49,7 +49,7 @@ class Worker:
         s = settings
         self.name = name or s.process_name
         self.broker = build_broker(s, self.name, self.handle)
-        self.state = redis_client.connect(s.redis.url, s.redis.timeout_s)
+        self.state = redis_client.connect(s.redis)
         self.ledger = LockLedger(self.state, s.lock, self.name)
         timeout_s = s.lock.master_timeout_ms / 1000
         masters = [master_client(url, timeout_s) for url in s.redis.redlock_urls]

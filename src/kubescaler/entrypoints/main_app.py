@@ -123,7 +123,7 @@ PUBLIC = Router("/main", route_handlers=HANDLERS, include_in_schema=False)
 def create_app(settings: Settings) -> Litestar:
     access = make_access(settings)  # the auth mode, for the guards (entrypoints/auth.py)
     base = BaseClient(settings.base, settings.admin_token)
-    redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
+    redis = redis_client.connect(settings.redis)
 
     @contextlib.asynccontextmanager
     async def clients(_: Litestar) -> AsyncIterator[None]:

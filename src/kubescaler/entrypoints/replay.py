@@ -18,9 +18,14 @@ from typing import Any, TextIO
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from kubescaler.domain.locks import LockRecord, record_from_fields, state_at, verify
 from kubescaler.settings import SettingsError, load
+from kubescaler.settings_redis import RedisSettings
 
 PAGE = 1000
 _jsonl = msgspec.json.Decoder(LockRecord).decode
@@ -40,8 +45,36 @@ def show_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def from_redis(url: str, stream: str, since: int | None, until: int | None) -> Iterator[LockRecord]:
-    client = redis.Redis.from_url(url, socket_timeout=5)
+def log_client(url: str | None, state: RedisSettings) -> redis.Redis:
+    """``url``'s Redis; without one the state Redis: the primary its Sentinels name (after a
+    failover, the new one), else its URL."""
+    if url or not state.sentinels:
+        return redis.Redis.from_url(url or state.url, socket_timeout=5)
+    found: Any = Sentinel(  # type: ignore[no-untyped-call]
+        state.sentinel_addresses,
+        sentinel_kwargs={
+            "socket_timeout": 5,
+            "retry": Retry(NoBackoff(), 0),  # a silent Sentinel: ask the next one
+            "password": state.sentinel_password or None,
+        },
+    ).master_for(
+        state.sentinel_master,
+        socket_timeout=5,
+        db=int(parse_url(state.url).get("db", 0)),  # type: ignore[no-untyped-call]
+        password=state.password or None,
+    )
+    client: redis.Redis = found
+    return client
+
+
+def from_redis(
+    url: str | None,
+    stream: str,
+    since: int | None,
+    until: int | None,
+    state: RedisSettings | None = None,
+) -> Iterator[LockRecord]:
+    client = log_client(url, state or RedisSettings())
     try:
         start, end = "-" if since is None else str(since), "+" if until is None else str(until)
         while True:
@@ -65,7 +98,12 @@ def from_file(path: Path) -> Iterator[LockRecord]:
 def parser() -> argparse.ArgumentParser:
     settings = load()
     p = argparse.ArgumentParser(prog="kubescaler replay", description=__doc__)
-    p.add_argument("--redis-url", default=settings.redis.url, help="Redis holding the log")
+    p.add_argument(
+        "--redis-url",
+        help="Redis holding the log (default: the state Redis, found through "
+        "KUBESCALER_REDIS_SENTINELS when they are set, else KUBESCALER_REDIS_URL)",
+    )
+    p.set_defaults(state=settings.redis)
     p.add_argument("--stream", default=settings.lock.log_stream, help="log stream name")
     p.add_argument("--file", type=Path, help="read a JSON-lines export instead of Redis")
     p.add_argument("--since", type=parse_time, help="from this time or stream id")
@@ -87,7 +125,7 @@ def select(args: argparse.Namespace) -> list[LockRecord]:
     source = (
         from_file(args.file)
         if args.file
-        else from_redis(args.redis_url, args.stream, args.since, args.until)
+        else from_redis(args.redis_url, args.stream, args.since, args.until, args.state)
     )
     out = []
     for rec in source:

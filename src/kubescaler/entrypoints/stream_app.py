@@ -133,7 +133,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def clients(_: Litestar) -> AsyncIterator[None]:
-        log_redis = redis_client.connect(settings.redis.url, settings.redis.timeout_s)
+        log_redis = redis_client.connect(settings.redis)
         block_ms = max(100, min(1000, int(settings.redis.timeout_s * 500)))
         tail = LogTail(log_redis, settings.lock.log_stream, block_ms=block_ms)
         await locks.start()
