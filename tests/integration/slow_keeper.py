@@ -25,6 +25,9 @@ class SlowVotes:
         await asyncio.sleep(self.delay_s)
         return await self.masters.vote(ops)
 
+    async def fence(self, ops: Sequence[VoteOp]) -> Round:
+        return await self.masters.fence(ops)
+
     def tally(self, got: Round, i: int) -> Tally:
         return self.masters.tally(got, i)
 

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from kubescaler.adapters import lockstate, redis_client
 from kubescaler.adapters.keepers import Heartbeat, Keepers, beat_key, registry_key
 from kubescaler.domain.locks import LockCommand
-from kubescaler.settings import LockSettings
+from kubescaler.settings import LockSettings, RedisSettings
 from kubescaler_dev.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = redis_client.connect(redis_server.url, 2.0)
+    client = redis_client.connect(RedisSettings(url=redis_server.url))
     yield client
     await client.aclose()
 

@@ -131,7 +131,8 @@ def test_admin_token_guards_mutations(
 def test_the_public_paths_answer_under_main_too_and_nothing_else_does(main: httpx.Client) -> None:
     """A plain Ingress passes /main/<public path> on unchanged: main answers it as the path
     itself; its internal paths (metrics, probes, schema) are not reachable under /main."""
-    assert main.post("/main/testdata", params={"users": 3, "profiles": 2}).status_code == 201
+    made = main.post("/main/testdata", params={"users": 10, "profiles": 3})
+    assert made.status_code == 201, made.text
     assert main.get("/main/users").json() == main.get("/users").json()
     assert main.get("/main/profiles").json() == main.get("/profiles").json()
     user = main.get("/users").json()[0]["id"]

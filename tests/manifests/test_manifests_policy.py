@@ -242,7 +242,7 @@ def test_every_overlay_autoscales_main_on_cpu_and_stream_and_lock_keeper_on_thei
         ]
         assert len(kinds) == 1, f"{rendered.overlay}: {name} needs exactly one autoscaler"
     down = _hpa_behavior(rendered, "stream")["scaleDown"]
-    if rendered.overlay == "local":  # seconds, for the tests on the local cluster
+    if rendered.overlay in ("local", "local-classic"):  # seconds, for the local cluster's tests
         assert down["stabilizationWindowSeconds"] >= 30
         return
     assert down["stabilizationWindowSeconds"] >= 300

@@ -147,9 +147,12 @@ def create_app(settings: Settings) -> Litestar:
                 yield
         finally:
             hub.drain()
-            follower.cancel()
-            refresher.cancel()
-            producer.cancel()
+            loops = (follower, refresher, producer)
+            for task in loops:
+                task.cancel()
+            # ended before their clients close: a read cancelled mid-reply and its connection
+            # closed under it can leave the task pending for good, and the process with it
+            await asyncio.wait(loops, timeout=2 * settings.redis.timeout_s)
             await hub.wait_background()
             await locks.stop()
             await base.close()
