@@ -49,6 +49,15 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
     consistency: Annotated[
         Consistency, _doc("Consistency level of every read and write (a quorum: 1 of 1, 2 of 3).")
     ] = "LOCAL_QUORUM"
+    heartbeat_s: Annotated[
+        float,
+        _doc(
+            "A connection that has received nothing for this long is sent a heartbeat, which "
+            "must answer within as long again: a node that stops answering without closing its "
+            "connections (a lost machine, a partition) is dropped within about twice this, in "
+            "seconds (the driver's default is 30)."
+        ),
+    ] = 2.0
     reresolve_interval_s: Annotated[
         float,
         _doc(

@@ -70,6 +70,23 @@ def test_core_objects_validate_against_the_api_schemas(rendered: Rendered) -> No
     assert checked > 20
 
 
+#: the kinds an overlay holds that belong to no namespace
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
+                  "StorageClass", "IngressClass", "GatewayClass", "PriorityClass"}  # fmt: skip
+
+
+def test_every_namespaced_object_lands_in_kubescalers_namespace(rendered: Rendered) -> None:
+    """An overlay's `namespace:` reaches only the resources and components it builds itself:
+    one that adds a component on top of another overlay must set it again, or that
+    component's objects would go to whatever namespace `kubectl` defaults to."""
+    astray = [
+        f"{d['kind']}/{d['metadata']['name']}: {d['metadata'].get('namespace')}"
+        for d in rendered.docs
+        if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != "kubescaler"
+    ]
+    assert astray == [], f"{rendered.overlay}: {astray}"
+
+
 def test_custom_resources_have_their_required_fields(rendered: Rendered) -> None:
     """ScaledObject, Gateway, HTTPRoute and PodMonitor: known apiVersion and required fields."""
     custom_kinds = {kind for _, kind in CUSTOM}

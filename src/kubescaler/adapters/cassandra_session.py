@@ -151,6 +151,10 @@ class CassandraSessions:
             port=s.port,
             connect_timeout=s.request_timeout_s,
             reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
+            # a node that went silent (lost, partitioned) is dropped in seconds, not a minute:
+            # its requests time out meanwhile, and the driver would keep choosing it
+            idle_heartbeat_interval=s.heartbeat_s,
+            idle_heartbeat_timeout=s.heartbeat_s,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             protocol_version=5,
         )

@@ -168,7 +168,8 @@ concurrent_compactors: 1
 CASSANDRA_ENTRYPOINT = """#!/bin/sh
 # The local Cassandra stand-in's entrypoint: the official image's environment variables
 # (CASSANDRA_CLUSTER_NAME, _SEEDS, _ENDPOINT_SNITCH, _DC, _RACK, _NUM_TOKENS, MAX_HEAP_SIZE,
-# HEAP_NEWSIZE) written into /etc/cassandra, then the daemon in the foreground.
+# HEAP_NEWSIZE) written into /etc/cassandra, then the daemon in the foreground with
+# JVM_EXTRA_OPTS added to its JVM options, as the official image's cassandra-env.sh adds them.
 set -eu
 conf=/etc/cassandra
 ip=${CASSANDRA_LISTEN_ADDRESS:-$(hostname -i | cut -d' ' -f1)}
@@ -190,7 +191,7 @@ exec java -Xms${HEAP_NEWSIZE:-128M} -Xmx${MAX_HEAP_SIZE:-768M} -Xmn${HEAP_NEWSIZ
     -Dcassandra-rackdc.properties=file://$conf/cassandra-rackdc.properties \\
     -Dlogback.configurationFile=$conf/logback.xml -Dcassandra-foreground=yes \\
     -Dcassandra.storagedir=/var/lib/cassandra -Dcassandra.logdir=/var/log/cassandra \\
-    -cp "/opt/cassandra/lib/*:$conf" org.apache.cassandra.service.CassandraDaemon
+    ${JVM_EXTRA_OPTS:-} -cp "/opt/cassandra/lib/*:$conf" org.apache.cassandra.service.CassandraDaemon
 """
 
 
