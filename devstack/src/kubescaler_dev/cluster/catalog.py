@@ -191,7 +191,8 @@ exec java -Xms${HEAP_NEWSIZE:-128M} -Xmx${MAX_HEAP_SIZE:-768M} -Xmn${HEAP_NEWSIZ
     -Dcassandra-rackdc.properties=file://$conf/cassandra-rackdc.properties \\
     -Dlogback.configurationFile=$conf/logback.xml -Dcassandra-foreground=yes \\
     -Dcassandra.storagedir=/var/lib/cassandra -Dcassandra.logdir=/var/log/cassandra \\
-    ${JVM_EXTRA_OPTS:-} -cp "/opt/cassandra/lib/*:$conf" org.apache.cassandra.service.CassandraDaemon
+    ${JVM_EXTRA_OPTS:-} \\
+    -cp "/opt/cassandra/lib/*:$conf" org.apache.cassandra.service.CassandraDaemon
 """
 
 
