@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 import uuid
@@ -184,17 +185,26 @@ class Workload:
         usable = [i for i, (at, _) in enumerate(self.fresh) if at <= now]
         if not usable:
             return False, "no unheld pair left"
-        user, profile = self.fresh[usable[0]][1]
-        self.fresh[usable[0]] = (now + self.lapse_s, (user, profile))
+        i = usable[0]
+        user, profile = self.fresh[i][1]
+        self.fresh[i] = (now + self.lapse_s, (user, profile))
         path = f"/stream/{user}/{profile}?session=fresh-{uuid.uuid4().hex[:12]}"
-        async with self.http.stream(
-            "GET", path, headers=self.headers(user), timeout=httpx.Timeout(5.0)
-        ) as r:
-            if r.status_code != 200:
-                await r.aread()
-                return False, _what(r)
-            parser = SseParser()
-            async for chunk in r.aiter_raw():
-                if any(msg.event == "hello" for msg in parser.feed(chunk)):
-                    return True, "200"
+        try:
+            async with self.http.stream(
+                "GET", path, headers=self.headers(user), timeout=httpx.Timeout(5.0)
+            ) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    if r.status_code == 409:  # held after all: never offered again
+                        self.fresh[i] = (math.inf, (user, profile))
+                    return False, _what(r)
+                parser = SseParser()
+                async for chunk in r.aiter_raw():
+                    if any(msg.event == "hello" for msg in parser.feed(chunk)):
+                        return True, "200"
+        except httpx.HTTPError:
+            # no answer: the open may still be granted later (a frozen pod that wakes up goes
+            # on with it), so the pair is held for an unknown time and never offered again
+            self.fresh[i] = (math.inf, (user, profile))
+            raise
         return False, "closed before hello"
