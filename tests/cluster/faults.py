@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from kubehelp import GATEWAY, Kube, ready_pods
 from production import WORKLOADS, Production
 
-from kubescaler_dev.contention.judge import judge, recovery
 from kubescaler_dev.cluster.app import NAMESPACE
+from kubescaler_dev.contention.judge import judge, recovery
 from kubescaler_dev.contention.workload import Record, Workload
 
 #: how long the workload runs before the fault, and after the system answered again
