@@ -313,14 +313,7 @@ def after_refresh_vote(cmd: LockCommand, got: Tally, newest_token: int, at_ms: i
     """
     newest_token = max(newest_token, got.newest)
     if superseded(cmd.fencing_token, newest_token) and not got.ok:
-        return outcome(
-            cmd,
-            "lost",
-            at_ms,
-            fencing_token=cmd.fencing_token,
-            superseded_by=newest_token,
-            detail=f"superseded by fencing token {newest_token}",
-        )
+        return _superseded(cmd, at_ms, newest_token)
     if got.status == "held":
         return outcome(cmd, "lost", at_ms, detail="not the owner any more")
     if not got.ok:
@@ -329,14 +322,7 @@ def after_refresh_vote(cmd: LockCommand, got: Tally, newest_token: int, at_ms: i
         return unavailable(cmd, at_ms, got, "lock validity elapsed during the vote")
     if superseded(cmd.fencing_token, newest_token):
         # The extend kept the key of the same session, whose newer grant holds it.
-        return outcome(
-            cmd,
-            "lost",
-            at_ms,
-            fencing_token=cmd.fencing_token,
-            superseded_by=newest_token,
-            detail=f"superseded by fencing token {newest_token}",
-        )
+        return _superseded(cmd, at_ms, newest_token)
     return outcome(
         cmd,
         "refreshed",
@@ -379,3 +365,15 @@ def replies(outcomes: Sequence[tuple[str, LockOutcome]]) -> dict[str, list[LockO
         if channel:
             grouped.setdefault(channel, []).append(out)
     return grouped
+
+
+def _superseded(cmd: LockCommand, at_ms: int, newest_token: int) -> LockOutcome:
+    """``lost``: a newer grant of the pair (``newest_token``) replaced the one ``cmd`` holds."""
+    return outcome(
+        cmd,
+        "lost",
+        at_ms,
+        fencing_token=cmd.fencing_token,
+        superseded_by=newest_token,
+        detail=f"superseded by fencing token {newest_token}",
+    )
