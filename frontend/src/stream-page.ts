@@ -51,6 +51,20 @@ function main(): void {
   const stats = new StreamStats();
   const meter = new ThroughputMeter(2000);
   const history = new History(CHART_SLOTS);
+  // the counters every 250 ms, and at once on every state change, so a page that says it
+  // stopped (superseded, lost) shows the final counts with it, not a tick later
+  const render = (): void => {
+    const rate = toMBps(meter.rate(performance.now()));
+    show(byId("rate"), fmt.mbps(rate), rate);
+    show(byId("events"), fmt.integer(stats.events), stats.events);
+    show(byId("bytes"), `${fmt.bytes(stats.bytes)} (${fmt.integer(stats.bytes)} B)`, stats.bytes);
+    const drops =
+      stats.dropped === 0 ? "0" : `${fmt.integer(stats.dropped)} (${fmt.percent(stats.dropRatio)} of produced)`;
+    const gaps = stats.unexplainedGaps ? `; ${fmt.integer(stats.unexplainedGaps)} unreported gaps` : "";
+    show(byId("dropped"), drops + gaps, stats.dropped);
+    show(byId("connections"), fmt.integer(stats.connections), stats.connections);
+  };
+
   const reconnect = byId<HTMLButtonElement>("reconnect");
   const stop = byId<HTMLButtonElement>("stop");
   const setState = (next: LockState): void => {
@@ -62,6 +76,7 @@ function main(): void {
     }
     reconnect.disabled = next.kind === "streaming" || next.kind === "connecting";
     stop.disabled = ["stopped", "lost", "superseded", "failed"].includes(next.kind);
+    render();
   };
 
   const client = new StreamClient(
@@ -83,18 +98,6 @@ function main(): void {
     client.stop();
     setState({ kind: "stopped" });
   });
-
-  const render = (): void => {
-    const rate = toMBps(meter.rate(performance.now()));
-    show(byId("rate"), fmt.mbps(rate), rate);
-    show(byId("events"), fmt.integer(stats.events), stats.events);
-    show(byId("bytes"), `${fmt.bytes(stats.bytes)} (${fmt.integer(stats.bytes)} B)`, stats.bytes);
-    const drops =
-      stats.dropped === 0 ? "0" : `${fmt.integer(stats.dropped)} (${fmt.percent(stats.dropRatio)} of produced)`;
-    const gaps = stats.unexplainedGaps ? `; ${fmt.integer(stats.unexplainedGaps)} unreported gaps` : "";
-    show(byId("dropped"), drops + gaps, stats.dropped);
-    show(byId("connections"), fmt.integer(stats.connections), stats.connections);
-  };
 
   const chart = (): void => {
     history.push(toMBps(meter.rate(performance.now())));
