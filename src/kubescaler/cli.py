@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from kubescaler import settings as settings_module
-from kubescaler import settings_reference
+from kubescaler import settings_production, settings_reference
 from kubescaler.settings import Settings
 
 if TYPE_CHECKING:
@@ -192,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "cassandra"):  # per-request and driver chatter; errors still show
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     try:
+        settings_production.check(settings, args.command)
         result: int = args.func(args, settings)
     except settings_module.SettingsError as exc:  # e.g. auth on without a key
         print(f"kubescaler {args.command}: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ def _doc(text: str) -> msgspec.Meta:
 
 #: The driver's consistency levels base may use (SERIAL ones are for lightweight transactions).
 Consistency = Literal["ONE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"]
+Env = Literal["development", "production"]  # production: settings_production.check
 
 
 class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -304,6 +305,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     instance: Annotated[
         str, _doc("Name of this process in streams, logs and metrics; empty = host:port.")
     ] = ""
+    environment: Annotated[Env, _doc("`production` refuses placeholder secrets.")] = "development"
     admin_token: Annotated[
         str, _doc("When set, mutating endpoints require `Authorization: Bearer <token>`.")
     ] = ""
