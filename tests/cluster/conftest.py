@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import faults
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube, Pair
+from kubehelp import GATEWAY, Kube, Pair, tls
 from production import Production, deploy
 
 from kubescaler_dev.cluster.stack import Cluster
@@ -20,6 +20,7 @@ from kubescaler_dev.cluster.stack import Cluster
 #: the teardown (it crashes the cluster and checks the machine after)
 ORDER = (
     "test_cluster.py",
+    "test_edge.py",
     "test_store_replacement.py",
     "test_production.py",
     "test_faults.py",
@@ -81,7 +82,7 @@ def admin_token(kube: Kube) -> str:
 def pairs(cluster: Cluster, admin_token: str) -> list[Pair]:
     """Test data made through the Gateway; every bound (user, profile) pair, fresh per session."""
     auth = {"Authorization": f"Bearer {admin_token}"}
-    with httpx.Client(base_url=GATEWAY, timeout=120) as http:
+    with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=120) as http:
         dropped = http.delete("/main/testdata", headers=auth)
         assert dropped.status_code in (200, 204), dropped.text
         made = http.post(

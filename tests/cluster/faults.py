@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kubehelp import GATEWAY, Kube, ready_pods
+from kubehelp import GATEWAY, Kube, ready_pods, tls
 from production import WORKLOADS, Production
 
 from kubescaler_dev.cluster.app import NAMESPACE
@@ -84,6 +84,7 @@ class Suite:
             fresh=self.take(FRESH_PAIRS),
             sessions_per_pair=SESSIONS_PER_PAIR,
             headers=self.prod.headers,
+            verify=tls(),
         )
         work.start()
         try:

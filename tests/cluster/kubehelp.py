@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import time
 import uuid
@@ -11,10 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubescaler_dev.cluster import layout
+from kubescaler_dev.cluster import app, layout
+from kubescaler_dev.cluster.pki import Pki
 from kubescaler_dev.cluster.stack import NAMESPACE, Cluster
 
-GATEWAY = f"http://127.0.0.1:{layout.GATEWAY_PORT}"
+#: the Gateway over HTTPS, as users reach it; plain HTTP only redirects there
+GATEWAY = app.GATEWAY
+GATEWAY_HTTP = f"http://127.0.0.1:{layout.GATEWAY_PORT}"
+
+
+def tls() -> ssl.SSLContext:
+    """Trust the local Gateway's CA (pki.py), as a user of https://127.0.0.1 does."""
+    return app.gateway_tls(Pki(layout.Layout(layout.default_cache()).pki))
 
 
 class Kube:

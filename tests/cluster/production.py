@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 
 import httpx
-from kubehelp import GATEWAY, Kube
+from kubehelp import GATEWAY, Kube, tls
 
 from kubescaler.adapters.tokens import mint
 from kubescaler.settings import AuthSettings
@@ -79,7 +79,7 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             f"--from-literal=auth-secret={prod.auth_secret}",
         )  # fmt: skip
     cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(SOMEONE))
-    with httpx.Client(base_url=GATEWAY, timeout=120, headers=prod.admin) as http:
+    with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=120, headers=prod.admin) as http:
         assert http.delete("/main/testdata").status_code == 204
         made = http.post(
             "/main/testdata",

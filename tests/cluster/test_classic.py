@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods
+from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, tls
 from viewers import close_all, open_viewers
 
 from kubescaler_dev.cluster.app import NAMESPACE, OVERLAYS, WORKLOADS
@@ -35,7 +35,7 @@ def classic(cluster: Cluster, kube: Kube) -> Iterator[list[Pair]]:
     use_adapter(cluster.kubectl, adapter)
     try:
         cluster.app.apply(OVERLAYS / "local-classic", workloads=WORKLOADS)
-        with httpx.Client(base_url=GATEWAY, timeout=120, headers=ADMIN) as http:
+        with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=120, headers=ADMIN) as http:
             made = http.post("/main/testdata", params={"users": 60, "profiles": 40})
             assert made.status_code == 201, made.text
             profiles = http.get("/main/profiles", params={"limit": 5000}).json()
@@ -49,7 +49,7 @@ def test_the_plain_ingress_routes_the_public_paths_and_only_them(classic: list[P
     """The Ingress has no class and no rewrite: the default controller serves it, main answers
     its public paths under /main itself, and main's metrics stay internal."""
     pair = classic[0]
-    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+    with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=30) as http:
         assert http.get("/main/profiles").status_code == 200
         assert http.get(f"/main/login/{pair.user}").status_code == 200
         assert http.get("/main/metrics").status_code == 404

@@ -15,7 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, replay_verify, session, wait_for
+from kubehelp import (
+    GATEWAY,
+    Kube,
+    Pair,
+    await_for,
+    ready_pods,
+    replay_verify,
+    session,
+    tls,
+    wait_for,
+)
 from viewers import Viewer, close_all, open_viewers
 
 from kubescaler_dev.cluster.gobuild import ensure_built
@@ -67,7 +77,7 @@ def test_an_invalid_manifest_is_refused_by_the_api_server(kube: Kube) -> None:
 
 def test_test_data_profiles_suggested_and_pages_through_the_gateway(pairs: list[Pair]) -> None:
     """The seed's public paths answer on the Gateway: /main/..., /index/..., the dashboard."""
-    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+    with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=30) as http:
         profiles = http.get("/main/profiles")
         assert profiles.status_code == 200
         assert len(profiles.json()) == 80
@@ -95,7 +105,7 @@ async def test_twenty_racing_clients_on_one_pair_get_one_200_and_nineteen_409s(
                 await asyncio.sleep(3)  # hold it while the others are refused
             return r.status_code
 
-    async with httpx.AsyncClient(base_url=GATEWAY, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=GATEWAY, verify=tls(), timeout=30) as http:
         codes = await asyncio.gather(*(one(http, i) for i in range(20)))
     assert sorted(codes) == [200] + [409] * 19, codes
 
@@ -116,7 +126,7 @@ async def test_a_stream_carries_2_mb_per_s_with_its_fencing_token_and_login_list
         rate = (viewer.payload_bytes - start_bytes) / (time.monotonic() - start)
         assert 1.6e6 < rate < 2.6e6, f"{rate / 1e6:.2f} MB/s"
         assert viewer.wrong_tokens == 0
-        async with httpx.AsyncClient(base_url=GATEWAY, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=GATEWAY, verify=tls(), timeout=10) as http:
             live = (await http.get(f"/main/login/{fresh.user}")).json()
         assert fresh.profile in live
     finally:

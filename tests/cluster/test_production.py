@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube
+from kubehelp import GATEWAY, Kube, tls
 from production import Production, node_of
 
 from kubescaler_dev.cluster.app import NAMESPACE
@@ -53,7 +53,7 @@ def test_cassandra_keeps_three_replicas_and_reads_and_writes_at_a_quorum(
 def test_auth_is_on_through_the_gateway(production: Production) -> None:
     """Production's auth mode: no token is a 401, a user's token reads its own /login."""
     user, _ = production.pairs[0]
-    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+    with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=30) as http:
         assert http.get("/main/profiles").status_code == 401
         assert http.get(f"/main/login/{user}").status_code == 401
         mine = http.get(f"/main/login/{user}", headers=production.headers(user))

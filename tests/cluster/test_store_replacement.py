@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from kubehelp import GATEWAY, Kube, Pair, ready_pods, replay_verify, session, wait_for
+from kubehelp import GATEWAY, Kube, Pair, ready_pods, replay_verify, session, tls, wait_for
 
 from kubescaler.domain.sse import SseParser
 from kubescaler_dev.cluster.stack import NAMESPACE
@@ -92,7 +92,7 @@ async def test_a_replaced_store_pod_is_followed_without_a_restart(
     assert new["status"]["podIP"] != old_ip, "the replacement kept the address: nothing to follow"
 
     deadline = max(ready, time.time()) + 60
-    async with httpx.AsyncClient(base_url=GATEWAY, timeout=5) as http:
+    async with httpx.AsyncClient(base_url=GATEWAY, verify=tls(), timeout=5) as http:
 
         async def login() -> bool:
             return (await http.get(f"/main/login/{user}")).status_code == 200

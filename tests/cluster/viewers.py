@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import msgspec
-from kubehelp import GATEWAY, Pair, session
+from kubehelp import GATEWAY, Pair, session, tls
 
 from kubescaler.domain.sse import SseParser
 
@@ -74,7 +74,9 @@ class Viewer:
 
     async def _run(self) -> None:
         retry_s = 0.5
-        async with httpx.AsyncClient(base_url=GATEWAY, timeout=httpx.Timeout(10, read=60)) as http:
+        async with httpx.AsyncClient(
+            base_url=GATEWAY, verify=tls(), timeout=httpx.Timeout(10, read=60)
+        ) as http:
             while not self.ended:
                 try:
                     retry_s = await self._once(http, retry_s)

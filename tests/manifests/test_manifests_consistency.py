@@ -143,7 +143,7 @@ def test_container_ports_are_the_ports_the_cli_serves(rendered: Rendered) -> Non
         assert services[command]["spec"]["ports"][0]["port"] == _served_port(command, conf)
     for route in rendered.of_kind("HTTPRoute"):
         for rule in route["spec"]["rules"]:
-            for ref in rule["backendRefs"]:
+            for ref in rule.get("backendRefs", []):  # https-redirect has none
                 assert ref["port"] == _served_port(ref["name"], conf)
     for ing in rendered.of_kind("Ingress"):
         for rule in ing["spec"]["rules"]:

@@ -172,6 +172,8 @@ def _route_paths(rendered: Rendered) -> dict[str, str]:
     out = {}
     for route in rendered.of_kind("HTTPRoute"):
         for rule in route["spec"]["rules"]:
+            if "backendRefs" not in rule:  # https-redirect: answers itself, reaches nothing
+                continue
             (backend,) = {b["name"] for b in rule["backendRefs"]}
             for match in rule["matches"]:
                 out[match["path"]["value"]] = backend

@@ -69,17 +69,18 @@ def test_coredns_answers_cluster_names_only_and_forwards_nowhere(tmp_path: Path)
 def test_the_entry_point_is_on_loopback_only_and_balances_over_every_node(
     tmp_path: Path,
 ) -> None:
-    """The load balancer binds 127.0.0.1:80 alone and checks each node's Traefik; Traefik
-    binds the node's own network (a namespace of the run's), never the machine's."""
+    """The load balancer binds 127.0.0.1:80 and :443 alone and checks each node's Traefik;
+    Traefik binds the node's own network (a namespace of the run's), never the machine's."""
     lay = Layout(tmp_path)
     nodes = [NodeNet(i) for i in (1, 2, 3)]
     lb = LoadBalancer(lay, nodes)
     lb.prepare()
     config = lb.config_file.read_text()
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind")]
-    assert binds == [f"127.0.0.1:{net.GATEWAY_PORT}"]
+    assert binds == [f"127.0.0.1:{net.GATEWAY_PORT}", f"127.0.0.1:{net.GATEWAY_TLS_PORT}"]
     for node in nodes:
-        assert f"server {node.name} {node.ip}:{net.GATEWAY_PORT} check" in config
+        for port in (net.GATEWAY_PORT, net.GATEWAY_TLS_PORT):
+            assert f"server {node.name} {node.ip}:{port} check" in config
     assert "option httpchk GET /ping" in config
     traefik = gateway.traefik(tmp_path / "traefik")
     text = (traefik.folder / "traefik.yaml").read_text()
@@ -219,3 +220,15 @@ def test_a_build_key_ignores_that_sources_exist_unless_a_build_has_them() -> Non
     assert with_sources == ["coredns", "metrics-adapter"]
     bare = dataclasses.replace(BUILDS["coredns"], sources=())
     assert bare.key != BUILDS["coredns"].key
+
+
+def test_traefik_redirects_http_and_keeps_the_query_string_out_of_its_access_log(
+    tmp_path: Path,
+) -> None:
+    """Traefik serves HTTPS on the TLS port, sends plain HTTP nothing claims to it, and its
+    access log drops the request path (which carries the query string: ?access_token=)."""
+    text = (gateway.traefik(tmp_path / "traefik").folder / "traefik.yaml").read_text()
+    assert f"--entryPoints.websecure.address=:{net.GATEWAY_TLS_PORT}" in text
+    assert "--entryPoints.web.http.redirections.entryPoint.to=websecure" in text
+    assert "--accesslog=true" in text
+    assert "--accesslog.fields.names.RequestPath=drop" in text

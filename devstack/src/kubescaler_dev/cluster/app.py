@@ -1,8 +1,13 @@
-"""kubescaler on the local cluster: an overlay of ``manifests/`` applied, and awaited until its
-pods are ready and the Gateway answers through them."""
+"""kubescaler on the local cluster: an overlay of ``manifests/`` applied with the Gateway's TLS
+Secret (``kubescaler-tls``, the certificate pki.py's Gateway CA signs: what cert-manager makes
+on a real cluster), and awaited until its pods are ready and the Gateway answers through them
+over HTTPS."""
 
 from __future__ import annotations
 
+import base64
+import json
+import ssl
 import time
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import httpx
 from kubescaler_dev.cluster import layout as net
 from kubescaler_dev.cluster.images import ROOT
 from kubescaler_dev.cluster.kubectl import Kubectl
+from kubescaler_dev.cluster.pki import Pki
 from kubescaler_dev.cluster.progress import ClusterError, Progress
 
 NAMESPACE = "kubescaler"
@@ -30,12 +36,41 @@ WORKLOADS = (
 #: what must answer 200 through the Gateway before kubescaler counts as up: main with base
 #: and Cassandra behind it, and a stream instance
 GATEWAY_CHECKS = ("/main/profiles?limit=1", "/instance")
+#: the Secret the Gateway's HTTPS listener and the Ingress serve (components/gateway, ingress)
+TLS_SECRET = "kubescaler-tls"
+GATEWAY = f"https://127.0.0.1:{net.GATEWAY_TLS_PORT}"
+
+
+def gateway_tls(pki: Pki) -> ssl.SSLContext:
+    """What a client of the Gateway trusts: the Gateway's CA alone."""
+    return ssl.create_default_context(cafile=pki.cert("gateway-ca").crt)
 
 
 class App:
-    def __init__(self, kubectl: Kubectl, progress: Progress) -> None:
+    def __init__(self, kubectl: Kubectl, progress: Progress, pki: Pki) -> None:
         self.kubectl = kubectl
         self.progress = progress
+        self.pki = pki
+
+    def apply_tls_secret(self) -> None:
+        """The Gateway's certificate and key as the Secret ``kubescaler-tls`` (type
+        kubernetes.io/tls), beside the pki it came from (a folder only we read)."""
+        cert = self.pki.cert("gateway")
+        data = {
+            "tls.crt": base64.b64encode(cert.crt.read_bytes()).decode(),
+            "tls.key": base64.b64encode(cert.key.read_bytes()).decode(),
+        }
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": TLS_SECRET, "namespace": NAMESPACE},
+            "data": data,
+        }
+        path = self.pki.dir / f"{TLS_SECRET}.json"
+        path.write_text(json.dumps(secret))
+        path.chmod(0o600)
+        self.kubectl("apply", "--server-side", "-f", str(path), what="apply the TLS Secret")
 
     def apply(
         self,
@@ -48,6 +83,7 @@ class App:
         are ready and the Gateway answers (with ``headers``, when the overlay needs a token)."""
         self.progress.say(f"applying {overlay.relative_to(ROOT)}")
         self.kubectl.apply(str(overlay), what="apply kubescaler")
+        self.apply_tls_secret()
         if restart:
             self.kubectl(
                 "-n", NAMESPACE, "rollout", "restart", "deployment,statefulset",
@@ -71,17 +107,18 @@ class App:
                 raise ClusterError(f"{exc}\n{self.kubectl.diagnose(NAMESPACE)}") from exc
         self.wait_gateway(headers=headers)
         self.progress.say(
-            f"kubescaler is up: http://127.0.0.1:{net.GATEWAY_PORT}/ (dashboard), "
-            f"http://127.0.0.1:{net.GATEWAY_PORT}/main/profiles"
+            f"kubescaler is up: {GATEWAY}/ (dashboard), {GATEWAY}/main/profiles "
+            f"(the certificate's CA: {self.pki.cert('gateway-ca').crt})"
         )
 
     def wait_gateway(self, timeout: float = 180, headers: dict[str, str] | None = None) -> None:
         """Ready pods are not yet reachable ones: Traefik learns the endpoints a moment later,
         and on a first start base may still be making the keyspace. Wait until each of
         GATEWAY_CHECKS answers 200 through the Gateway."""
-        base = f"http://127.0.0.1:{net.GATEWAY_PORT}"
+        base = GATEWAY
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=base, timeout=10, headers=headers) as http:
+        tls = gateway_tls(self.pki)
+        with httpx.Client(base_url=base, timeout=10, headers=headers, verify=tls) as http:
             for path in GATEWAY_CHECKS:
                 while True:
                     try:

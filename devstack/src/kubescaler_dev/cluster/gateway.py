@@ -2,8 +2,17 @@
 Traefik is also the cluster's default Ingress controller (the classic overlay's Ingress).
 
 Traefik runs as a DaemonSet on each node's network, so the Gateway answers on every node's
-address; the machine's load balancer (loadbalancer.py) spreads 127.0.0.1:80 over the nodes
-whose Traefik answers its health check, as a cloud load balancer does in front of a cluster.
+address; the machine's load balancer (loadbalancer.py) spreads 127.0.0.1:80 and :443 over the
+nodes whose Traefik answers its health check, as a cloud load balancer does in front of a
+cluster.
+
+Entry points: ``web`` (80) and ``websecure`` (443, TLS with the certificate of the Secret the
+Gateway's HTTPS listener or the Ingress names; app.py makes it from pki.py's Gateway CA). On
+``web`` the Gateway's own redirect route answers; a catch-all of the lowest priority redirects
+whatever else comes (the classic overlay's Ingress, which serves on ``websecure`` only) to
+HTTPS. The access log (JSON, on stdout) drops ``RequestPath``: Traefik logs the path with its
+query string, and a stream's ``?access_token=`` must not land in a log; ``RouterName`` still
+says which route answered, headers are dropped (Traefik's default).
 """
 
 from __future__ import annotations
@@ -131,9 +140,26 @@ def traefik(dir: Path) -> AddOn:
                                 "image": IMAGES["traefik"],
                                 "args": [
                                     f"--entryPoints.web.address=:{net.GATEWAY_PORT}",
+                                    f"--entryPoints.websecure.address=:{net.GATEWAY_TLS_PORT}",
                                     # SSE streams last as long as the client stays
-                                    "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
-                                    "--entryPoints.web.transport.respondingTimeouts.idleTimeout=0",
+                                    *(
+                                        f"--entryPoints.{ep}.transport.respondingTimeouts."
+                                        f"{timeout}=0"
+                                        for ep in ("web", "websecure")
+                                        for timeout in ("readTimeout", "idleTimeout")
+                                    ),
+                                    # HTTP -> HTTPS for what no route of web claims
+                                    *(
+                                        f"--entryPoints.web.http.redirections.entryPoint.{k}={v}"
+                                        for k, v in (
+                                            ("to", "websecure"),
+                                            ("scheme", "https"),
+                                            ("priority", "1"),
+                                        )
+                                    ),
+                                    "--accesslog=true",
+                                    "--accesslog.format=json",
+                                    "--accesslog.fields.names.RequestPath=drop",
                                     f"--entryPoints.traefik.address=:{net.GATEWAY_PING_PORT}",
                                     "--ping=true",
                                     "--providers.kubernetesGateway=true",
@@ -154,7 +180,7 @@ def traefik(dir: Path) -> AddOn:
                                     "limits": {"memory": "256Mi"},
                                 },
                                 "securityContext": {
-                                    # binds port 80 of the node's network
+                                    # binds ports 80 and 443 of the node's network
                                     "runAsUser": 0,
                                     "runAsNonRoot": False,
                                     "allowPrivilegeEscalation": False,

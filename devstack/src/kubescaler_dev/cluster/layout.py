@@ -49,6 +49,8 @@ PROXY_HEALTHZ_PORT = 10256
 PROXY_METRICS_PORT = 10249
 #: the Gateway's port: the load balancer on the host's 127.0.0.1, and Traefik on each node
 GATEWAY_PORT = 80
+#: the Gateway's HTTPS port (port 80 answers with a redirect to it), on 127.0.0.1 and each node
+GATEWAY_TLS_PORT = 443
 #: Traefik's own entry point on each node (/ping: the load balancer's health check)
 GATEWAY_PING_PORT = 9080
 

@@ -1,7 +1,8 @@
 """The machine's load balancer in front of the cluster: what a cloud gives a Gateway.
 
-HAProxy (Debian's) listens on 127.0.0.1:80 and passes each connection, as bytes, to Traefik on
-a node whose ``/ping`` answered its last health checks (every second; down after two
+HAProxy (Debian's) listens on 127.0.0.1:80 and 127.0.0.1:443 and passes each connection, as
+bytes (TLS ends at Traefik), to the same port of Traefik on a node whose ``/ping`` answered its
+last health checks (every second; down after two
 failures, up after one success). A lost or frozen node stops answering and gets no new
 connections within about two seconds; the connections it held are left to their ends, as a
 cloud load balancer leaves them. Long timeouts: an SSE stream lasts as long as its client.
@@ -25,11 +26,14 @@ class LoadBalancer(Component):
         # -db: in the foreground, as a child of ours (recorded and stopped like the others)
         super().__init__("gateway-lb", lay.logs, [haproxy, "-db", "-f", str(self.config_file)])
 
-    def prepare(self) -> None:
-        servers = "\n".join(
-            f"    server {n.name} {n.ip}:{net.GATEWAY_PORT} check port {net.GATEWAY_PING_PORT}"
+    def _servers(self, port: int) -> str:
+        return "\n".join(
+            f"    server {n.name} {n.ip}:{port} check port {net.GATEWAY_PING_PORT}"
             for n in self.nodes
         )
+
+    def prepare(self) -> None:
+        http, https = net.GATEWAY_PORT, net.GATEWAY_TLS_PORT
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(
             f"""global
@@ -48,17 +52,28 @@ defaults
     option redispatch
 
 frontend gateway
-    bind 127.0.0.1:{net.GATEWAY_PORT}
+    bind 127.0.0.1:{http}
     default_backend nodes
+
+frontend gateway_tls
+    bind 127.0.0.1:{https}
+    default_backend nodes_tls
 
 backend nodes
     balance leastconn
     option httpchk GET /ping
     http-check expect status 200
     default-server inter 1s fall 2 rise 1
-{servers}
+{self._servers(http)}
+
+backend nodes_tls
+    balance leastconn
+    option httpchk GET /ping
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1
+{self._servers(https)}
 """
         )
 
     def ready(self) -> bool:
-        return port_open(net.GATEWAY_PORT)
+        return port_open(net.GATEWAY_PORT) and port_open(net.GATEWAY_TLS_PORT)

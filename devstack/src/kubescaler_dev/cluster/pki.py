@@ -2,8 +2,10 @@
 
 One cluster CA signs every serving and client certificate (API server, kubelet, each
 control-plane client); a second CA signs the front proxy's client certificate, the identity
-the API server uses towards aggregated APIs (KEDA's metrics adapter, metrics-server). Keys are
-ECDSA P-256. Made once per cluster folder: a running cluster keeps its identity.
+the API server uses towards aggregated APIs (KEDA's metrics adapter, metrics-server); a third,
+the Gateway's CA, signs only the certificate the Gateway serves HTTPS with (``gateway-ca.crt``
+is what a client of https://127.0.0.1 trusts, nothing of the cluster's). Keys are ECDSA P-256.
+Made once per cluster folder: a running cluster keeps its identity.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from kubescaler_dev.cluster.layout import API_SERVICE_IP, CLUSTER_DOMAIN, HOST_I
 from kubescaler_dev.cluster.progress import ClusterError, run
 
 DAYS = 3650
+
+#: the CAs a leaf may name
+CAS = {
+    "ca": "kubescaler-local-ca",
+    "front-proxy-ca": "kubescaler-local-front-proxy-ca",
+    "gateway-ca": "kubescaler-local-gateway-ca",
+}
 
 
 @dataclass(frozen=True)
@@ -168,10 +177,10 @@ class Pki:
     def ensure(self, leaves: list[Leaf]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        self._ca("ca", "kubescaler-local-ca")
-        self._ca("front-proxy-ca", "kubescaler-local-front-proxy-ca")
+        for name, cn in CAS.items():
+            self._ca(name, cn)
         for leaf in leaves:
-            if leaf.ca not in ("ca", "front-proxy-ca"):
+            if leaf.ca not in CAS:
                 raise ClusterError(f"unknown CA {leaf.ca!r} for {leaf.name}")
             self._leaf(leaf)
         self.service_account_keys()
@@ -223,4 +232,16 @@ def leaves(nodes: list[NodeNet]) -> list[Leaf]:
             ),
         )
     ]
-    return control + per_node
+    # the Gateway's HTTPS: 127.0.0.1 through the load balancer; Traefik picks a certificate by
+    # SNI, or without one (a client of an IP address sends none) by the address it was reached
+    # on, a node's: every node's address is a SAN
+    gateway = Leaf(
+        "gateway",
+        "kubescaler-gateway",
+        dns=("localhost",),
+        ips=("127.0.0.1", *(n.ip for n in nodes)),
+        server=True,
+        client=False,
+        ca="gateway-ca",
+    )
+    return [*control, *per_node, gateway]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kubescaler_dev.cassandra import ensure_jars
 from kubescaler_dev.cluster import layout as net
-from kubescaler_dev.cluster.app import NAMESPACE, App
+from kubescaler_dev.cluster.app import GATEWAY, NAMESPACE, App
 from kubescaler_dev.cluster.catalog import app_image, catalog
 from kubescaler_dev.cluster.cni import HostBridge
 from kubescaler_dev.cluster.component import Component, alive, stop_group, write_kubeconfig
@@ -57,7 +57,7 @@ class Cluster:
         self.pki = Pki(self.lay.pki)
         self.images = Images(self.lay, self.progress)
         self.kubectl = Kubectl(self.lay, self.progress)
-        self.app = App(self.kubectl, self.progress)
+        self.app = App(self.kubectl, self.progress, self.pki)
         self._held = 0
 
     @contextlib.contextmanager
@@ -211,7 +211,7 @@ class Cluster:
             folder.mkdir(parents=True, exist_ok=True)
         lay.nodes_file.write_text(f"{count}\n")
         busy = (net.ETCD_PORT, net.ETCD_PEER_PORT, net.CONTROLLER_MANAGER_PORT,
-                net.SCHEDULER_PORT, net.GATEWAY_PORT)  # fmt: skip
+                net.SCHEDULER_PORT, net.GATEWAY_PORT, net.GATEWAY_TLS_PORT)  # fmt: skip
         for port in busy:
             if port_open(port):
                 raise ClusterError(f"port {port} on 127.0.0.1 is in use: another program")
@@ -395,6 +395,6 @@ class Cluster:
         if self.running():
             with contextlib.suppress(ClusterError):
                 report["pods"] = self.kubectl("get", "pods", "-A", "-o", "wide", what="get pods")
-            report["gateway"] = f"http://127.0.0.1:{net.GATEWAY_PORT}/"
+            report["gateway"] = f"{GATEWAY}/ (its CA: {self.pki.cert('gateway-ca').crt})"
             report["kubeconfig"] = str(self.lay.kubeconfig)
         return report

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,7 @@ class Workload:
         sessions_per_pair: int = 3,
         headers: Callable[[str], dict[str, str]] = lambda _user: {},
         lapse_s: float = LAPSE_S,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url
         self.contended = contended
@@ -91,7 +93,9 @@ class Workload:
         self._tasks: list[asyncio.Task[None]] = []
         timeout = httpx.Timeout(5.0, read=None)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, limits=limits, verify=verify
+        )
 
     def start(self) -> None:
         for user, profile in self.contended:
