@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "A Kubernetes cluster of real parts on this machine, one to nine nodes (etcd, "
         "kube-apiserver, kube-controller-manager, kube-scheduler; per node a kubelet, containerd "
         "and kube-proxy in a network namespace of its own; CoreDNS, metrics-server, KEDA, "
-        "Traefik behind a load balancer on 127.0.0.1:80), built from Go modules and Debian "
-        "packages into a cache (~/.cache/kubescaler/cluster); `up` also builds kubescaler's "
+        "Traefik behind a load balancer on 127.0.0.1:80 and :443), built from Go modules and "
+        "Debian packages into a cache (~/.cache/kubescaler/cluster); `up` also builds kubescaler's "
         "image and applies manifests/overlays/local. Needs root. docs/kubernetes.md.",
         _cmd_cluster,
     )
