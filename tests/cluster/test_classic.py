@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kubehelp import GATEWAY, Kube, Pair, await_for, ready_pods, tls
+from kubehelp import GATEWAY, GATEWAY_HTTP, Kube, Pair, await_for, ready_pods, tls
 from viewers import close_all, open_viewers
 
 from kubescaler_dev.cluster.app import NAMESPACE, OVERLAYS, WORKLOADS
@@ -55,6 +55,11 @@ def test_the_plain_ingress_routes_the_public_paths_and_only_them(classic: list[P
         assert http.get("/main/metrics").status_code == 404
         assert http.get("/dashboard").status_code == 200
         assert http.get(f"/index/{pair.user}/{pair.profile}").status_code == 200
+    # the Ingress over TLS only: plain HTTP is a permanent redirect to the same URL
+    with httpx.Client(base_url=GATEWAY_HTTP, timeout=30) as http:
+        plain = http.get("/main/profiles?limit=1")
+    assert plain.status_code in (301, 308), plain.text
+    assert plain.headers["location"] == "https://127.0.0.1/main/profiles?limit=1"
 
 
 def stream_replicas(kube: Kube) -> int:

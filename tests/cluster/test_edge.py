@@ -45,13 +45,18 @@ def _patch(api: httpx.Client, pod: str, metadata: dict[str, Any]) -> httpx.Respo
 
 
 def test_the_stream_token_sets_its_own_pods_deletion_cost(
-    stream_api: tuple[str, httpx.Client],
+    kube: Kube, stream_api: tuple[str, httpx.Client]
 ) -> None:
-    """What the stream process does every few seconds is allowed: its own cost annotation."""
+    """What the stream process does every few seconds is allowed: its own cost annotation
+    (put back as it was: the process writes it only when its count changes)."""
     own, api = stream_api
+    before = kube.ns("get", "pod", own)["metadata"].get("annotations", {}).get(COST)
     done = _patch(api, own, {"annotations": {COST: "7"}})
     assert done.status_code == 200, done.text
     assert done.json()["metadata"]["annotations"][COST] == "7"
+    back = _patch(api, own, {"annotations": {COST: before}})
+    assert back.status_code == 200, back.text
+    assert back.json()["metadata"].get("annotations", {}).get(COST) == before
 
 
 def test_the_stream_token_may_not_patch_another_pod(

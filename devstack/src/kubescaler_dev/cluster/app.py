@@ -38,7 +38,8 @@ WORKLOADS = (
 GATEWAY_CHECKS = ("/main/profiles?limit=1", "/instance")
 #: the Secret the Gateway's HTTPS listener and the Ingress serve (components/gateway, ingress)
 TLS_SECRET = "kubescaler-tls"
-GATEWAY = f"https://127.0.0.1:{net.GATEWAY_TLS_PORT}"
+_TLS_PORT = net.GATEWAY_TLS_PORT
+GATEWAY = "https://127.0.0.1" + ("" if _TLS_PORT == 443 else f":{_TLS_PORT}")
 
 
 def gateway_tls(pki: Pki) -> ssl.SSLContext:
