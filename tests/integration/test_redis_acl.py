@@ -168,3 +168,19 @@ def test_a_refused_master_login_names_the_lock_settings(
         "'lock-keeper' (WRONGPASS): check KUBESCALER_REDIS_LOCK_USERNAME and "
         "KUBESCALER_REDIS_LOCK_PASSWORD"
     )
+
+
+def test_replay_with_a_wrong_password_says_which_settings(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubescaler.entrypoints import replay
+
+    monkeypatch.setenv("KUBESCALER_REDIS_USERNAME", "replay")
+    monkeypatch.setenv("KUBESCALER_REDIS_PASSWORD", "not-the-password")
+    assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("replay: Redis refused the login of user 'replay' (")
+    assert "check KUBESCALER_REDIS_USERNAME and KUBESCALER_REDIS_PASSWORD" in said
+    assert "not-the-password" not in said
+    monkeypatch.setenv("KUBESCALER_REDIS_PASSWORD", redis_server.passwords["replay"])
+    assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0

@@ -176,6 +176,14 @@ def run(argv: list[str]) -> int:
         return 2
     try:
         records = select(args)
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        print(
+            f"replay: Redis refused the login of user {args.state.username or 'default'!r} "
+            f"({exc}): check KUBESCALER_REDIS_USERNAME and KUBESCALER_REDIS_PASSWORD "
+            "(the Redis user `replay` reads the log)",
+            file=sys.stderr,
+        )
+        return 2
     except (redis.RedisError, OSError, msgspec.DecodeError, ValueError) as exc:
         print(f"replay: cannot read the log: {exc}", file=sys.stderr)
         return 2
