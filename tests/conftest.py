@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kubescaler_dev import logins
 from kubescaler_dev.cassandra import CassandraNode
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import free_port
@@ -37,15 +38,57 @@ def test_state() -> Iterator[Path]:
         shutil.rmtree(heavy, ignore_errors=True)
 
 
+#: This session's Redis passwords (kubescaler_dev.logins): every test server runs with the
+#: ACL users of kubescaler.redis_acl and every kubescaler process logs in as its own user.
+REDIS_PASSWORDS = logins.fresh()
+
+
+@pytest.fixture(scope="session")
+def redis_passwords() -> dict[str, str]:
+    """Every Redis user's password in this session (the test servers' and services')."""
+    return REDIS_PASSWORDS
+
+
 def _redis(test_state: Path, label: str, master: bool = False) -> RedisServer:
-    """A fresh redis-server; a Redlock ``master`` persists every write (appendfsync always),
-    as in production: a restart is only a restart, never a wipe (a wipe is a test's FLUSHALL)."""
+    """A fresh redis-server with the ACL users; a Redlock ``master`` persists every write
+    (appendfsync always), as in production: a restart is only a restart, never a wipe (a wipe
+    is a test's FLUSHALL, as the local ``admin``)."""
     port = free_port()
     data = test_state / f"redis-{label}-{port}"
     shutil.rmtree(data, ignore_errors=True)
-    server = RedisServer(port, data, persist=master, fsync_always=master)
+    kind = "master" if master else "state"
+    server = RedisServer(
+        port, data, REDIS_PASSWORDS, persist=master, fsync_always=master, kind=kind
+    )
     server.start_ready()
     return server
+
+
+def denied(server: RedisServer) -> list[str]:
+    """What ``server``'s ACL refused kubescaler's own users (ACL LOG): a command or key missing
+    from kubescaler.redis_acl shows here even where the refusal itself was retried or ignored.
+    Tests that provoke refusals reset the log."""
+    client = server.client(socket_timeout=2)
+    try:
+        entries = client.acl_log()
+    finally:
+        client.close()
+    own = set(logins.ROLE.values())
+    return [
+        f"{e['username']}: {e['reason']} {e['object']} ({e['context']}) x{e['count']}"
+        for e in entries
+        if e["username"] in own
+    ]
+
+
+def _stop_checked(servers: list[RedisServer]) -> None:
+    """Stop ``servers``; fail the session when their ACL refused a kubescaler process."""
+    found = []
+    for server in servers:
+        if server.running:
+            found += [f"{server.name}: {line}" for line in denied(server)]
+        server.stop()
+    assert not found, "the Redis ACL refused kubescaler's own users:\n" + "\n".join(found)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +96,7 @@ def redis_server(test_state: Path) -> Iterator[RedisServer]:
     """One real redis-server for streams, the event log and launched state."""
     server = _redis(test_state, "main")
     yield server
-    server.stop()
+    _stop_checked([server])
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +104,7 @@ def redis_masters(test_state: Path) -> Iterator[list[RedisServer]]:
     """Three independent real redis-servers, the Redlock masters. Tests that stop one restart it."""
     servers = [_redis(test_state, f"master{i}", master=True) for i in range(3)]
     yield servers
-    for server in servers:
-        server.stop()
+    _stop_checked(servers)
 
 
 CASSANDRA_LIB = ROOT / ".local" / "cassandra" / "lib"
@@ -142,7 +184,7 @@ def main_service(
 ) -> Iterator[Service]:
     """`kubescaler main` as a real process, talking to base_service over HTTP."""
     env = service_env(redis_server, cassandra_node, KUBESCALER_BASE_URL=base_service.url)
-    svc = start_service("main", env, test_state / "logs")
+    svc = start_service("main", env, test_state / "logs", passwords=REDIS_PASSWORDS)
     yield svc
     svc.stop()
 
@@ -187,7 +229,7 @@ def stream_env(
 
 @pytest.fixture(scope="session")
 def lock_keeper_service(stream_env: dict[str, str], test_state: Path) -> Iterator[Service]:
-    svc = start_service("lock-keeper", stream_env, test_state / "logs")
+    svc = start_service("lock-keeper", stream_env, test_state / "logs", passwords=REDIS_PASSWORDS)
     yield svc
     svc.stop()
 
@@ -199,7 +241,11 @@ def stream_services(
     """Two stream instances sharing the locks; tests that stop one start it again."""
     services = [
         start_service(
-            "stream", {**stream_env, "KUBESCALER_INSTANCE": name}, test_state / "logs", name=name
+            "stream",
+            {**stream_env, "KUBESCALER_INSTANCE": name},
+            test_state / "logs",
+            name=name,
+            passwords=REDIS_PASSWORDS,
         )
         for name in ("stream-a", "stream-b")
     ]
@@ -253,7 +299,9 @@ def auth_env(stream_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def auth_main(auth_env: dict[str, str], test_state: Path) -> Iterator[Service]:
     """`kubescaler main` with auth on, on the shared base."""
-    svc = start_service("main", auth_env, test_state / "logs", name="main-auth")
+    svc = start_service(
+        "main", auth_env, test_state / "logs", name="main-auth", passwords=REDIS_PASSWORDS
+    )
     yield svc
     svc.stop()
 
@@ -264,7 +312,9 @@ def auth_stream(
 ) -> Iterator[Service]:
     """One `kubescaler stream` with auth on, sharing the lock-keeper and the Redlock masters."""
     env = {**auth_env, "KUBESCALER_INSTANCE": "stream-auth"}
-    svc = start_service("stream", env, test_state / "logs", name="stream-auth")
+    svc = start_service(
+        "stream", env, test_state / "logs", name="stream-auth", passwords=REDIS_PASSWORDS
+    )
     yield svc
     svc.stop()
 

@@ -37,15 +37,25 @@ def _cmd_base(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(create_app, args.port or settings.base_port, settings)
 
 
+def _check_redis_login(settings: Settings, masters: bool = False) -> None:
+    """SettingsError (one line, exit status 2) when a Redis refuses this process's login."""
+    from kubescaler.adapters.redis_client import refused_login
+
+    if line := refused_login(settings.redis, masters):
+        raise settings_module.SettingsError(line)
+
+
 def _cmd_main(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints.main_app import create_app
 
+    _check_redis_login(settings)
     return _serve(create_app, args.port or settings.main_port, settings)
 
 
 def _cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints import stream_app
 
+    _check_redis_login(settings)
     port = args.port or settings.stream_port
     return stream_app.run(msgspec.structs.replace(settings, stream_port=port))
 
@@ -53,6 +63,7 @@ def _cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
     from kubescaler.entrypoints import lock_keeper
 
+    _check_redis_login(settings, masters=True)
     if args.port:
         lock = msgspec.structs.replace(settings.lock, keeper_port=args.port)
         settings = msgspec.structs.replace(settings, lock=lock)

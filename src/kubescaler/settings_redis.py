@@ -34,10 +34,23 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     sentinel_master: Annotated[
         str, _doc("The name the Sentinels monitor the state Redis's primary under.")
     ] = "kubescaler"
+    username: Annotated[
+        str,
+        _doc(
+            "This process's Redis ACL user on the state Redis (lock-keeper, stream, main or "
+            "replay; docs/security.md); empty = the `default` user."
+        ),
+    ] = ""
     password: Annotated[
-        str, _doc("Password of the state Redis (primary and replicas); empty = none.")
+        str, _doc("Password of `username` on the state Redis (primary and replicas); empty = none.")
     ] = ""
     sentinel_password: Annotated[str, _doc("Password of the Sentinels; empty = none.")] = ""
+    lock_username: Annotated[
+        str, _doc("The Redis ACL user on the Redlock masters; empty = `username`.")
+    ] = ""
+    lock_password: Annotated[
+        str, _doc("Password of `lock_username` on the Redlock masters; empty = `password`.")
+    ] = ""
     lock_urls: Annotated[
         list[str],
         _doc(
@@ -59,6 +72,11 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def redlock_urls(self) -> list[str]:
         return self.lock_urls or [self.url]
+
+    @property
+    def lock_credentials(self) -> tuple[str, str]:
+        """(user, password) on the Redlock masters: their own, else the state Redis's."""
+        return (self.lock_username or self.username, self.lock_password or self.password)
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:

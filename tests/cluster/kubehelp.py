@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import subprocess
@@ -99,11 +100,25 @@ def ready_pods(kube: Kube, app: str) -> list[dict[str, Any]]:
     ]
 
 
+def redis_password(kube: Kube, user: str) -> str:
+    """The password of Redis ACL user ``user`` (the Secret kubescaler-redis: generated, with a
+    hash after its name, by the dev overlay; made out of band for production)."""
+    for item in kube.ns("get", "secrets")["items"]:
+        if item["metadata"]["name"].startswith("kubescaler-redis"):
+            return base64.b64decode(item["data"][user]).decode()
+    raise AssertionError("no kubescaler-redis Secret in the namespace")
+
+
 def replay_verify(kube: Kube) -> str:
-    """`kubescaler replay --verify` inside the cluster, against the cluster's Redis."""
+    """`kubescaler replay --verify` inside the cluster, against the cluster's Redis, as the
+    Redis user `replay` (the lock-keeper pod's own user may not read the log)."""
+    login = [
+        "KUBESCALER_REDIS_USERNAME=replay",
+        f"KUBESCALER_REDIS_PASSWORD={redis_password(kube, 'replay')}",
+    ]
     done = kube.run(
         "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
-        "kubescaler", "replay", "--verify", check=False,
+        "env", *login, "kubescaler", "replay", "--verify", check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

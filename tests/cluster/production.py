@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 from kubehelp import GATEWAY, Kube, tls
 
+from kubescaler import redis_acl
 from kubescaler.adapters.tokens import mint
 from kubescaler.settings import AuthSettings
 from kubescaler_dev.cluster.app import NAMESPACE, OVERLAYS
@@ -77,6 +78,11 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             f"--from-literal=admin-token={prod.admin_token}",
             f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
             f"--from-literal=auth-secret={prod.auth_secret}",
+        )  # fmt: skip
+        users = [*redis_acl.users("state"), "sentinels"]  # every Redis user, the Sentinels
+        kube.run(
+            "-n", NAMESPACE, "create", "secret", "generic", "kubescaler-redis",
+            *(f"--from-literal={user}={secrets.token_urlsafe(24)}" for user in users),
         )  # fmt: skip
     cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(SOMEONE))
     with httpx.Client(base_url=GATEWAY, verify=tls(), timeout=120, headers=prod.admin) as http:

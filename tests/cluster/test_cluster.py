@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from kubehelp import (
     Pair,
     await_for,
     ready_pods,
+    redis_password,
     replay_verify,
     session,
     tls,
@@ -56,6 +58,28 @@ def test_configmaps_secrets_and_network_policies_are_applied(kube: Kube) -> None
     kube.ns("get", "configmap", config)
     policies = {p["metadata"]["name"] for p in kube.ns("get", "networkpolicy")["items"]}
     assert {"default-deny-ingress", "cassandra", "redis", "base", "stream-egress"} <= policies
+
+
+def test_redis_answers_a_lock_write_by_who_logged_in(kube: Kube) -> None:
+    """Issue 24 on the cluster: inside the Redis pod, a lock write without a login gets NOAUTH,
+    with main's login NOPERM, with the lock-keeper's OK (redis-cli, its password from the
+    Secret in REDISCLI_AUTH, not on its command line)."""
+    key = f"kubescaler:lock:fence:acl-probe-{uuid.uuid4()}"
+
+    def write(user: str | None, *command: str) -> str:
+        login = [f"REDISCLI_AUTH={redis_password(kube, user)}"] if user else []
+        done = kube.run(
+            "-n", NAMESPACE, "exec", "redis-0", "-c", "redis", "--", "env", *login,
+            "redis-cli", *(["--user", user] if user else []), *(command or ("set", key, "1")),
+            check=False,
+        )  # fmt: skip
+        return (done.stdout + done.stderr).strip()
+
+    assert write(None).startswith("NOAUTH")
+    assert write("main").startswith("NOPERM")
+    assert write("replay").startswith("NOPERM")
+    assert write("lock-keeper") == "OK"
+    assert write("lock-keeper", "del", key) == "1"
 
 
 def test_an_invalid_manifest_is_refused_by_the_api_server(kube: Kube) -> None:

@@ -8,6 +8,8 @@ import re
 import subprocess
 import threading
 import time
+from pathlib import Path
+from unittest import mock
 
 import httpx
 import msgspec
@@ -15,14 +17,17 @@ import pytest
 import redis
 
 from kubescaler.domain.sse import SseMessage, SseParser
+from kubescaler.entrypoints import replay
+from kubescaler_dev import logins
 
 
 class Up:
     """The running `./dev up`: its process, ports and every line it printed so far."""
 
-    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int], state: Path) -> None:
         self.proc = proc
         self.ports = ports
+        self.state = state  # its KUBESCALER_LOCAL_STATE_DIR
         self.gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
         self.redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
         self.output: list[str] = []
@@ -49,6 +54,21 @@ class Up:
                 if left <= 0 or not self.reader.is_alive():
                     pytest.fail(f"no line matching {pattern!r} in up's output:\n{self.text}")
                 self._changed.wait(left)
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        """The Redis passwords `up` made in its state directory on its first start."""
+        return logins.kept(self.state / "redis-passwords")
+
+    def redis(self, **options: float) -> redis.Redis:
+        """A client of the state Redis (primary at the start) as the local admin."""
+        return redis.Redis.from_url(self.redis_url, **logins.login(self.passwords), **options)
+
+    def replay(self, *args: str) -> int:
+        """`kubescaler replay --redis-url <the state Redis> args` as the replay user."""
+        login = logins.service_env("replay", self.passwords)
+        with mock.patch.dict("os.environ", login):
+            return replay.run(["--redis-url", self.redis_url, *args])
 
     @property
     def text(self) -> str:

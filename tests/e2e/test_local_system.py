@@ -28,7 +28,7 @@ from localsystem import Up, Watcher, command_ids, free_pairs
 
 from kubescaler.domain.locks import record_from_fields
 from kubescaler.domain.sse import SseParser
-from kubescaler.entrypoints import replay
+from kubescaler_dev import logins
 from kubescaler_dev.proc import free_port, port_open
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +90,7 @@ def up(test_state: Path) -> Iterator[Up]:
         text=True,
         start_new_session=True,
     )
-    running = Up(proc, ports)
+    running = Up(proc, ports, test_state / "up")
     if proc.poll() is None:
         running.wait_for(r"Ctrl-C stops it\.", timeout=300)
     yield running
@@ -171,7 +171,7 @@ async def test_sigterm_drains_an_instance_clients_resume_elsewhere_and_it_comes_
         assert ready.status_code == 200, ready.text
         for w in watchers:
             await w.close()
-    assert replay.run(["--redis-url", up.redis_url, "--verify"]) == 0
+    assert up.replay("--verify") == 0
 
 
 async def test_sigkill_of_the_lock_keeper_is_503_then_every_command_is_answered(
@@ -227,7 +227,7 @@ async def test_sigkill_of_the_lock_keeper_is_503_then_every_command_is_answered(
     assert 200 in statuses
     assert {dep for _, status, dep in seen if status == 503} == {"lock-keeper"}
     assert max(took for took, _, _ in seen) < 5  # the 2 s request timeout, and some slack
-    client = redis.Redis.from_url(up.redis_url)
+    client = up.redis()
     try:
         deadline = time.monotonic() + 30
         while True:  # answered = logged (applied or expired) and acked
@@ -244,7 +244,7 @@ async def test_sigkill_of_the_lock_keeper_is_503_then_every_command_is_answered(
     finally:
         client.close()
     assert len(published) > len(seen) // 2  # the racers' acquires went through the event path
-    assert replay.run(["--redis-url", up.redis_url, "--verify"]) == 0
+    assert up.replay("--verify") == 0
 
 
 def test_a_process_that_keeps_failing_at_start_up_is_reported_and_the_rest_runs(
@@ -323,7 +323,7 @@ def test_the_state_redis_fails_over_and_its_old_primary_comes_back_as_a_replica(
         time.sleep(0.25)
     granted = time.monotonic() - killed
     up.wait_for(rf"redis:{port} is back \(pid \d+\)", timeout=60, after=mark)
-    old = redis.Redis(port=port, socket_timeout=2)
+    old = redis.Redis(port=port, socket_timeout=2, **logins.login(up.passwords))
     try:
         deadline = time.monotonic() + 60
         while old.info("replication")["role"] != "slave":

@@ -64,7 +64,7 @@ def pair(pairs: list[Pair]) -> Pair:
 @pytest.fixture(scope="module")
 def commands(redis_server: RedisServer) -> Iterator[Callable[[Pair], int]]:
     """How many lock commands on the command stream name the pair."""
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis.Redis.from_url(redis_server.url, **redis_server.login())
 
     def count(pair: Pair) -> int:
         return sum(

@@ -33,11 +33,16 @@ RESUME_BOUND_S = 10.0
 
 
 @pytest.fixture
-def state_redis(test_state: Path) -> Iterator[StateRedis]:
+def state_redis(test_state: Path, redis_passwords: dict[str, str]) -> Iterator[StateRedis]:
     """A primary, two replicas and three Sentinels of its own (the test kills the primary)."""
     data = test_state / f"state-redis-{uuid.uuid4().hex[:6]}"
     topology = StateRedis(
-        data, free_port(), [free_port(), free_port()], [free_port() for _ in range(3)], False
+        data,
+        redis_passwords,
+        free_port(),
+        [free_port(), free_port()],
+        [free_port() for _ in range(3)],
+        False,
     )
     topology.start_ready()
     yield topology
@@ -53,6 +58,7 @@ def sentinel_settings(topology: StateRedis, masters: list[RedisServer]) -> Setti
             sentinels=[f"127.0.0.1:{s.port}" for s in topology.sentinels],
             sentinel_master=topology.master,
             lock_urls=[m.url for m in masters],
+            **topology.login(),
         ),
         lock=LockSettings(
             command_stream=f"t:{tag}:cmd",
@@ -154,7 +160,7 @@ async def test_what_a_primary_cut_off_from_its_replicas_can_lose_and_the_rest_ve
     try:
         await asyncio.sleep(3)
         old = state_redis.current()
-        primary = Redis(port=old.port)
+        primary = Redis(port=old.port, **old.login())
         if not guarded:
             await primary.config_set("min-replicas-to-write", 0)
         behind = [r for r in state_redis.servers if r is not old]

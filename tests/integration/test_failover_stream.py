@@ -17,6 +17,7 @@ import pytest
 from streamclient import Pair, data, next_event, open_stream
 
 from kubescaler.entrypoints import replay
+from kubescaler_dev.logins import service_env
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.sentinel import StateRedis
 from kubescaler_dev.services import Service, start_service
@@ -25,10 +26,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
-def topology(test_state: Path) -> Iterator[StateRedis]:
+def topology(test_state: Path, redis_passwords: dict[str, str]) -> Iterator[StateRedis]:
     data_dir = test_state / f"state-redis-{uuid.uuid4().hex[:6]}"
     state = StateRedis(
-        data_dir, free_port(), [free_port(), free_port()], [free_port() for _ in range(3)], False
+        data_dir,
+        redis_passwords,
+        free_port(),
+        [free_port(), free_port()],
+        [free_port() for _ in range(3)],
+        False,
     )
     state.start_ready()
     yield state
@@ -38,7 +44,10 @@ def topology(test_state: Path) -> Iterator[StateRedis]:
 
 @pytest.fixture
 def processes(
-    topology: StateRedis, stream_env: dict[str, str], test_state: Path
+    topology: StateRedis,
+    stream_env: dict[str, str],
+    test_state: Path,
+    redis_passwords: dict[str, str],
 ) -> Iterator[tuple[Service, Service]]:
     """A lock-keeper and two stream instances on the topology (locks held 60 s, so a stream
     outlives the failover); "slow" refreshes every 30 s, so only its log follower can end its
@@ -47,21 +56,26 @@ def processes(
         **stream_env,
         **topology.env(),
         "KUBESCALER_LOCK_TTL_MS": "60000",
-        "KUBESCALER_LOCK_COMMAND_STREAM": "failover:commands",
-        "KUBESCALER_LOCK_LOG_STREAM": "failover:log",
     }
     logs = test_state / "logs"
+    pw = redis_passwords
     started = []
     try:
-        started.append(start_service("lock-keeper", env, logs, name="keeper-failover"))
+        started.append(
+            start_service("lock-keeper", env, logs, name="keeper-failover", passwords=pw)
+        )
         slow = {
             **env,
             "KUBESCALER_INSTANCE": "stream-slow",
             "KUBESCALER_LOCK_REFRESH_INTERVAL_MS": "30000",
         }
-        started.append(start_service("stream", slow, logs, name="stream-failover-slow"))
+        started.append(
+            start_service("stream", slow, logs, name="stream-failover-slow", passwords=pw)
+        )
         quick = {**env, "KUBESCALER_INSTANCE": "stream-quick"}
-        started.append(start_service("stream", quick, logs, name="stream-failover-quick"))
+        started.append(
+            start_service("stream", quick, logs, name="stream-failover-quick", passwords=pw)
+        )
         yield started[1], started[2]
     finally:
         for svc in reversed(started):
@@ -116,8 +130,8 @@ async def test_streams_follow_the_failover_without_a_restart(
         f"the other instance's log follower {superseded:.2f} s after it"
     )
     # replay finds the new primary through the Sentinels as the services do
-    for name, value in topology.env().items():
+    for name, value in {**topology.env(), **service_env("replay", topology.passwords)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("KUBESCALER_REDIS_LOCK_URLS", "redis://127.0.0.1:1/0")  # unused here
     monkeypatch.setenv("KUBESCALER_REDIS_URL", "redis://127.0.0.1:1/0")  # nor this
-    assert replay.run(["--stream", "failover:log", "--verify"]) == 0
+    assert replay.run(["--verify"]) == 0

@@ -41,8 +41,11 @@ def make_settings(redis: RedisServer, masters: list[RedisServer]) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(
         instance=f"to-{tag}",
-        redis=RedisSettings(url=redis.url, lock_urls=[m.url for m in masters]),
-        lock=LockSettings(command_stream=f"to:{tag}:cmd", log_stream=f"to:{tag}:log"),
+        redis=RedisSettings(url=redis.url, lock_urls=[m.url for m in masters], **redis.login()),
+        lock=LockSettings(
+            command_stream=f"kubescaler:lock:to:{tag}:cmd",
+            log_stream=f"kubescaler:lock:to:{tag}:log",
+        ),
     )
 
 
@@ -60,6 +63,8 @@ async def slow_keeper(settings: Settings, name: str, logs: Path) -> AsyncIterato
         "KUBESCALER_LOCK_KEEPER_PORT": str(port),
         "KUBESCALER_LOG_LEVEL": "warning",
         "SLOW_KEEPER_VOTE_S": str(VOTE_DELAY_S),
+        "KUBESCALER_REDIS_USERNAME": settings.redis.username,
+        "KUBESCALER_REDIS_PASSWORD": settings.redis.password,
     }
     proc = Proc(name, [sys.executable, str(SLOW_KEEPER)], logs / f"{name}.log", env=env)
     proc.start()
@@ -193,7 +198,7 @@ async def test_a_killed_keepers_commands_are_answered_within_a_second(
     1 s of the kill; no request is a 503 and each is applied exactly once."""
     settings = make_settings(redis_server, redis_masters)
     lock = settings.lock
-    redis = Redis.from_url(redis_server.url)
+    redis = Redis.from_url(redis_server.url, **redis_server.login())
     taken_before = sample("kubescaler_lock_commands_taken_over_total", verdict="dead")
     released_before = sample("kubescaler_lock_claims_released_total")
     try:
@@ -239,7 +244,7 @@ async def test_a_paused_keeper_is_covered_and_nothing_is_applied_twice(
     resumed, it commits them. No request is a 503, none is applied twice, no claim released."""
     settings = make_settings(redis_server, redis_masters)
     lock = settings.lock
-    redis = Redis.from_url(redis_server.url)
+    redis = Redis.from_url(redis_server.url, **redis_server.login())
     silent_before = sample("kubescaler_lock_commands_taken_over_total", verdict="silent")
     released_before = sample("kubescaler_lock_claims_released_total")
     try:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = redis_client.connect(RedisSettings(url=redis_server.url))
+    client = redis_client.connect(RedisSettings(url=redis_server.url, **redis_server.login()))
     yield client
     await client.aclose()
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mixed_scenario_streams_counts_refusals_and_keeps_locks_exclusive(
-    gateway: Nginx, main_service: Service, redis_server: RedisServer, tmp_path: Path
+    gateway: Nginx,
+    main_service: Service,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    redis_login: Callable[[str], None],
 ) -> None:
     """A 15 s headless evening-peak run: stream bytes and 409s reported, replay --verify passes."""
     with httpx.Client(base_url=main_service.url, timeout=60) as main:
@@ -72,4 +77,5 @@ def test_mixed_scenario_streams_counts_refusals_and_keeps_locks_exclusive(
     assert streams["refused_409"] >= 1
     assert streams["lock_lost"] == 0
 
+    redis_login("replay")
     assert replay.run(["--redis-url", redis_server.url, "--since", str(since_ms), "--verify"]) == 0

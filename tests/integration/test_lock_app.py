@@ -16,6 +16,7 @@ from kubescaler.adapters.lockclient import LockClient
 from kubescaler.entrypoints.asyncapi import ASYNCAPI_PATH, asyncapi_document
 from kubescaler.entrypoints.lock_keeper import create_app
 from kubescaler.settings import LockSettings, RedisSettings, Settings
+from kubescaler_dev import logins
 from kubescaler_dev.proc import Proc, free_port
 from kubescaler_dev.redis import RedisServer
 
@@ -32,6 +33,7 @@ async def test_health_ready_and_metrics(
         redis=RedisSettings(
             url=redis_server.url,
             lock_urls=[m.url for m in redis_masters] + ["redis://127.0.0.1:1/0"],
+            **redis_server.login(),
         ),
         lock=LockSettings(command_stream=f"a:{tag}:cmd", log_stream=f"a:{tag}:log"),
     )
@@ -64,7 +66,8 @@ def test_keeper_process_serves_and_stops_on_sigterm(
         "KUBESCALER_REDIS_URL": redis_server.url,
         "KUBESCALER_REDIS_LOCK_URLS": ",".join(m.url for m in redis_masters),
         "KUBESCALER_LOCK_KEEPER_PORT": str(port),
-        "KUBESCALER_LOCK_COMMAND_STREAM": f"p:{uuid.uuid4().hex[:8]}:cmd",
+        "KUBESCALER_LOCK_COMMAND_STREAM": f"kubescaler:lock:p:{uuid.uuid4().hex[:8]}:cmd",
+        **logins.service_env("lock-keeper", redis_server.passwords),
     }
     code = (
         "from kubescaler.entrypoints.lock_keeper import run; "

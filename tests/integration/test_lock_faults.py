@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from kubescaler.domain.locks import LockRecord, verify
 from kubescaler.entrypoints.replay import from_redis
+from kubescaler.settings_redis import RedisSettings
 from kubescaler_dev.contention.judge import judge, recovery
 from kubescaler_dev.contention.workload import Workload
 from kubescaler_dev.nginx import Nginx
@@ -50,25 +51,31 @@ class FaultStack:
 
 @pytest.fixture(scope="module")
 def stack(
-    test_state: Path, stream_env_for: Callable[[RedisServer, list[RedisServer]], dict[str, str]]
+    test_state: Path,
+    stream_env_for: Callable[[RedisServer, list[RedisServer]], dict[str, str]],
+    redis_passwords: dict[str, str],
 ) -> Iterator[FaultStack]:
     """A stack of its own: a persistent state Redis (its data directory can be copied and put
     back), three Redlock masters that persist every write, a keeper, two streams, main and
     the nginx entry point, with base and Cassandra shared."""
     home = test_state / "lock-faults"
     shutil.rmtree(home, ignore_errors=True)
-    state = RedisServer(free_port(), home / "state", persist=True)
-    masters = [RedisServer(free_port(), home / f"m{i}", fsync_always=True) for i in range(3)]
+    state = RedisServer(free_port(), home / "state", redis_passwords, persist=True)
+    masters = [
+        RedisServer(free_port(), home / f"m{i}", redis_passwords, fsync_always=True, kind="master")
+        for i in range(3)
+    ]
     for server in (state, *masters):
         server.start_ready()
     env = stream_env_for(state, masters)
     logs = home / "logs"
-    keeper = start_service("lock-keeper", env, logs, name="faults-keeper")
+    pw = redis_passwords
+    keeper = start_service("lock-keeper", env, logs, name="faults-keeper", passwords=pw)
     streams = [
-        start_service("stream", {**env, "KUBESCALER_INSTANCE": n}, logs, name=n)
+        start_service("stream", {**env, "KUBESCALER_INSTANCE": n}, logs, name=n, passwords=pw)
         for n in ("faults-a", "faults-b")
     ]
-    main = start_service("main", env, logs, name="faults-main")
+    main = start_service("main", env, logs, name="faults-main", passwords=pw)
     nginx = Nginx(
         home / "nginx",
         free_port(),
@@ -89,9 +96,10 @@ def stack(
         proc.stop()
 
 
-def export(url: str) -> list[LockRecord]:
-    """The event log as it is now (what `kubescaler replay --jsonl` writes)."""
-    return list(from_redis(url, "kubescaler:lock:log", None, None))
+def export(state: RedisServer) -> list[LockRecord]:
+    """The event log as it is now (what `kubescaler replay --jsonl` writes, as replay)."""
+    login = RedisSettings(**state.login("replay"))
+    return list(from_redis(state.url, "kubescaler:lock:log", None, None, login))
 
 
 def log_order(log_id: str) -> tuple[int, int]:
@@ -112,7 +120,7 @@ async def contend(stack: FaultStack, name: str, fault: Callable[[], Awaitable[No
     work.start()
     try:
         await asyncio.sleep(WARM_S)
-        before = await asyncio.to_thread(export, stack.state.url)
+        before = await asyncio.to_thread(export, stack.state)
         since = time.monotonic()
         await fault()
         deadline = since + 60
@@ -126,7 +134,7 @@ async def contend(stack: FaultStack, name: str, fault: Callable[[], Awaitable[No
         record = await work.stop()
     back = recovery(record.answers, since)
     verdict = judge(record.streams)
-    after = await asyncio.to_thread(export, stack.state.url)
+    after = await asyncio.to_thread(export, stack.state)
     # what the store still holds of the time before the export is the export's, or lost
     last = log_order(before[-1].log_id)
     history = before + [r for r in after if log_order(r.log_id) > last]
@@ -158,7 +166,7 @@ async def test_the_state_redis_rolled_back_to_an_older_copy(stack: FaultStack) -
     copy = stack.state.data_dir.parent / "state-copy"
 
     async def fault() -> None:
-        await Redis.from_url(stack.state.url).bgrewriteaof()
+        await Redis.from_url(stack.state.url, **stack.state.login()).bgrewriteaof()
         await asyncio.sleep(1)
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(stack.state.data_dir, copy)
@@ -191,11 +199,11 @@ async def test_one_redlock_master_wiped(stack: FaultStack) -> None:
     master = stack.masters[1]
 
     async def fault() -> None:
-        client = Redis.from_url(master.url)
+        client = Redis.from_url(master.url, **master.login())
         await client.flushall()
         await client.aclose()
         await asyncio.to_thread(_restart, master)
 
     await contend(stack, "one Redlock master wiped", fault)
-    ready = await Redis.from_url(master.url).get("kubescaler:lock:ready")
+    ready = await Redis.from_url(master.url, **master.login()).get("kubescaler:lock:ready")
     assert ready == b"1", "the wiped master was not caught up after a lock's lifetime"

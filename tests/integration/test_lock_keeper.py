@@ -28,7 +28,9 @@ def make_settings(redis_server: RedisServer, masters: list[RedisServer], **lock:
     tag = uuid.uuid4().hex[:8]
     return Settings(
         instance=f"t-{tag}",
-        redis=RedisSettings(url=redis_server.url, lock_urls=[m.url for m in masters]),
+        redis=RedisSettings(
+            url=redis_server.url, lock_urls=[m.url for m in masters], **redis_server.login()
+        ),
         lock=LockSettings(command_stream=f"t:{tag}:cmd", log_stream=f"t:{tag}:log", **lock),
     )
 
@@ -52,7 +54,7 @@ async def history(redis: Redis, settings: Settings) -> list[LockRecord]:
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
+    client = Redis.from_url(redis_server.url, **redis_server.login())
     yield client
     await client.aclose()
 

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def redlock(redis_masters: list[RedisServer]) -> AsyncIterator[Redlock]:
-    lock = Redlock([master_client(m.url, 0.25) for m in redis_masters], 5000, 0.01, 250)
+    lock = Redlock(
+        [master_client(m.url, 0.25, **m.login()) for m in redis_masters],
+        5000,
+        0.01,
+        250,
+    )
     await MasterRecovery(lock.masters, 5000, 0.25).step()  # they vote once brought in
     yield lock
     await lock.aclose()
@@ -96,7 +101,7 @@ async def test_the_token_bound_keeps_an_older_grant_from_releasing_a_newer_one(
     assert (await redlock.release(key, "a", 7)).wins == 3
     legacy = f"t:{uuid.uuid4()}"
     for master in redis_masters:
-        client = Redis.from_url(master.url)
+        client = Redis.from_url(master.url, **master.login())
         await client.set(legacy, "a", px=5000)
         await client.aclose()
     assert (await redlock.acquire(legacy, "b")).holder == "a"
@@ -110,7 +115,7 @@ async def test_a_master_wiped_abstains_until_a_lock_lifetime_then_votes_with_the
     need the other two; recovery notes the time, and once a lock's lifetime (here 1 s) has
     passed copies the highest counters of the others into it and lets it vote again."""
     ttl = 1000
-    clients = [master_client(m.url, 0.25) for m in redis_masters]
+    clients = [master_client(m.url, 0.25, **m.login()) for m in redis_masters]
     lock = Redlock(clients, ttl, 0.01, 250, key_prefix="p:")
     recovery = MasterRecovery(clients, ttl, 0.25)
     await recovery.step()

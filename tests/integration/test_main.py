@@ -84,7 +84,7 @@ def test_login_lists_only_launched_profiles(main: httpx.Client, redis_server: Re
     assert main.get(f"/login/{user['id']}").json() == []
     now = int(time.time() * 1000)
     stranger = str(uuid.uuid4())  # launched but not the user's: must not be listed
-    r = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(redis_server.url, **redis_server.login())
     r.zadd(
         user_key(uuid.UUID(user["id"])),
         {profiles[0]: now + 60_000, profiles[1]: now - 1, stranger: now + 60_000},
@@ -119,7 +119,9 @@ def test_admin_token_guards_mutations(
         "KUBESCALER_ADMIN_TOKEN": "s3cret",
         "KUBESCALER_LOG_LEVEL": "warning",
     }
-    svc = start_service("main", env, base_service.log.parent, name="main-admin")
+    svc = start_service(
+        "main", env, base_service.log.parent, name="main-admin", passwords=redis_server.passwords
+    )
     try:
         assert httpx.post(f"{svc.url}/testdata").status_code == 401
         assert httpx.delete(f"{svc.url}/testdata").status_code == 401

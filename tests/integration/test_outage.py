@@ -103,7 +103,7 @@ async def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(
     """300 commands at once on one client, each holding its connection 50 ms (a BLPOP that
     times out): all answered by a pool of 100, where redis-py's own pool refuses the 101st with
     "Too many connections"."""
-    client = redis_client.connect(RedisSettings(url=redis_server.url))
+    client = redis_client.connect(RedisSettings(url=redis_server.url, **redis_server.login()))
     try:
         key = f"burst:{uuid.uuid4().hex}"
         got = await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(300)))

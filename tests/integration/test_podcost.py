@@ -108,6 +108,7 @@ def fake_api(service_account: Path) -> Iterator[FakeApiServer]:
 def costed_stream(
     stream_env: dict[str, str],
     lock_keeper_service: Service,
+    redis_passwords: dict[str, str],
     fake_api: FakeApiServer,
     service_account: Path,
     test_state: Path,
@@ -127,6 +128,7 @@ def costed_stream(
         {**env, "KUBESCALER_INSTANCE": "stream-podcost"},
         test_state / "logs",
         name="stream-podcost",
+        passwords=redis_passwords,
     )
     yield svc
     svc.stop()
@@ -136,6 +138,7 @@ def costed_stream(
 def unreachable_api_stream(
     stream_env: dict[str, str],
     lock_keeper_service: Service,
+    redis_passwords: dict[str, str],
     service_account: Path,
     test_state: Path,
 ) -> Iterator[Service]:
@@ -154,6 +157,7 @@ def unreachable_api_stream(
         {**env, "KUBESCALER_INSTANCE": "stream-podcost-noapi"},
         test_state / "logs",
         name="stream-podcost-noapi",
+        passwords=redis_passwords,
     )
     yield svc
     svc.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -19,11 +20,16 @@ async def test_replay_reads_and_verifies_the_live_log(
     redis_server: RedisServer,
     redis_masters: list[RedisServer],
     capsys: pytest.CaptureFixture[str],
+    redis_login: Callable[[str], None],
 ) -> None:
     """What the keeper logged replays as a timeline and verifies clean."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
-        redis=RedisSettings(url=redis_server.url, lock_urls=[m.url for m in redis_masters]),
+        redis=RedisSettings(
+            url=redis_server.url,
+            lock_urls=[m.url for m in redis_masters],
+            **redis_server.login(),
+        ),
         lock=LockSettings(command_stream=f"r:{tag}:cmd", log_stream=f"r:{tag}:log"),
     )
     user, profile = uuid.uuid4(), uuid.uuid4()
@@ -37,6 +43,7 @@ async def test_replay_reads_and_verifies_the_live_log(
             await locks.acquire(user, profile, "b")
     finally:
         await worker.stop()
+    redis_login("admin")  # the replay user reads kubescaler:lock:log only, not this test's log
     base = ["--redis-url", redis_server.url, "--stream", settings.lock.log_stream]
     assert replay.run([*base, "--verify"]) == 0
     assert "verified 4 records over 1 pair(s): no violations" in capsys.readouterr().out

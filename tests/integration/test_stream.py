@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -117,7 +117,10 @@ async def test_refresh_keeps_a_live_stream_past_its_ttl(gateway: Nginx, pair: Pa
 
 @pytest.fixture(scope="module")
 def slow_refresh_stream(
-    stream_env: dict[str, str], lock_keeper_service: Service, test_state: Path
+    stream_env: dict[str, str],
+    lock_keeper_service: Service,
+    test_state: Path,
+    redis_passwords: dict[str, str],
 ) -> Iterator[Service]:
     """A third stream instance refreshing every 30 s: what ends its streams sooner is news."""
     env = {
@@ -125,7 +128,9 @@ def slow_refresh_stream(
         "KUBESCALER_LOCK_REFRESH_INTERVAL_MS": "30000",
         "KUBESCALER_INSTANCE": "stream-slow-refresh",
     }
-    svc = start_service("stream", env, test_state / "logs", name="stream-slow-refresh")
+    svc = start_service(
+        "stream", env, test_state / "logs", name="stream-slow-refresh", passwords=redis_passwords
+    )
     yield svc
     svc.stop()
 
@@ -137,6 +142,7 @@ async def test_a_newer_stream_of_the_same_session_supersedes_the_older_one(
     redis_server: RedisServer,
     pair: Pair,
     newer_on: str,
+    redis_login: Callable[[str], None],
 ) -> None:
     """One session opens the pair twice: the older stream ends with `superseded` naming the
     newer token within 2 s (its own refresh is 30 s away), only the newer token keeps
@@ -161,6 +167,7 @@ async def test_a_newer_stream_of_the_same_session_supersedes_the_older_one(
             streamed_until = time.monotonic() + 2.5  # past a refresh (1 s here) of the newer
             while time.monotonic() < streamed_until:
                 assert data(await next_event(newer, "data"))["token"] == new["token"]
+    redis_login("replay")
     assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0
 
 
@@ -172,7 +179,11 @@ def _rss_mib(pid: int) -> float:
 
 
 def test_a_slow_client_gets_drops_not_memory_growth(
-    stream_env: dict[str, str], lock_keeper_service: Service, pairs: list[Pair], test_state: object
+    stream_env: dict[str, str],
+    lock_keeper_service: Service,
+    pairs: list[Pair],
+    test_state: object,
+    redis_passwords: dict[str, str],
 ) -> None:
     """A client that does not read: the server drops events, says how many, and its memory
     stays flat instead of buffering."""
@@ -182,7 +193,8 @@ def test_a_slow_client_gets_drops_not_memory_growth(
         "KUBESCALER_STREAM_EVENTS_PER_S": "32",
         "KUBESCALER_INSTANCE": "stream-fast",
     }
-    svc = start_service("stream", env, lock_keeper_service.log.parent, name="stream-fast")
+    logs = lock_keeper_service.log.parent
+    svc = start_service("stream", env, logs, name="stream-fast", passwords=redis_passwords)
     port = svc.port
     p = pairs.pop()
     try:
@@ -232,7 +244,7 @@ async def test_a_lost_lock_ends_the_stream_with_lock_lost(
     async with open_stream(gateway.url + pair.path("session-lost-1")) as (_, q):
         await next_event(q, "hello")
         for master in redis_masters:  # an intruder takes the key on every master
-            client = redis_sync.Redis.from_url(master.url)
+            client = redis_sync.Redis.from_url(master.url, **master.login())
             client.set(key, "intruder", px=10_000)
             client.close()
         lost = await next_event(q, "lock-lost", timeout=5)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 from streamclient import Pair, aget, data, next_event, open_stream
@@ -68,7 +69,11 @@ async def test_base_down_is_503(gateway: Nginx, base_service: Service, pair: Pai
 
 
 async def test_sigterm_drains_clients_to_the_other_instance(
-    gateway: Nginx, stream_services: list[Service], pairs: list[Pair], redis_server: RedisServer
+    gateway: Nginx,
+    stream_services: list[Service],
+    pairs: list[Pair],
+    redis_server: RedisServer,
+    redis_login: Callable[[str], None],
 ) -> None:
     """SIGTERM: clients get `reconnect` with a retry, come back on the other instance at once
     (their locks handed over), the drained process exits, and the lock history verifies."""
@@ -96,6 +101,7 @@ async def test_sigterm_drains_clients_to_the_other_instance(
                 hello = data(await next_event(q, "hello"))
                 assert hello["instance"] != victim_name
     victim.start_ready()
+    redis_login("replay")
     assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0
 
 

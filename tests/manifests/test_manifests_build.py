@@ -16,6 +16,7 @@ K8S_VERSION = "1.33.0"
 #: require are checked by hand (apiVersion -> required paths)
 CUSTOM = {
     ("keda.sh/v1alpha1", "ScaledObject"): ["spec.scaleTargetRef.name", "spec.triggers"],
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): ["spec.secretTargetRef"],
     ("gateway.networking.k8s.io/v1", "Gateway"): ["spec.gatewayClassName", "spec.listeners"],
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ["spec.parentRefs", "spec.rules"],
     ("monitoring.coreos.com/v1", "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints"],
@@ -122,6 +123,6 @@ def test_dev_and_production_differ_where_they_should() -> None:
     assert {"redis", "redis-sentinel"} <= pdbs
     affinity = prod.get("StatefulSet", "cassandra")["spec"]["template"]["spec"]["affinity"]
     assert affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert not prod.of_kind("Secret"), "production expects its Secret from outside git"
-    (secret,) = dev.of_kind("Secret")
-    assert secret["metadata"]["name"].startswith("kubescaler-secrets")
+    assert not prod.of_kind("Secret"), "production expects its Secrets from outside git"
+    names = sorted(s["metadata"]["name"].rsplit("-", 1)[0] for s in dev.of_kind("Secret"))
+    assert names == ["kubescaler-redis", "kubescaler-secrets"]

@@ -3,6 +3,7 @@ autoscaling. Who may reach whom (NetworkPolicies, the entry point) is test_manif
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from typing import Any
@@ -382,7 +383,11 @@ def test_autoscaling_numbers_come_from_one_place() -> None:
 
 @pytest.mark.parametrize("overlay", ["dev", "classic"])
 def test_dev_secrets_are_marked_placeholders(overlay: str) -> None:
-    secret = render(overlay).of_kind("Secret")[0]
+    secrets = render(overlay).of_kind("Secret")
     text = (MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()
     assert "PLACEHOLDER" in text
-    assert secret["metadata"]["name"].startswith("kubescaler-secrets")
+    names = sorted(s["metadata"]["name"].rsplit("-", 1)[0] for s in secrets)
+    assert names == ["kubescaler-redis", "kubescaler-secrets"]
+    for secret in secrets:  # every value says what it is
+        for key, value in secret["data"].items():
+            assert base64.b64decode(value).decode().endswith("-CHANGE-ME"), key

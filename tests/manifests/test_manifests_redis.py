@@ -16,8 +16,10 @@ NAMESPACE = "kubescaler"
 
 
 def _script(rendered: Rendered, name: str) -> str:
-    """The shell script a StatefulSet's first container runs (``sh -c SCRIPT``)."""
-    args = rendered.get("StatefulSet", name)["spec"]["template"]["spec"]["containers"][0]["args"]
+    """The shell script a StatefulSet's first container runs (``sh -c SCRIPT``: in the args,
+    or the command ``sh -c`` and the script the one arg)."""
+    container = rendered.get("StatefulSet", name)["spec"]["template"]["spec"]["containers"][0]
+    args = [*container.get("command", []), *container["args"]]
     assert args[:2] == ["sh", "-c"], args
     return str(args[2])
 

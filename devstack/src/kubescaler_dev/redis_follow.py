@@ -48,7 +48,11 @@ def ask(sentinels: Sequence[int], master: str) -> list[dict[str, str]]:
         # no retries: a Sentinel not up yet is passed over (redis-py's default retries would
         # spend seconds on each)
         client = redis.Redis(
-            port=port, socket_timeout=0.5, decode_responses=True, retry=Retry(NoBackoff(), 0)
+            port=port,
+            password=os.environ.get("KUBESCALER_DEV_SENTINEL_PASSWORD") or None,
+            socket_timeout=0.5,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             state: Any = client.sentinel_master(master)

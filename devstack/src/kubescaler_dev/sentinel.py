@@ -14,14 +14,18 @@ import hashlib
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from kubescaler_dev import logins
 from kubescaler_dev.proc import Proc, StartError
-from kubescaler_dev.redis import ONCE, RedisServer
+from kubescaler_dev.redis import ONCE, RedisServer, _private
+
+#: The variable :mod:`.redis_follow` reads the Sentinels' password from (not its argv).
+PASSWORD_ENV = "KUBESCALER_DEV_SENTINEL_PASSWORD"
 
 #: The name the Sentinels monitor the state Redis under (KUBESCALER_REDIS_SENTINEL_MASTER).
 MASTER = "kubescaler"
@@ -47,12 +51,15 @@ def _myid(port: int) -> str:
 
 class RedisSentinel(Proc):
     """One redis-sentinel on 127.0.0.1:port watching ``primary`` (with ``replicas`` and
-    ``peers`` known from the start); quorum 2."""
+    ``peers`` known from the start); quorum 2. Clients and its peers log in with the
+    Sentinels' password (``requirepass``, ``sentinel sentinel-pass``); it logs in to the
+    servers as their ``sentinel`` user."""
 
     def __init__(
         self,
         port: int,
         data_dir: Path,
+        passwords: Mapping[str, str],
         primary: int,
         replicas: Sequence[int],
         peers: Sequence[int],
@@ -62,9 +69,12 @@ class RedisSentinel(Proc):
         self.port = port
         self.data_dir = data_dir
         self.master = master
+        self.password = passwords[logins.SENTINELS]
         self.conf = data_dir / "sentinel.conf"
         self.lines = [
             f"port {port}",
+            f"requirepass {self.password}",
+            f"sentinel sentinel-pass {self.password}",
             "bind 127.0.0.1",
             f"dir {data_dir}",
             f"sentinel myid {_myid(port)}",
@@ -72,6 +82,8 @@ class RedisSentinel(Proc):
             f"sentinel down-after-milliseconds {master} {down_after_ms}",
             f"sentinel failover-timeout {master} 10000",
             f"sentinel parallel-syncs {master} 1",
+            f"sentinel auth-user {master} sentinel",
+            f"sentinel auth-pass {master} {passwords['sentinel']}",
             *(f"sentinel known-replica {master} 127.0.0.1 {r}" for r in replicas),
             *(f"sentinel known-sentinel {master} 127.0.0.1 {p} {_myid(p)}" for p in peers),
         ]
@@ -83,13 +95,19 @@ class RedisSentinel(Proc):
     def start(self) -> None:
         if not self.configured:  # afterwards the file is the Sentinel's own
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.conf.write_text("\n".join(self.lines) + "\n")
+            _private(self.conf, "\n".join(self.lines) + "\n")
             self.configured = True
         super().start()
 
     def state(self) -> dict[str, str]:
         """``SENTINEL MASTER``: what this Sentinel knows of the primary (flags, ip, port, ...)."""
-        client = redis.Redis(port=self.port, socket_timeout=0.5, decode_responses=True, retry=ONCE)
+        client = redis.Redis(
+            port=self.port,
+            password=self.password,
+            socket_timeout=0.5,
+            decode_responses=True,
+            retry=ONCE,
+        )
         try:
             state: Any = client.sentinel_master(self.master)
             return {k: str(v) for k, v in state.items()}
@@ -142,6 +160,7 @@ class StateRedis:
     def __init__(
         self,
         data_dir: Path,
+        passwords: Mapping[str, str],
         primary_port: int,
         replica_ports: Sequence[int],
         sentinel_ports: Sequence[int],
@@ -150,10 +169,12 @@ class StateRedis:
         down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self.master = master
+        self.passwords = dict(passwords)
 
         def server(port: int, data: str, follow: int | None) -> RedisServer:
-            found = RedisServer(port, data_dir / data, persist, min_replicas=1)
+            found = RedisServer(port, data_dir / data, passwords, persist, min_replicas=1)
             found.argv = follow_argv(port, sentinel_ports, master, follow, found.argv)
+            found.env = {PASSWORD_ENV: passwords[logins.SENTINELS]}
             found.name = f"redis:{port}" if follow is None else f"redis-replica:{port}"
             return found
 
@@ -165,6 +186,7 @@ class StateRedis:
             RedisSentinel(
                 port,
                 data_dir / f"redis-sentinel-{i}",
+                passwords,
                 primary_port,
                 replica_ports,
                 [p for p in sentinel_ports if p != port],
@@ -184,10 +206,19 @@ class StateRedis:
         return [*self.servers, *self.sentinels]
 
     def env(self) -> dict[str, str]:
-        """What kubescaler's processes need to find the primary."""
+        """What kubescaler's processes need to find the primary (their login aside)."""
         return {
             "KUBESCALER_REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
             "KUBESCALER_REDIS_SENTINEL_MASTER": self.master,
+            "KUBESCALER_REDIS_SENTINEL_PASSWORD": self.passwords[logins.SENTINELS],
+        }
+
+    def login(self, user: str = logins.ADMIN) -> dict[str, str]:
+        """``username``/``password`` of ``user`` on the servers, and the Sentinels' password
+        (RedisSettings keywords)."""
+        return {
+            **logins.login(self.passwords, user),
+            "sentinel_password": self.passwords[logins.SENTINELS],
         }
 
     def start_ready(self, timeout: float = 30.0) -> None:

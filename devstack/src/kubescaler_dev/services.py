@@ -8,11 +8,14 @@ from pathlib import Path
 
 import httpx
 
+from kubescaler_dev import logins
 from kubescaler_dev.proc import Proc, free_port
 
 
 class Service(Proc):
-    """``kubescaler <command>`` listening on 127.0.0.1:port, ready when /readyz says so."""
+    """``kubescaler <command>`` listening on 127.0.0.1:port, ready when /readyz says so; with
+    ``passwords`` (:mod:`.logins`) it logs in to Redis as its command's ACL user (what ``env``
+    sets wins)."""
 
     def __init__(
         self,
@@ -22,15 +25,17 @@ class Service(Proc):
         log_dir: Path,
         name: str | None = None,
         args: tuple[str, ...] = (),
+        passwords: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port
         self.command = command
         argv = [sys.executable, "-m", "kubescaler.cli", command, *args]
+        login = logins.service_env(command, passwords) if passwords else {}
         super().__init__(
             name or f"{command}:{port}",
             argv,
             log_dir / f"{name or command}-{port}.log",
-            env=dict(env),
+            env={**login, **env},
         )
 
     @property
@@ -49,11 +54,16 @@ class Service(Proc):
 
 
 def start_service(
-    command: str, env: Mapping[str, str], log_dir: Path, name: str | None = None
+    command: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    name: str | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> Service:
     """``kubescaler <command>`` on a free port, started and ready (stopped again if it is not)."""
     port = free_port()
-    svc = Service(command, port, env, log_dir, name=name, args=("--port", str(port)))
+    args = ("--port", str(port))
+    svc = Service(command, port, env, log_dir, name=name, args=args, passwords=passwords)
     try:
         svc.start_ready()
     except BaseException:

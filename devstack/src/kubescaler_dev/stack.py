@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
 from kubescaler.settings import Settings
+from kubescaler_dev import logins
 from kubescaler_dev.cassandra import CassandraNode
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import Proc, StartError, free_port, port_open
@@ -65,16 +66,23 @@ class Stack:
         lock_urls = s.redis.lock_urls or [f"redis://127.0.0.1:{p}/0" for p in LOCAL_MASTER_PORTS]
         lock_ports = sorted({_port(u, 6379) for u in lock_urls} - {primary})
         redis_env = {"KUBESCALER_REDIS_LOCK_URLS": ",".join(lock_urls)}
+        #: every Redis user's password, made on the first start and kept (logins.py)
+        self.passwords = logins.kept(state / "redis-passwords")
+        pw = self.passwords
         if sentinel:
             self.state_redis = StateRedis(
                 state,
+                pw,
                 primary,
                 [free_port() for _ in range(REPLICAS)],
                 [p for _, p in s.redis.sentinel_addresses] or SENTINEL_PORTS,
             )
             redis_env |= self.state_redis.env()
-        self.redis = ([] if sentinel else [RedisServer(primary, state / f"redis-{primary}")]) + [
-            RedisServer(port, state / f"redis-{port}", fsync_always=True) for port in lock_ports
+        self.redis = (
+            [] if sentinel else [RedisServer(primary, state / f"redis-{primary}", pw)]
+        ) + [
+            RedisServer(port, state / f"redis-{port}", pw, fsync_always=True, kind="master")
+            for port in lock_ports
         ]
         self.cassandra = CassandraNode(
             state / "cassandra",
@@ -85,7 +93,9 @@ class Stack:
         base_url = f"http://127.0.0.1:{s.base_port}"
         env = {"KUBESCALER_BASE_URL": base_url, **redis_env}
         self.base = Service("base", s.base_port, env, logs, args=("--port", str(s.base_port)))
-        self.main = Service("main", s.main_port, env, logs, args=("--port", str(s.main_port)))
+        self.main = Service(
+            "main", s.main_port, env, logs, args=("--port", str(s.main_port)), passwords=pw
+        )
         keeper_port = s.lock.keeper_port
         self.keepers = [
             Service(
@@ -95,6 +105,7 @@ class Stack:
                 logs,
                 name=f"lock-keeper-{i}",
                 args=("--port", str(keeper_port + i)),
+                passwords=pw,
             )
             for i in range(keepers)
         ]
@@ -107,6 +118,7 @@ class Stack:
                 logs,
                 name=f"stream-{i}",
                 args=("--port", str(s.stream_port + i)),
+                passwords=pw,
             )
             for i in range(streams)
         ]
@@ -208,6 +220,11 @@ class Stack:
                 + f" (master name {topology.master})",
                 "redlock masters": " ".join(r.url for r in self.redis),
             }
+        folder = self.state / "redis-passwords"
+        backing["redis users"] = (
+            f"one password per user in {folder}/<user>; e.g. "
+            f"REDISCLI_AUTH=$(cat {folder}/{logins.ADMIN}) redis-cli --user {logins.ADMIN}"
+        )
         backing["cassandra"] = f"127.0.0.1:{self.cassandra.native_port}"
         if self.gateway not in self.started:
             return {**backing, "logs": str(self.state / "logs")}

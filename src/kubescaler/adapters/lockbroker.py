@@ -21,6 +21,7 @@ from kubescaler.adapters import lockstate
 from kubescaler.adapters.lockwire import deliveries, enveloped
 from kubescaler.adapters.redis_client import (
     SentinelConnection,
+    credentials,
     sentinel_options,
     worker_retry_options,
 )
@@ -81,8 +82,7 @@ def _broker(redis: RedisSettings) -> RedisBroker:
         "apply_types": False,  # the handlers take the raw entries: no injection per message
     }
     if not redis.sentinels:
-        if redis.password:
-            options["password"] = redis.password
+        options.update(credentials(redis.username, redis.password))
         return RedisBroker(redis.url, **options)
     sentinel = sentinel_options(redis)
     return RedisSentinelBroker(

@@ -133,7 +133,7 @@ def connect(redis: RedisSettings) -> Redis:
             max_connections=POOL_CONNECTIONS,
             timeout=timeout_s,
             **retry_options(timeout_s),
-            **_password(redis.password),
+            **credentials(redis.username, redis.password),
         )
         return Redis.from_pool(packing_in_c(pool))
     options = sentinel_options(redis)
@@ -158,17 +158,23 @@ def sentinel_options(redis: RedisSettings) -> dict[str, Any]:
         "socket_timeout": redis.timeout_s,
         "socket_connect_timeout": redis.timeout_s,
         "retry": Retry(NoBackoff(), 0),
-        **_password(redis.sentinel_password),
+        **credentials("", redis.sentinel_password),
     }
     return {
         "sentinel_kwargs": sentinel,
         "db": int(parse_url(redis.url).get("db", 0)),
-        **_password(redis.password),
+        **credentials(redis.username, redis.password),
     }
 
 
-def _password(password: str) -> dict[str, Any]:
-    return {"password": password} if password else {}
+def credentials(username: str, password: str) -> dict[str, Any]:
+    """redis-py's keyword arguments for an ACL user (``AUTH username password``), or for the
+    ``default`` user's password alone; none when both are empty. Credentials are passed so,
+    never in a URL: URLs get logged."""
+    out: dict[str, Any] = {"password": password} if password else {}
+    if username:
+        out["username"] = username
+    return out
 
 
 class SentinelConnection(SentinelManagedConnection):
@@ -238,3 +244,87 @@ def _packed(kind: type[AbstractConnection]) -> type[AbstractConnection]:
     if kind not in _PACKED:
         _PACKED[kind] = type(f"PackedInC{kind.__name__}", (PackedInC, kind), {})
     return _PACKED[kind]
+
+
+def refused_login(redis: RedisSettings, masters: bool = False) -> str | None:
+    """What a process checks once at start-up: does every Redis it uses (the state Redis, found
+    through the Sentinels when they are set; with ``masters`` the Redlock masters too) take its
+    credentials? The one line that names the store and the settings to fix when one refuses
+    them, else None. A store that cannot be reached is no credential problem: the process
+    starts, and its readiness reports the store down as for any outage."""
+    import redis as sync_redis
+    from redis.retry import Retry as SyncRetry
+    from redis.sentinel import Sentinel as SyncSentinel
+
+    def refused(host: str, port: int, user: str, password: str, what: str, names: str) -> str:
+        client = sync_redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=redis.timeout_s,
+            socket_connect_timeout=redis.timeout_s,
+            retry=SyncRetry(NoBackoff(), 0),
+            **credentials(user, password),
+        )
+        try:
+            client.ping()
+        except (sync_redis.AuthenticationError, sync_redis.ResponseError) as exc:
+            if not password:
+                code = "NOAUTH"  # no login, and Redis wants one
+            elif isinstance(exc, sync_redis.exceptions.NoPermissionError):
+                code = "NOPERM"
+            else:
+                code = "WRONGPASS"  # an unknown user, a wrong password, or a user that is off
+            who = f"user {user!r}" if user else ("its password" if password else "no login")
+            return f"{what} at {host}:{port} refused {who} ({code}): check {names}"
+        except (sync_redis.RedisError, OSError):
+            return ""
+        finally:
+            client.close()
+        return ""
+
+    state_names = "KUBESCALER_REDIS_USERNAME and KUBESCALER_REDIS_PASSWORD"
+    if redis.sentinels:
+        for host, port in redis.sentinel_addresses:
+            line = refused(
+                host,
+                port,
+                "",
+                redis.sentinel_password,
+                "Redis Sentinel",
+                "KUBESCALER_REDIS_SENTINEL_PASSWORD",
+            )
+            if line:
+                return line
+        found = SyncSentinel(  # type: ignore[no-untyped-call]
+            redis.sentinel_addresses,
+            sentinel_kwargs={
+                "socket_timeout": redis.timeout_s,
+                **credentials("", redis.sentinel_password),
+            },
+        )
+        try:
+            host, port = found.discover_master(redis.sentinel_master)  # type: ignore[no-untyped-call]
+        except (sync_redis.RedisError, OSError):
+            host = ""
+    else:
+        url = parse_url(redis.url)
+        host, port = url.get("host", "127.0.0.1"), int(url.get("port", 6379))
+    if host:
+        line = refused(host, port, redis.username, redis.password, "Redis", state_names)
+        if line:
+            return line
+    if not masters:
+        return None
+    user, password = redis.lock_credentials
+    lock_names = (
+        "KUBESCALER_REDIS_LOCK_USERNAME and KUBESCALER_REDIS_LOCK_PASSWORD"
+        if redis.lock_username or redis.lock_password
+        else state_names
+    )
+    for master in redis.redlock_urls:
+        url = parse_url(master)
+        host, port = url.get("host", "127.0.0.1"), int(url.get("port", 6379))
+        line = refused(host, port, user, password, "Redlock master", lock_names)
+        if line:
+            return line
+    return None

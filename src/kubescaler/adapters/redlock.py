@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from kubescaler.adapters.lockstate import FENCE_PREFIX
-from kubescaler.adapters.redis_client import packing_in_c
+from kubescaler.adapters.redis_client import credentials, packing_in_c
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.lockrules import (
     VALUE_SEPARATOR,
@@ -108,12 +108,14 @@ READY_KEY = "kubescaler:lock:ready"
 RECOVERING = "recovering: it came back empty and abstains until it has caught up"
 
 
-def master_client(url: str, timeout_s: float) -> Redis:
-    """A client for one master: short socket timeouts, one immediate retry on a dropped
-    connection only (a pooled connection a restarted master closed). A master that is down
-    or slow is not retried: Redlock decides by quorum, and each call is bounded anyway."""
+def master_client(url: str, timeout_s: float, username: str = "", password: str = "") -> Redis:
+    """A client for one master, logged in as ``username``: short socket timeouts, one
+    immediate retry on a dropped connection only (a pooled connection a restarted master
+    closed). A master that is down or slow is not retried: Redlock decides by quorum, and each
+    call is bounded anyway."""
     client = Redis.from_url(
         url,
+        **credentials(username, password),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1),

@@ -52,7 +52,8 @@ class Worker:
         self.state = redis_client.connect(s.redis)
         self.ledger = LockLedger(self.state, s.lock, self.name)
         timeout_s = s.lock.master_timeout_ms / 1000
-        masters = [master_client(url, timeout_s) for url in s.redis.redlock_urls]
+        login = s.redis.lock_credentials
+        masters = [master_client(url, timeout_s, *login) for url in s.redis.redlock_urls]
         self.redlock = Redlock(
             masters,
             s.lock.ttl_ms,

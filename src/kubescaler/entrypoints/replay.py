@@ -23,6 +23,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from kubescaler.adapters.redis_client import credentials
 from kubescaler.domain.locks import LockRecord, record_from_fields, state_at, verify
 from kubescaler.settings import SettingsError, load
 from kubescaler.settings_redis import RedisSettings
@@ -48,8 +49,9 @@ def show_time(ms: int) -> str:
 def log_client(url: str | None, state: RedisSettings) -> redis.Redis:
     """``url``'s Redis; without one the state Redis: the primary its Sentinels name (after a
     failover, the new one), else its URL."""
+    login = credentials(state.username, state.password)
     if url or not state.sentinels:
-        return redis.Redis.from_url(url or state.url, socket_timeout=5)
+        return redis.Redis.from_url(url or state.url, socket_timeout=5, **login)
     found: Any = Sentinel(  # type: ignore[no-untyped-call]
         state.sentinel_addresses,
         sentinel_kwargs={
@@ -61,7 +63,7 @@ def log_client(url: str | None, state: RedisSettings) -> redis.Redis:
         state.sentinel_master,
         socket_timeout=5,
         db=int(parse_url(state.url).get("db", 0)),  # type: ignore[no-untyped-call]
-        password=state.password or None,
+        **login,
     )
     client: redis.Redis = found
     return client
@@ -174,6 +176,14 @@ def run(argv: list[str]) -> int:
         return 2
     try:
         records = select(args)
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        print(
+            f"replay: Redis refused the login of user {args.state.username or 'default'!r} "
+            f"({exc}): check KUBESCALER_REDIS_USERNAME and KUBESCALER_REDIS_PASSWORD "
+            "(the Redis user `replay` reads the log)",
+            file=sys.stderr,
+        )
+        return 2
     except (redis.RedisError, OSError, msgspec.DecodeError, ValueError) as exc:
         print(f"replay: cannot read the log: {exc}", file=sys.stderr)
         return 2
