@@ -76,6 +76,8 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             "-n", NAMESPACE, "create", "secret", "generic", "kubescaler-secrets",
             f"--from-literal=admin-token={prod.admin_token}",
             f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
+            f"--from-literal=cassandra-password={secrets.token_urlsafe(24)}",
+            f"--from-literal=cassandra-admin-password={secrets.token_urlsafe(24)}",
             f"--from-literal=auth-secret={prod.auth_secret}",
         )  # fmt: skip
     cluster.app.apply(OVERLAY, workloads=WORKLOADS, headers=prod.headers(SOMEONE))
