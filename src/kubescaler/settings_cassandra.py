@@ -65,7 +65,8 @@ class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _doc(
             "Cassandra role base logs in as (PasswordAuthenticator); empty: no login, for a "
-            "Cassandra without authentication. `./dev up` sets its own (docs/security.md)."
+            "Cassandra without authentication. `./dev up` sets its own (docs/kubernetes.md, "
+            "Cassandra's roles)."
         ),
     ] = ""
     password: Annotated[str, _doc("Password of `username` (from a Secret on Kubernetes).")] = ""
