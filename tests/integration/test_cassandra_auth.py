@@ -3,12 +3,15 @@ says a refused login (issue 24)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,8 +20,11 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from kubescaler.adapters import cassandra_roles
+from kubescaler.adapters.cassandra import CassandraRepository
+from kubescaler.domain.errors import DependencyUnavailable
+from kubescaler.domain.models import User
 from kubescaler.settings_cassandra import CassandraSettings
-from kubescaler_dev.cassandra import ADMIN_ROLE, CassandraNode
+from kubescaler_dev.cassandra import ADMIN_ROLE, CassandraNode, provision
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.redis import RedisServer
 
@@ -253,3 +259,59 @@ def test_base_waits_out_its_login_grace_before_it_exits(
     assert took >= 3
     assert "bad credentials; check KUBESCALER_CASSANDRA_PASSWORD (retried for up to 3 s" in output
     assert "not-the-password" not in output
+
+
+@pytest.mark.slow
+async def test_a_node_that_comes_back_empty_gets_its_roles_again_and_base_follows(
+    test_state: Path,
+) -> None:
+    """One replica: a node replaced by an empty one lost the roles with the data. Until the
+    roles are made again base's login is refused (and base keeps trying, it does not exit);
+    the same idempotent step as on a first start (the cluster's sidecar runs it every 30 s)
+    makes them, and base's session answers again without a restart."""
+    home = test_state / "cassandra-empty"
+    shutil.rmtree(home, ignore_errors=True)
+    node = CassandraNode(
+        home,
+        native_port=free_port(),
+        storage_port=free_port(),
+        heap="512m",
+        lib_dir=test_state.parent / "cassandra" / "lib",
+    )
+    node.start_ready(timeout=240)
+    try:
+        login = provision(node, "kubescaler_empty")
+        settings = msgspec.structs.replace(login, request_timeout_s=2.0, reresolve_interval_s=0.5)
+        repo = CassandraRepository(settings)
+        runner = asyncio.create_task(repo.run())  # connects, then follows, as in base
+        for _ in range(300):
+            if repo.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert await repo.create_user(User(id=uuid.uuid4(), name="before"))
+
+        node.stop()
+        shutil.rmtree(node.data_dir)  # the replacement's volume is empty
+        node.login = None
+        node.start_ready(timeout=240)
+        await asyncio.sleep(3)  # the driver reconnects: refused, no roles yet
+        with pytest.raises(DependencyUnavailable):
+            await repo.create_user(User(id=uuid.uuid4(), name="refused"))
+
+        again = provision(node, "kubescaler_empty")  # same passwords, kept in the node's folder
+        assert again.password == login.password
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert await repo.create_user(User(id=uuid.uuid4(), name="after"))
+                break
+            except DependencyUnavailable:
+                assert time.monotonic() < deadline, "base's session did not come back"
+                await asyncio.sleep(0.5)
+        page, _ = await repo.users_page(10, None)
+        assert [u.name for u in page] == ["after"]  # empty indeed: "before" went with the data
+        assert repo.sessions.replacements == 1  # a new session: the driver alone gave up
+        runner.cancel()
+        await repo.close()
+    finally:
+        node.stop()

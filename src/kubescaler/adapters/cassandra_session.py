@@ -103,6 +103,10 @@ def refusal_line(s: CassandraSettings, exc: BaseException) -> str | None:
     return None
 
 
+#: Every node down this long at unchanged addresses: open a new session anyway (``follow``).
+STUCK_S = 5.0
+
+
 class _RefusalNoise(logging.Filter):
     """Drops the driver's own reports of a refused login (a traceback each, at every retry):
     the session reports it as one line naming the setting to check."""
@@ -159,6 +163,8 @@ class CassandraSessions:
         self._resolve = resolver
         self.current: Connected | None = None
         self.replacements = 0
+        self._down_since: float | None = None
+        self._last_reopen = 0.0
 
     async def run(self) -> None:
         """Connect (retrying: base starts before Cassandra does), then follow moves forever."""
@@ -193,23 +199,35 @@ class CassandraSessions:
 
     async def follow(self) -> bool:
         """One check: when every known node is down and the contact points name a new address,
-        open a session there and swap it in. True when it swapped."""
+        open a session there and swap it in. True when it swapped.
+
+        Also when they name the same addresses but every node has been down for
+        ``STUCK_S``: the driver stops reconnecting to a node that refused its login (a node
+        that came back empty, before its roles were made again), so a session of its own
+        would stay down after the roles are back."""
         old = self.current
         if old is None or not old.all_down():
+            self._down_since = None
             return False
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._last_reopen = now
         resolved = await asyncio.to_thread(self._resolve, self.settings.hosts, self.settings.port)
-        if not moved(resolved, old.known()):
+        stuck = now - self._down_since >= STUCK_S and now - self._last_reopen >= STUCK_S
+        if not moved(resolved, old.known()) and not stuck:
             return False
+        self._last_reopen = now
         try:
-            new = await asyncio.to_thread(self._open, sorted(resolved))
+            new = await asyncio.to_thread(self._open, sorted(resolved) or self.settings.hosts)
         except Exception as exc:  # not listening yet, roles not made yet: the next check tries
             why = refusal_line(self.settings, exc) or exc
-            log.warning("cassandra moved to %s but does not answer yet: %s", sorted(resolved), why)
+            log.warning("cassandra at %s does not answer yet: %s", sorted(resolved), why)
             return False
         self.current = new
         self.replacements += 1
+        self._down_since = None
         log.warning(
-            "cassandra moved: reconnected at %s (the driver knew only %s)",
+            "cassandra: reconnected at %s (the driver knew %s, all down)",
             sorted(resolved),
             sorted(old.known()),
         )
