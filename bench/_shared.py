@@ -27,7 +27,7 @@ import msgspec
 import uvloop
 import yaml
 
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.cassandra import CassandraNode, provision
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import Proc, free_port
 from kubescaler_dev.redis import RedisServer
@@ -160,9 +160,12 @@ class Backend:
             lib_dir=CASSANDRA_LIB,
         )
         self._up(self.cassandra, self.cassandra.ready, timeout=240)
+        login = provision(self.cassandra, "kubescaler_bench")
         env = self.env = {
             "KUBESCALER_REDIS_URL": self.redis.url,
             "KUBESCALER_CASSANDRA_PORT": str(self.cassandra.native_port),
+            "KUBESCALER_CASSANDRA_USERNAME": login.username,
+            "KUBESCALER_CASSANDRA_PASSWORD": login.password,
             "KUBESCALER_CASSANDRA_KEYSPACE": "kubescaler_bench",
             "KUBESCALER_LOG_LEVEL": "warning",
         }

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kubescaler.settings_cassandra import CassandraSettings
 from kubescaler_dev import logins
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.cassandra import CassandraNode, provision
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import free_port
 from kubescaler_dev.redis import RedisServer
@@ -110,25 +111,48 @@ def redis_masters(test_state: Path) -> Iterator[list[RedisServer]]:
 CASSANDRA_LIB = ROOT / ".local" / "cassandra" / "lib"
 
 
+#: The keyspace of the test services; the test node's role ``base`` may read and write it only.
+TEST_KEYSPACE = "kubescaler_test"
+#: base's login on each test node, as :func:`provision` made it
+BASE_LOGIN: dict[int, CassandraSettings] = {}
+
+
 @pytest.fixture(scope="session")
 def cassandra_node(test_state: Path) -> Iterator[CassandraNode]:
-    """One real Cassandra 5.0 node (Maven Central jars, OpenJDK 17) with a fresh data folder."""
+    """One real Cassandra 5.0 node (Maven Central jars, OpenJDK 17) with a fresh data folder,
+    authenticated as production runs it: an admin superuser, base's role with SELECT and
+    MODIFY on the test keyspace only, the default superuser disabled (``base_login``)."""
     home = test_state / "cassandra"
     shutil.rmtree(home / "data", ignore_errors=True)
     node = CassandraNode(
         home, native_port=free_port(), storage_port=free_port(), lib_dir=CASSANDRA_LIB
     )
     node.start_ready(timeout=240)
+    try:
+        BASE_LOGIN[node.native_port] = provision(node, TEST_KEYSPACE)
+    except BaseException:
+        node.stop()
+        raise
     yield node
     node.stop()
 
 
+@pytest.fixture(scope="session")
+def base_login(cassandra_node: CassandraNode) -> CassandraSettings:
+    """Settings that reach the test node as base's role, on the test keyspace."""
+    return BASE_LOGIN[cassandra_node.native_port]
+
+
 def service_env(redis: RedisServer, cassandra: CassandraNode, **extra: str) -> dict[str, str]:
-    """Environment for kubescaler processes pointed at the test servers."""
+    """Environment for kubescaler processes pointed at the test servers (base logs in as its
+    role)."""
+    login = BASE_LOGIN[cassandra.native_port]
     return {
         "KUBESCALER_REDIS_URL": redis.url,
         "KUBESCALER_CASSANDRA_PORT": str(cassandra.native_port),
-        "KUBESCALER_CASSANDRA_KEYSPACE": "kubescaler_test",
+        "KUBESCALER_CASSANDRA_KEYSPACE": TEST_KEYSPACE,
+        "KUBESCALER_CASSANDRA_USERNAME": login.username,
+        "KUBESCALER_CASSANDRA_PASSWORD": login.password,
         "KUBESCALER_LOG_LEVEL": "warning",
         **extra,
     }

@@ -70,6 +70,34 @@ def _cmd_lock_keeper(args: argparse.Namespace, settings: Settings) -> int:
     return lock_keeper.run(settings)
 
 
+def _cmd_cassandra_roles(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import time
+
+    from kubescaler.adapters import cassandra_roles
+
+    # as a container's main process SIGTERM would be ignored: the pod would wait its whole grace
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    s = settings.cassandra
+    if args.local:  # the node of this pod only (its peers' CQL port admits base alone)
+        s = msgspec.structs.replace(s, hosts=["127.0.0.1"])
+    log = logging.getLogger("kubescaler.cassandra_roles")
+    timeout = float("inf") if args.every else args.timeout
+    first = True
+    while True:
+        try:
+            took = cassandra_roles.ensure_until(s, timeout, say=log.warning)
+        except cassandra_roles.RolesError as exc:
+            print(f"kubescaler cassandra-roles: {exc}", file=sys.stderr)
+            return 1
+        if first:
+            log.warning("cassandra roles, grants and schema in place (%.1f s)", took)
+            first = False
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
 def _ttl_seconds(text: str) -> int:
     """``3600``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds (argparse type)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -177,6 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ttl_seconds,
         default=3600,
         help="lifetime: seconds, or with a unit: 90s, 15m, 12h, 7d (default 1h)",
+    )
+    roles = add(
+        "cassandra-roles",
+        "Make Cassandra's roles (idempotent): the admin superuser, base's role with SELECT and "
+        "MODIFY on the keyspace, the schema, system_auth's replication; disable the default "
+        "superuser. Reads KUBESCALER_CASSANDRA_ADMIN_USERNAME/_PASSWORD and _USERNAME/_PASSWORD.",
+        _cmd_cassandra_roles,
+    )
+    roles.add_argument(
+        "--local", action="store_true", help="only the node on 127.0.0.1 (a sidecar of the node)"
+    )
+    roles.add_argument(
+        "--every",
+        type=float,
+        default=0.0,
+        help="keep running, making them again every this many seconds (default: once)",
+    )
+    roles.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="once: retry for this long (a fresh node makes its default superuser late)",
     )
     add(
         "config", "List every KUBESCALER_* setting with its default and meaning.", _cmd_config

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from kubescaler.settings_cassandra import CassandraSettings
 from kubescaler.settings_redis import RedisSettings
 
 PREFIX = "KUBESCALER_"
@@ -29,47 +30,7 @@ def _doc(text: str) -> msgspec.Meta:
     return msgspec.Meta(description=text)
 
 
-#: The driver's consistency levels base may use (SERIAL ones are for lightweight transactions).
-Consistency = Literal["ONE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"]
 Env = Literal["development", "production"]  # production: settings_production.check
-
-
-class CassandraSettings(msgspec.Struct, frozen=True, kw_only=True):
-    hosts: Annotated[list[str], _doc("Cassandra contact points (comma-separated).")] = (
-        msgspec.field(default_factory=lambda: ["127.0.0.1"])
-    )
-    port: Annotated[int, _doc("Cassandra native transport port.")] = 9042
-    storage_port: Annotated[
-        int, _doc("Storage (gossip) port of the local node `./dev up` starts.")
-    ] = 7000
-    keyspace: Annotated[str, _doc("Keyspace holding the user and profile tables.")] = "kubescaler"
-    replication_factor: Annotated[
-        int, _doc("SimpleStrategy replication factor used when base creates the keyspace.")
-    ] = 1
-    request_timeout_s: Annotated[float, _doc("Timeout of one CQL request, in seconds.")] = 5.0
-    consistency: Annotated[
-        Consistency, _doc("Consistency level of every read and write (a quorum: 1 of 1, 2 of 3).")
-    ] = "LOCAL_QUORUM"
-    heartbeat_s: Annotated[
-        float,
-        _doc(
-            "A connection that has received nothing for this long is sent a heartbeat, which "
-            "must answer within as long again: a node that stops answering without closing its "
-            "connections (a lost machine, a partition) is dropped within about twice this, in "
-            "seconds (the driver's default is 30)."
-        ),
-    ] = 2.0
-    reresolve_interval_s: Annotated[
-        float,
-        _doc(
-            "While every Cassandra node base knows is down, how often it resolves the contact "
-            "points again to follow a replaced pod to its new address, in seconds."
-        ),
-    ] = 1.0
-    page_size: Annotated[int, _doc("Rows fetched per page when base scans a table.")] = 1000
-    page_token_key: Annotated[
-        str, _doc("Key that signs page tokens; set the same secret on every base replica.")
-    ] = "kubescaler-local"
 
 
 class BaseClientSettings(msgspec.Struct, frozen=True, kw_only=True):

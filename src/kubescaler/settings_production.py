@@ -2,15 +2,17 @@
 production`` stops at once, naming the variable, when a secret it uses is empty, a known
 placeholder (the code's default, anything with ``CHANGE-ME``) or shorter than ``MIN_LENGTH``.
 
-Each process checks only the secrets it uses (:data:`USES`): base signs page tokens, main and
-stream check the admin token and verify HS* JWTs; the lock-keeper holds none.
+Each process checks only the secrets it uses (:data:`USES`): base signs page tokens and logs in
+to Cassandra, main and stream check the admin token and verify HS* JWTs, main, stream and the
+lock-keeper log in to Redis, and Cassandra's roles sidecar holds both Cassandra passwords.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from kubescaler.settings import CassandraSettings, Settings, SettingsError, env_name
+from kubescaler.settings import Settings, SettingsError, env_name
+from kubescaler.settings_cassandra import CassandraSettings
 
 #: shorter than this is a placeholder in production (a generated secret is 32+ characters)
 MIN_LENGTH = 16
@@ -31,13 +33,32 @@ _SECRETS: dict[str, tuple[Callable[[Settings], str | None], str]] = {
         CassandraSettings().page_token_key,
     ),
     env_name("auth", "secret"): (_auth_secret, ""),
+    # the stores' passwords: in use only where a login is configured
+    env_name("redis", "password"): (lambda s: s.redis.password if s.redis.username else None, ""),
+    env_name("redis", "lock_password"): (
+        lambda s: s.redis.lock_password if s.redis.lock_username else None,
+        "",
+    ),
+    env_name("cassandra", "password"): (
+        lambda s: s.cassandra.password if s.cassandra.username else None,
+        "",
+    ),
+    env_name("cassandra", "admin_password"): (lambda s: s.cassandra.admin_password, ""),
 }
+
+_REDIS = ("KUBESCALER_REDIS_PASSWORD", "KUBESCALER_REDIS_LOCK_PASSWORD")
 
 #: the secrets each process uses
 USES: dict[str, tuple[str, ...]] = {
-    "base": ("KUBESCALER_ADMIN_TOKEN", "KUBESCALER_CASSANDRA_PAGE_TOKEN_KEY"),
-    "main": ("KUBESCALER_ADMIN_TOKEN", "KUBESCALER_AUTH_SECRET"),
-    "stream": ("KUBESCALER_ADMIN_TOKEN", "KUBESCALER_AUTH_SECRET"),
+    "base": (
+        "KUBESCALER_ADMIN_TOKEN",
+        "KUBESCALER_CASSANDRA_PAGE_TOKEN_KEY",
+        "KUBESCALER_CASSANDRA_PASSWORD",
+    ),
+    "main": ("KUBESCALER_ADMIN_TOKEN", "KUBESCALER_AUTH_SECRET", *_REDIS),
+    "stream": ("KUBESCALER_ADMIN_TOKEN", "KUBESCALER_AUTH_SECRET", *_REDIS),
+    "lock-keeper": _REDIS,
+    "cassandra-roles": ("KUBESCALER_CASSANDRA_PASSWORD", "KUBESCALER_CASSANDRA_ADMIN_PASSWORD"),
 }
 
 

@@ -77,6 +77,8 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
             "-n", NAMESPACE, "create", "secret", "generic", "kubescaler-secrets",
             f"--from-literal=admin-token={prod.admin_token}",
             f"--from-literal=cassandra-page-token-key={secrets.token_urlsafe(32)}",
+            f"--from-literal=cassandra-password={secrets.token_urlsafe(24)}",
+            f"--from-literal=cassandra-admin-password={secrets.token_urlsafe(24)}",
             f"--from-literal=auth-secret={prod.auth_secret}",
         )  # fmt: skip
         users = [*redis_acl.users("state"), "sentinels"]  # every Redis user, the Sentinels

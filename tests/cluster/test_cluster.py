@@ -82,6 +82,64 @@ def test_redis_answers_a_lock_write_by_who_logged_in(kube: Kube) -> None:
     assert write("lock-keeper", "del", key) == "1"
 
 
+#: Run in base's pod (the NetworkPolicy admits only base to Cassandra's CQL port): what a login
+#: of nobody, of the disabled default superuser and of base's own role may do.
+CASSANDRA_LOGINS = """
+import json, os, uuid
+from cassandra import Unauthorized
+from cassandra.auth import PlainTextAuthProvider as P
+from cassandra.cluster import Cluster, NoHostAvailable
+
+def refused(auth):
+    c = Cluster(["cassandra"], protocol_version=5, auth_provider=auth)
+    try:
+        c.connect()
+        return "logged in"
+    except NoHostAvailable as exc:
+        return sorted({type(e).__name__ for e in exc.errors.values()})
+    finally:
+        c.shutdown()
+
+out = {"nobody": refused(None), "cassandra": refused(P("cassandra", "cassandra"))}
+e = os.environ
+c = Cluster(["cassandra"], protocol_version=5,
+            auth_provider=P(e["KUBESCALER_CASSANDRA_USERNAME"], e["KUBESCALER_CASSANDRA_PASSWORD"]))
+s = c.connect()
+key = uuid.uuid4()
+s.execute("INSERT INTO kubescaler.user (id, name) VALUES (%s, 'auth-check')", [key])
+out["read"] = s.execute("SELECT name FROM kubescaler.user WHERE id = %s", [key]).one().name
+s.execute("DELETE FROM kubescaler.user WHERE id = %s", [key])
+for name, cql in [
+    ("drop", "DROP KEYSPACE kubescaler"),
+    ("grant", "GRANT ALL ON ALL KEYSPACES TO base"),
+]:
+    try:
+        s.execute(cql)
+        out[name] = "done"
+    except Unauthorized:
+        out[name] = "Unauthorized"
+c.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_cassandra_refuses_strangers_and_base_may_only_read_and_write(kube: Kube) -> None:
+    """From base's pod: no login and cassandra/cassandra are refused; base's own role reads and
+    writes its table but may not drop the keyspace or grant itself more."""
+    done = kube.run(
+        "-n", NAMESPACE, "exec", "deploy/base", "-c", "base", "--", "python", "-c",
+        CASSANDRA_LOGINS,
+    )  # fmt: skip
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {
+        "nobody": ["AuthenticationFailed"],
+        "cassandra": ["AuthenticationFailed"],
+        "read": "auth-check",
+        "drop": "Unauthorized",
+        "grant": "Unauthorized",
+    }
+
+
 def test_an_invalid_manifest_is_refused_by_the_api_server(kube: Kube) -> None:
     """Server-side validation is live: an HTTPRoute port out of range names the field."""
     route = {

@@ -33,21 +33,26 @@ def test_cassandra_keeps_three_replicas_and_reads_and_writes_at_a_quorum(
     production: Production, kube: Kube
 ) -> None:
     """base's keyspace has replication factor 3 over three live nodes, and base runs every
-    query at LOCAL_QUORUM: what it wrote is in the next read on any node."""
+    query at LOCAL_QUORUM: what it wrote is in the next read on any node. The roles are
+    replicated like the data (system_auth: 3 in the data centre), logged in as base's role."""
     script = (
         "import json, os; from cassandra.cluster import Cluster; "
-        "s = Cluster(['cassandra'], protocol_version=5).connect(); "
-        'ks = s.execute("SELECT replication FROM system_schema.keyspaces '
-        "WHERE keyspace_name='kubescaler'\").one().replication; "
+        "from cassandra.auth import PlainTextAuthProvider as P; "
+        "e = os.environ; "
+        "s = Cluster(['cassandra'], protocol_version=5, auth_provider=P("
+        "e['KUBESCALER_CASSANDRA_USERNAME'], e['KUBESCALER_CASSANDRA_PASSWORD'])).connect(); "
+        "q = 'SELECT replication FROM system_schema.keyspaces WHERE keyspace_name=%s'; "
+        "ks = s.execute(q, ['kubescaler']).one().replication; "
+        "auth = s.execute(q, ['system_auth']).one().replication; "
         "peers = len(list(s.execute('SELECT peer FROM system.peers'))); "
         "print(json.dumps({'rf': ks['replication_factor'], 'peers': peers, "
-        "'cl': os.environ['KUBESCALER_CASSANDRA_CONSISTENCY']}))"
+        "'auth': auth.get('dc1'), 'cl': e['KUBESCALER_CASSANDRA_CONSISTENCY']}))"
     )
     done = kube.run(
         "-n", NAMESPACE, "exec", "deploy/base", "-c", "base", "--", "python", "-c", script
     )  # fmt: skip
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found == {"rf": "3", "peers": 2, "cl": "LOCAL_QUORUM"}
+    assert found == {"rf": "3", "peers": 2, "auth": "3", "cl": "LOCAL_QUORUM"}
 
 
 def test_auth_is_on_through_the_gateway(production: Production) -> None:

@@ -14,13 +14,13 @@ import time
 import uuid
 from collections.abc import Iterable
 
+import msgspec
 import pytest
 
 from kubescaler.adapters.cassandra import CassandraRepository
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import User
-from kubescaler.settings import CassandraSettings
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.cassandra import CassandraNode, provision
 
 pytestmark = pytest.mark.integration
 
@@ -84,10 +84,9 @@ async def test_base_follows_a_replaced_cassandra_to_its_new_address(
     def resolver(hosts: Iterable[str], _port: int) -> set[str]:
         return {dns[h] for h in hosts if h in dns}
 
-    settings = CassandraSettings(
+    settings = msgspec.structs.replace(
+        provision(cassandra_node, "kubescaler_moved"),  # base's role, granted this keyspace
         hosts=["cassandra.test"],
-        port=port,
-        keyspace="kubescaler_moved",
         request_timeout_s=2.0,
         reresolve_interval_s=0.2,
     )

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.cassandra import CassandraNode, provision
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import free_port
 
@@ -40,6 +40,7 @@ def node(test_state: Path) -> Iterator[CassandraNode]:
         lib_dir=test_state.parent / "cassandra" / "lib",
     )
     node.start_ready()
+    provision(node, "devstack")  # authenticated, as every test node: cluster() is the admin
     yield node
     node.stop()
 

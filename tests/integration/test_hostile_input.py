@@ -17,8 +17,7 @@ import pytest
 
 from kubescaler.adapters.cassandra import CassandraRepository
 from kubescaler.domain.models import MAX_PROFILE_USERS, User
-from kubescaler.settings import CassandraSettings
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler.settings_cassandra import CassandraSettings
 from kubescaler_dev.services import Service
 
 pytestmark = pytest.mark.integration
@@ -237,11 +236,9 @@ def test_a_full_user_set_of_unknown_users_is_one_clear_400(base: httpx.Client) -
     assert base.get("/profiles").json()["items"] == []
 
 
-async def test_users_exist_asks_cassandra_in_batches(cassandra_node: CassandraNode) -> None:
+async def test_users_exist_asks_cassandra_in_batches(base_login: CassandraSettings) -> None:
     """Checking 10,000 ids is about 100 IN queries against Cassandra, not 10,000 lookups."""
-    repo = CassandraRepository(
-        CassandraSettings(port=cassandra_node.native_port, keyspace="kubescaler_test")
-    )
+    repo = CassandraRepository(base_login)
     await repo.connect()
     try:
         real = [User(id=uuid.uuid4(), name=f"real-{i}") for i in range(250)]

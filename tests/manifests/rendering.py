@@ -87,10 +87,11 @@ class Rendered:
             yield w, template["spec"]
 
     def app_containers(self) -> Iterator[tuple[Doc, Doc]]:
-        """(workload, container) for the kubescaler processes (the image's main containers)."""
+        """(workload, container) for the kubescaler processes (the image's main containers; not
+        the Cassandra pods' `cassandra-roles` sidecar, which test_manifests_cassandra checks)."""
         for w, spec in self.pod_specs():
             for c in spec["containers"]:
-                if c["image"].split(":")[0] == IMAGE:
+                if c["image"].split(":")[0] == IMAGE and c["args"][0] in SERVICES:
                     yield w, c
 
     def config(self) -> dict[str, str]:

@@ -62,17 +62,48 @@ def test_production_alone_is_production(rendered: Rendered) -> None:
     assert (conf.environment == "production") == rendered.production
 
 
+def _secret(rendered: Rendered, name: str) -> dict[str, str]:
+    [doc] = [d for d in rendered.of_kind("Secret") if d["metadata"]["name"].startswith(name)]
+    return {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
+
+
+#: a production start where every secret is a generated one
+GENERATED = {
+    "KUBESCALER_ENVIRONMENT": "production",
+    "KUBESCALER_ADMIN_TOKEN": "a" * 40,
+    "KUBESCALER_CASSANDRA_PAGE_TOKEN_KEY": "b" * 40,
+    "KUBESCALER_CASSANDRA_USERNAME": "base",
+    "KUBESCALER_CASSANDRA_PASSWORD": "c" * 40,
+    "KUBESCALER_CASSANDRA_ADMIN_PASSWORD": "d" * 40,
+    "KUBESCALER_REDIS_USERNAME": "someone",
+    "KUBESCALER_REDIS_PASSWORD": "e" * 40,
+}
+
+
 @pytest.mark.parametrize("overlay", ["dev", "classic"])
 def test_the_dev_secrets_would_stop_every_process_in_production(overlay: str) -> None:
-    """The placeholder Secret of dev and classic is refused by base, main and stream once
-    KUBESCALER_ENVIRONMENT=production."""
-    secret = render(overlay).of_kind("Secret")[0]
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    env = {
-        "KUBESCALER_ENVIRONMENT": "production",
-        "KUBESCALER_ADMIN_TOKEN": data["admin-token"],
-        "KUBESCALER_CASSANDRA_PAGE_TOKEN_KEY": data["cassandra-page-token-key"],
-    }
-    for process in ("base", "main", "stream"):
-        with pytest.raises(settings.SettingsError, match="CHANGE-ME"):
-            settings_production.check(settings.load(env), process)
+    """Each placeholder of dev and classic (their two Secrets), put alone among generated
+    secrets, stops the process that uses it once KUBESCALER_ENVIRONMENT=production, naming
+    the variable; with generated secrets only, every process starts."""
+    rendered = render(overlay)
+    secrets = _secret(rendered, "kubescaler-secrets")
+    redis = _secret(rendered, "kubescaler-redis")
+    cases = [
+        ("base", "KUBESCALER_ADMIN_TOKEN", secrets["admin-token"]),
+        ("main", "KUBESCALER_ADMIN_TOKEN", secrets["admin-token"]),
+        ("stream", "KUBESCALER_ADMIN_TOKEN", secrets["admin-token"]),
+        ("base", "KUBESCALER_CASSANDRA_PAGE_TOKEN_KEY", secrets["cassandra-page-token-key"]),
+        ("base", "KUBESCALER_CASSANDRA_PASSWORD", secrets["cassandra-password"]),
+        (
+            "cassandra-roles",
+            "KUBESCALER_CASSANDRA_ADMIN_PASSWORD",
+            secrets["cassandra-admin-password"],
+        ),
+        ("main", "KUBESCALER_REDIS_PASSWORD", redis["main"]),
+        ("stream", "KUBESCALER_REDIS_PASSWORD", redis["stream"]),
+        ("lock-keeper", "KUBESCALER_REDIS_PASSWORD", redis["lock-keeper"]),
+    ]
+    for process, variable, value in cases:
+        settings_production.check(settings.load(GENERATED), process)
+        with pytest.raises(settings.SettingsError, match=rf"^{variable} is a placeholder"):
+            settings_production.check(settings.load({**GENERATED, variable: value}), process)

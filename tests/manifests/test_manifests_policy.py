@@ -269,7 +269,8 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
 #: what the local overlays add to Cassandra's environment: its waits for a real network shortened
 FAST_JOIN = {
     "name": "JVM_EXTRA_OPTS",
-    "value": "-Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=5000",
+    "value": "-Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=5000 "
+    "-Dcassandra.superuser_setup_delay_ms=1000",
 }
 CASSANDRA_ENV = "/spec/template/spec/containers/0/env"
 
@@ -327,7 +328,7 @@ def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() ->
         r"|/data/KUBESCALER_LIMITS_OPENS_PER_ADDRESS"
         r"|/spec/template/spec/containers/0/resources/requests/cpu"
         r"|/metadata/name"  # the config's hash suffix, which follows its content
-        r"|/spec/template/spec/containers/\d+/envFrom/0/configMapRef/name)$"
+        r"|/spec/template/spec/(init)?[cC]ontainers/\d+/envFrom/0/configMapRef/name)$"
     )
     added = {("ConfigMap", "prometheus-config"), ("Deployment", "prometheus"),
              ("Service", "prometheus"), ("ServiceAccount", "prometheus"),

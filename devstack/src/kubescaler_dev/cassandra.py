@@ -3,6 +3,10 @@
 No package manager ships a Cassandra server; ``cassandra-all`` and its runtime dependencies
 are enough to boot ``CassandraDaemon``. ``home`` keeps the generated config, the data and the
 logs, so data written before ``stop()`` is there after the next ``start()``.
+
+The node runs authenticated (``PasswordAuthenticator``, ``CassandraAuthorizer``) unless told
+otherwise; :func:`provision` makes its roles (``kubescaler.adapters.cassandra_roles``) with
+passwords kept in files under ``home`` and returns the settings base logs in with.
 """
 
 from __future__ import annotations
@@ -10,36 +14,31 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubescaler_dev.cluster.versions import CASSANDRA
+from kubescaler_dev.cassandra_jars import (
+    CASSANDRA_VERSION,
+    ensure_jars,
+    find_java,
+    java_major,
+)
 from kubescaler_dev.proc import Proc, StartError, port_open
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster
 
-CASSANDRA_VERSION = CASSANDRA
-CASSANDRA_JAR = f"cassandra-all-{CASSANDRA_VERSION}.jar"
-SUPPORTED_JAVA = (17, 11)
-INITIAL_HEAP_MIB = 128
-DEBIAN_JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java")
+    from kubescaler.settings_cassandra import CassandraSettings
 
-_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>kubescaler</groupId><artifactId>cassandra-local</artifactId><version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
-      <version>{CASSANDRA_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
+INITIAL_HEAP_MIB = 128
+#: How long after its start a node with an empty system_auth makes the default superuser
+#: (Cassandra's default is 10 s, to let a ring settle; one local node has nothing to wait for).
+SUPERUSER_SETUP_DELAY_MS = 0
+#: The local roles: the admin superuser `provision` makes, and base's.
+ADMIN_ROLE = "kubescaler_admin"
+BASE_ROLE = "base"
 
 # Cassandra's conf/jvm17-server.options (module access for JDK 17) plus what its launcher adds.
 JVM_MODULE_FLAGS = [
@@ -94,8 +93,10 @@ LOGBACK = """<configuration scan="false">
 """
 
 
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()[-lines:])
+AUTH_YAML = """authenticator: PasswordAuthenticator
+authorizer: CassandraAuthorizer
+role_manager: CassandraRoleManager
+"""
 
 
 def _mebibytes(size: str) -> int:
@@ -105,95 +106,6 @@ def _mebibytes(size: str) -> int:
         raise ValueError(f"not a JVM heap size: {size!r}")
     number, unit = int(found.group(1)), found.group(2).lower()
     return {"k": number // 1024, "m": number, "g": number * 1024, "": number // 2**20}[unit]
-
-
-def ensure_jars(lib_dir: Path) -> None:
-    """Fetch cassandra-all and its runtime dependencies into ``lib_dir`` with Maven, once.
-
-    The jars land in a sibling temporary folder that is renamed into place only when Maven
-    succeeded, so an interrupted download is never taken for a complete one.
-    """
-    if (lib_dir / CASSANDRA_JAR).is_file():
-        return
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StartError(
-            "mvn not found: run `./dev setup` (it installs Debian's maven) to fetch "
-            f"Cassandra {CASSANDRA_VERSION}'s jars into {lib_dir}"
-        )
-    lib_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{lib_dir.name}-", dir=lib_dir.parent))
-    try:
-        (staging / "pom.xml").write_text(_POM)
-        jars = staging / "lib"
-        try:
-            done = subprocess.run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-Dstyle.color=never",
-                    "-f",
-                    str(staging / "pom.xml"),
-                    "dependency:copy-dependencies",
-                    "-DincludeScope=runtime",
-                    f"-DoutputDirectory={jars}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise StartError(
-                f"mvn did not finish fetching Cassandra's jars in {exc.timeout:.0f}s"
-            ) from exc
-        if done.returncode != 0 or not (jars / CASSANDRA_JAR).is_file():
-            raise StartError(
-                f"mvn failed ({done.returncode}) fetching Cassandra "
-                f"{CASSANDRA_VERSION}'s jars:\n{_tail(done.stdout + done.stderr)}"
-            )
-        if lib_dir.exists():  # a folder without the marker jar is incomplete: replace it
-            shutil.rmtree(lib_dir)
-        try:
-            jars.rename(lib_dir)
-        except OSError:
-            if not (lib_dir / CASSANDRA_JAR).is_file():  # not a concurrent fetch that won
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def java_major(java: str) -> int | None:
-    """The feature release of ``java`` (17 for 17.0.15), or None if it cannot be run."""
-    try:
-        done = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
-    if found is None:
-        return None
-    major = int(found.group(1))
-    return int(found.group(2) or 0) if major == 1 else major
-
-
-def find_java() -> str:
-    """Debian's OpenJDK 17, else a ``java`` on PATH that is 17 or 11 (Cassandra 5.0's only JDKs)."""
-    if DEBIAN_JAVA_17.is_file():
-        return str(DEBIAN_JAVA_17)
-    other_arch = next(iter(sorted(Path("/usr/lib/jvm").glob("java-17-openjdk-*/bin/java"))), None)
-    if other_arch is not None:
-        return str(other_arch)
-    on_path = shutil.which("java")
-    if on_path is not None and java_major(on_path) in SUPPORTED_JAVA:
-        return on_path
-    seen = f"`{on_path}` is Java {java_major(on_path)}" if on_path else "no java on PATH"
-    raise StartError(
-        f"Cassandra {CASSANDRA_VERSION} needs Java 17 or 11 and {seen}: "
-        "run `./dev setup` (it installs Debian's openjdk-17-jre-headless)"
-    )
 
 
 def _no_memory_lock() -> list[str]:
@@ -225,8 +137,12 @@ class CassandraNode(Proc):
         storage_port: int = 7000,
         heap: str = "768m",
         lib_dir: Path | None = None,
+        auth: bool = True,
     ) -> None:
         self.home = home
+        self.auth = auth
+        #: who ``cluster()`` logs in as (``provision`` sets the admin); None: nobody
+        self.login: tuple[str, str] | None = None
         self.native_port = native_port
         self.storage_port = storage_port
         self.heap = heap
@@ -275,7 +191,7 @@ concurrent_materialized_view_writes: 2
 concurrent_compactors: 1
 memtable_flush_writers: 1
 file_cache_size: 64MiB
-"""
+""" + (AUTH_YAML if self.auth else "")
 
     def jvm_argv(self, java: str) -> list[str]:
         lib = self.lib_dir.resolve()
@@ -312,6 +228,7 @@ file_cache_size: 64MiB
             # One local node: nothing to gossip with, so do not wait for the ring to settle.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.ring_delay_ms=0",
+            *([f"-Dcassandra.superuser_setup_delay_ms={SUPERUSER_SETUP_DELAY_MS}"] * self.auth),
             "-cp",
             f"{lib}/*",
             "org.apache.cassandra.service.CassandraDaemon",
@@ -338,6 +255,10 @@ file_cache_size: 64MiB
         from cassandra.policies import RoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10)
+        if self.login is not None:
+            from cassandra.auth import PlainTextAuthProvider
+
+            kwargs.setdefault("auth_provider", PlainTextAuthProvider(*self.login))
         return Cluster(
             [self.host],
             port=self.native_port,
@@ -346,7 +267,11 @@ file_cache_size: 64MiB
         )
 
     def ready(self) -> bool:
-        """True when CQL on ``native_port`` answers ``SELECT release_version FROM system.local``."""
+        """True when CQL on ``native_port`` answers ``SELECT release_version FROM system.local``
+        (or, authenticated and not yet logged in, refuses the login: CQL answers)."""
+        from cassandra import AuthenticationFailed
+        from cassandra.cluster import NoHostAvailable
+
         if not port_open(self.native_port):
             return False
         cluster = self.cluster(connect_timeout=2, control_connection_timeout=2)
@@ -357,6 +282,11 @@ file_cache_size: 64MiB
                 .one()
             )
             return row is not None
+        except NoHostAvailable as exc:
+            refused = any(isinstance(e, AuthenticationFailed) for e in exc.errors.values())
+            if self.auth and self.login is None and refused:
+                return True
+            raise
         finally:
             with contextlib.suppress(Exception):
                 cluster.shutdown()
@@ -370,4 +300,54 @@ file_cache_size: 64MiB
         super().stop(timeout)
 
 
-__all__ = ["CASSANDRA_VERSION", "CassandraNode", "ensure_jars", "find_java", "java_major"]
+def _password(path: Path) -> str:
+    """The password kept in ``path``, made (random, mode 0600) on the first use."""
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    password = secrets.token_urlsafe(24)
+    path.write_text(password + "\n")
+    return password
+
+
+def provision(
+    node: CassandraNode, keyspace: str, timeout: float = 120.0, replication_factor: int = 1
+) -> CassandraSettings:
+    """Make the node's roles, grants and schema; the settings base logs in with.
+
+    The passwords are made on the first call and kept in ``<home>/<role>.password``, so a
+    restart, or a fresh data folder, uses the same ones. The node's ``cluster()`` logs in as
+    the admin afterwards.
+    """
+    import msgspec
+
+    from kubescaler.adapters.cassandra_roles import ensure_until
+    from kubescaler.settings_cassandra import CassandraSettings
+
+    settings = CassandraSettings(
+        hosts=[node.host],
+        port=node.native_port,
+        keyspace=keyspace,
+        replication_factor=replication_factor,
+        username=BASE_ROLE,
+        password=_password(node.home / f"{BASE_ROLE}.password"),
+        admin_username=ADMIN_ROLE,
+        admin_password=_password(node.home / f"{ADMIN_ROLE}.password"),
+    )
+    try:
+        ensure_until(settings, timeout)
+    except Exception as exc:
+        raise StartError(f"{node.name}: could not make its roles: {exc}") from exc
+    node.login = (settings.admin_username, settings.admin_password)
+    return msgspec.structs.replace(settings, admin_username="", admin_password="")
+
+
+__all__ = [
+    "CASSANDRA_VERSION",
+    "CassandraNode",
+    "ensure_jars",
+    "find_java",
+    "java_major",
+    "provision",
+]

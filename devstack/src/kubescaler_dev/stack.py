@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from kubescaler.adapters.tokens import LOCAL_KEY, read_or_make_secret
 from kubescaler.settings import Settings
 from kubescaler_dev import logins
-from kubescaler_dev.cassandra import CassandraNode
+from kubescaler_dev.cassandra import ADMIN_ROLE, CassandraNode, provision
 from kubescaler_dev.nginx import Nginx
 from kubescaler_dev.proc import Proc, StartError, free_port, port_open
 from kubescaler_dev.redis import RedisServer
@@ -149,6 +149,17 @@ class Stack:
         for svc in (self.main, *self.streams):
             svc.env = {**(svc.env or {}), "KUBESCALER_AUTH_SECRET": secret}
 
+    def _cassandra_roles(self) -> None:
+        """The node is authenticated: make its roles (passwords made on the first start, kept
+        in its folder) and give base its own, which may only read and write the tables."""
+        c = self.settings.cassandra
+        roles = provision(self.cassandra, c.keyspace, replication_factor=c.replication_factor)
+        self.base.env = {
+            **(self.base.env or {}),
+            "KUBESCALER_CASSANDRA_USERNAME": roles.username,
+            "KUBESCALER_CASSANDRA_PASSWORD": roles.password,
+        }
+
     def start(self, backing_only: bool = False) -> None:
         """Start everything (or only Redis and Cassandra), or stop what started and raise."""
         backing = self.backing
@@ -164,6 +175,7 @@ class Stack:
             for proc in backing:
                 self._start(proc, proc.ready if isinstance(proc, RedisSentinel) else proc.ping)
             self._start(self.cassandra, self.cassandra.ready, timeout=240)
+            self._cassandra_roles()
             if backing_only:
                 return
             self._auth_key()
@@ -225,7 +237,12 @@ class Stack:
             f"one password per user in {folder}/<user>; e.g. "
             f"REDISCLI_AUTH=$(cat {folder}/{logins.ADMIN}) redis-cli --user {logins.ADMIN}"
         )
-        backing["cassandra"] = f"127.0.0.1:{self.cassandra.native_port}"
+
+        home = self.cassandra.home
+        backing["cassandra"] = (
+            f"127.0.0.1:{self.cassandra.native_port} (roles base and {ADMIN_ROLE}, passwords "
+            f"in {home}/base.password and {home}/{ADMIN_ROLE}.password)"
+        )
         if self.gateway not in self.started:
             return {**backing, "logs": str(self.state / "logs")}
         g = f"http://127.0.0.1:{self.settings.gateway_port}"

@@ -23,7 +23,7 @@ from cassandra.query import BatchStatement
 from kubescaler.adapters.cassandra_session import CassandraSessions, Connected, Resolver, resolve
 from kubescaler.domain.errors import DependencyUnavailable
 from kubescaler.domain.models import Profile, User
-from kubescaler.settings import CassandraSettings
+from kubescaler.settings_cassandra import CassandraSettings
 
 #: Errors that mean "Cassandra did not answer", reported as 503 naming it.
 _DOWN = (NoHostAvailable, RequestExecutionException, DriverException, OSError)

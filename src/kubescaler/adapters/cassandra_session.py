@@ -9,6 +9,12 @@ the driver knows is down, it resolves the contact points again, and when they na
 the driver does not know, it opens a new session there and swaps it in. A node that comes back
 at its old address is left to the driver's own reconnection; a node replaced while others stay
 up is announced by Cassandra's topology events, which the driver follows itself.
+
+Base logs in as its own role (``KUBESCALER_CASSANDRA_USERNAME``; ``cassandra_roles`` makes it
+with SELECT and MODIFY only). A login Cassandra refuses at the start is retried for
+``login_grace_s`` (the roles may still be in the making), then ``run`` raises
+:class:`LoginRefused` with one line naming the store and the setting; once connected, a refusal
+(a replaced node whose roles are being made again) is only retried.
 """
 
 from __future__ import annotations
@@ -17,11 +23,19 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra import AuthenticationFailed, ConsistencyLevel, Unauthorized
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -29,7 +43,7 @@ from cassandra.policies import (
 )
 from cassandra.query import PreparedStatement
 
-from kubescaler.settings import CassandraSettings
+from kubescaler.settings_cassandra import CassandraSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,66 @@ def resolve(hosts: Iterable[str], port: int) -> set[str]:
 def moved(resolved: set[str], known: set[str]) -> bool:
     """Whether the contact points now name an address the driver does not know."""
     return bool(resolved - known)
+
+
+def refused(exc: BaseException) -> AuthenticationFailed | None:
+    """The login refusal inside a failed connect, if that is why it failed."""
+    errors = exc.errors.values() if isinstance(exc, NoHostAvailable) else [exc]
+    return next((e for e in errors if isinstance(e, AuthenticationFailed)), None)
+
+
+def where(s: CassandraSettings) -> str:
+    return f"Cassandra at {','.join(s.hosts)}:{s.port}"
+
+
+def refusal_line(s: CassandraSettings, exc: BaseException) -> str | None:
+    """One line naming the store and the setting to check, when ``exc`` is a login that
+    Cassandra refused for the credentials; None for anything else (including a refusal
+    because the auth data is unavailable: too few replicas up)."""
+    failed = refused(exc)
+    if failed is None:
+        return None
+    text = str(failed)
+    if "requires authentication" in text or not s.username:
+        return (
+            f"{where(s)} requires a login and none is set; set KUBESCALER_CASSANDRA_USERNAME "
+            "and KUBESCALER_CASSANDRA_PASSWORD"
+        )
+    if "not permitted to log in" in text:
+        return (
+            f"{where(s)} refused role {s.username!r}: it may not log in; check "
+            "KUBESCALER_CASSANDRA_USERNAME (`kubescaler cassandra-roles` makes the role)"
+        )
+    if "incorrect" in text or "Bad credentials" in text:
+        return (
+            f"{where(s)} refused role {s.username!r}: bad credentials; check "
+            "KUBESCALER_CASSANDRA_PASSWORD"
+        )
+    return None
+
+
+#: Every node down this long at unchanged addresses: open a new session anyway (``follow``).
+STUCK_S = 5.0
+
+
+class _RefusalNoise(logging.Filter):
+    """Drops the driver's own reports of a refused login (a traceback each, at every retry):
+    the session reports it as one line naming the setting to check."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and refused(exc) is not None:
+            return False
+        return "Failed to authenticate" not in record.getMessage()
+
+
+for _name in ("cassandra.cluster", "cassandra.connection"):
+    logging.getLogger(_name).addFilter(_RefusalNoise())
+
+
+class LoginRefused(RuntimeError):
+    """Cassandra kept refusing base's login for the whole grace: the message is one line
+    naming the store and the setting to check."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +163,29 @@ class CassandraSessions:
         self._resolve = resolver
         self.current: Connected | None = None
         self.replacements = 0
+        self._down_since: float | None = None
+        self._last_reopen = 0.0
 
     async def run(self) -> None:
         """Connect (retrying: base starts before Cassandra does), then follow moves forever."""
         delay = 0.5
+        start = time.monotonic()
         while self.current is None:
             try:
                 await self.connect()
                 log.info("connected to cassandra %s", self.settings.hosts)
             except Exception as exc:  # keep trying; /readyz reports it meanwhile
-                log.warning("cassandra not reachable yet: %s", exc)
+                line = refusal_line(self.settings, exc)
+                if line is not None and time.monotonic() - start >= self.settings.login_grace_s:
+                    raise LoginRefused(line) from None
+                if line is not None:
+                    log.warning(
+                        "%s (retried for up to %.0f s: the roles may still be in the making)",
+                        line,
+                        self.settings.login_grace_s,
+                    )
+                else:
+                    log.warning("cassandra not reachable yet: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         while True:
@@ -112,22 +199,35 @@ class CassandraSessions:
 
     async def follow(self) -> bool:
         """One check: when every known node is down and the contact points name a new address,
-        open a session there and swap it in. True when it swapped."""
+        open a session there and swap it in. True when it swapped.
+
+        Also when they name the same addresses but every node has been down for
+        ``STUCK_S``: the driver stops reconnecting to a node that refused its login (a node
+        that came back empty, before its roles were made again), so a session of its own
+        would stay down after the roles are back."""
         old = self.current
         if old is None or not old.all_down():
+            self._down_since = None
             return False
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._last_reopen = now
         resolved = await asyncio.to_thread(self._resolve, self.settings.hosts, self.settings.port)
-        if not moved(resolved, old.known()):
+        stuck = now - self._down_since >= STUCK_S and now - self._last_reopen >= STUCK_S
+        if not moved(resolved, old.known()) and not stuck:
             return False
+        self._last_reopen = now
         try:
-            new = await asyncio.to_thread(self._open, sorted(resolved))
-        except Exception as exc:  # not listening yet: the next check tries again
-            log.warning("cassandra moved to %s but does not answer yet: %s", sorted(resolved), exc)
+            new = await asyncio.to_thread(self._open, sorted(resolved) or self.settings.hosts)
+        except Exception as exc:  # not listening yet, roles not made yet: the next check tries
+            why = refusal_line(self.settings, exc) or exc
+            log.warning("cassandra at %s does not answer yet: %s", sorted(resolved), why)
             return False
         self.current = new
         self.replacements += 1
+        self._down_since = None
         log.warning(
-            "cassandra moved: reconnected at %s (the driver knew only %s)",
+            "cassandra: reconnected at %s (the driver knew %s, all down)",
             sorted(resolved),
             sorted(old.known()),
         )
@@ -157,11 +257,19 @@ class CassandraSessions:
             idle_heartbeat_timeout=s.heartbeat_s,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             protocol_version=5,
+            auth_provider=PlainTextAuthProvider(s.username, s.password) if s.username else None,
         )
         try:
             session = cluster.connect()
-            for ddl in self._schema:
-                session.execute(ddl, timeout=max(s.request_timeout_s, 30.0))
+            if self._schema_missing(cluster):
+                try:
+                    for ddl in self._schema:
+                        session.execute(ddl, timeout=max(s.request_timeout_s, 30.0))
+                except Unauthorized as exc:
+                    raise RuntimeError(
+                        f"keyspace {s.keyspace} is incomplete and role {s.username!r} may not "
+                        "create it (`kubescaler cassandra-roles` does)"
+                    ) from exc
             prepared = {
                 name: session.prepare(cql.format(ks=s.keyspace)) for name, cql in self._cql.items()
             }
@@ -169,3 +277,13 @@ class CassandraSessions:
             cluster.shutdown()
             raise
         return Connected(cluster, session, prepared)
+
+    def _schema_missing(self, cluster: Cluster) -> bool:
+        """Whether the keyspace, its tables or the index are missing (base's own role may
+        not run even CREATE ... IF NOT EXISTS: the DDL runs only when something is)."""
+        ks = cluster.metadata.keyspaces.get(self.settings.keyspace)
+        return (
+            ks is None
+            or not {"user", "profile"} <= set(ks.tables)
+            or "profile_users_idx" not in ks.indexes
+        )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, delete, get, post, put
 
 from kubescaler.adapters.cassandra import CassandraRepository
+from kubescaler.adapters.cassandra_session import LoginRefused
 from kubescaler.domain.models import (
     Binding,
     Bindings,
@@ -29,6 +32,9 @@ from kubescaler.entrypoints.params import Limit, PageToken, ProfileId, UserId
 from kubescaler.entrypoints.web import admin_guard, create_service_app
 from kubescaler.services.catalog import Catalog, Store
 from kubescaler.settings import Settings
+
+#: base's exit status when Cassandra refuses its login (EX_CONFIG: a setting to fix)
+EXIT_LOGIN_REFUSED = 78
 
 ADMIN = [admin_guard]
 #: What each kind of route can answer besides success (the OpenAPI lists exactly these).
@@ -165,11 +171,21 @@ def create_app(settings: Settings) -> Litestar:
     repo = CassandraRepository(settings.cassandra)
     store: Store = repo  # the repository is the catalog's store port (checked by mypy)
 
+    async def keep_session() -> None:
+        """The session's life; a login refused for the whole grace ends the process with one
+        line naming the setting (a restart cannot fix a wrong password; nothing is open yet)."""
+        try:
+            await repo.run()
+        except LoginRefused as exc:
+            # straight to stderr: the log records go through a queue thread _exit would cut
+            print(f"kubescaler base: {exc}", file=sys.stderr, flush=True)
+            os._exit(EXIT_LOGIN_REFUSED)
+
     @contextlib.asynccontextmanager
     async def cassandra_session(_: Litestar) -> AsyncIterator[None]:
         """Connect in the background, retrying (base starts, not ready, before Cassandra does),
         then follow Cassandra to a new address when its pod is replaced."""
-        task = asyncio.create_task(repo.run())
+        task = asyncio.create_task(keep_session())
         try:
             yield
         finally:
