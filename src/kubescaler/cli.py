@@ -82,6 +82,8 @@ def _cmd_cassandra_roles(args: argparse.Namespace, settings: Settings) -> int:
     if args.local:  # the node of this pod only (its peers' CQL port admits base alone)
         s = msgspec.structs.replace(s, hosts=["127.0.0.1"])
     log = logging.getLogger("kubescaler.cassandra_roles")
+    # the driver's tracebacks of a node not listening yet: each failure is one line below
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     timeout = float("inf") if args.every else args.timeout
     first = True
     while True:

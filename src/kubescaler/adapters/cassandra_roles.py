@@ -164,7 +164,12 @@ class RoleMaker:
             session.execute(ddl, timeout=60.0)
         # granted before it may log in: base never sees its role without its grants
         session.execute(f"CREATE ROLE IF NOT EXISTS {s.username} WITH LOGIN = false")
-        for permission in ("SELECT", "MODIFY"):
+        held = session.execute(
+            "SELECT permissions FROM system_auth.role_permissions "
+            "WHERE role = %s AND resource = %s",
+            (s.username, f"data/{s.keyspace}"),
+        ).one()
+        for permission in {"SELECT", "MODIFY"} - set(held.permissions if held else ()):
             session.execute(f"GRANT {permission} ON KEYSPACE {s.keyspace} TO {s.username}")
         if not self._logs_in(session, s.username, s.password):  # new, or a rotated password
             session.execute(
