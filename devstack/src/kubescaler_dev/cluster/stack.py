@@ -39,6 +39,7 @@ from kubescaler_dev.cluster.layout import Layout, NodeNet, default_cache
 from kubescaler_dev.cluster.loadbalancer import LoadBalancer
 from kubescaler_dev.cluster.machine import HOST_SYSCTLS, check_prerequisites, exclusive
 from kubescaler_dev.cluster.metrics_server import metrics_server
+from kubescaler_dev.cluster.netpol import rbac_manifest
 from kubescaler_dev.cluster.node import Node, recorded
 from kubescaler_dev.cluster.pki import Pki, leaves
 from kubescaler_dev.cluster.progress import ClusterError, Progress
@@ -241,6 +242,11 @@ class Cluster:
                 what=f"node {node.name} to be Ready",
             )  # fmt: skip
         self.say(f"nodes Ready: {', '.join(n.name for n in nodes)}")
+        rbac = lay.config / "netpol-rbac.json"
+        rbac.write_text(rbac_manifest())
+        self.kubectl("apply", "-f", str(rbac), what="the NetworkPolicy enforcer's ClusterRole")
+        for node in nodes:
+            self._start(node.netpol)
         self._start(LoadBalancer(lay, [n.net for n in nodes]), timeout=30)
 
     def addons(self) -> list[AddOn]:
