@@ -2,8 +2,9 @@
 devstack/src/kubescaler_dev/cluster/netpol.py), seen from a hostile pod.
 
 An intruder pod in kubescaler's namespace, with none of the labels the policies admit, tries a
-TCP connection to every server of the namespace: Redis, Cassandra, the lock-keeper and base
-must refuse it or stay silent, main and stream must answer. Then the namespace's policies are
+TCP connection to every server of the namespace and to the Kubernetes API server: Redis,
+Cassandra, the lock-keeper and base (ingress denied) and the API server (egress denied) must
+refuse it or stay silent, main and stream must answer. Then the namespace's policies are
 deleted and the same pod must reach all of them - which proves the first half was the policies'
 doing, not a server that was down - and the policies are put back.
 """
@@ -24,6 +25,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 #: app label -> the port the intruder tries on its first ready pod
 DENIED = {"redis": 6379, "cassandra": 9042, "lock-keeper": 8085, "base": 8081}
 ADMITTED = {"main": 8082, "stream": 8090}
+#: out of the namespace: only stream and Prometheus may reach it (egress)
+API_SERVER = "api-server"
 
 INTRUDER = "intruder"
 
@@ -80,11 +83,13 @@ def _intruder_manifest() -> dict[str, Any]:
 
 
 def _targets(kube: Kube) -> dict[str, str]:
-    """app -> ``ip:port`` of one ready pod of it."""
+    """app -> ``ip:port`` of one ready pod of it; "api-server" -> the `kubernetes` Service."""
     found = {}
     for app, port in {**DENIED, **ADMITTED}.items():
         pods = wait_for(f"{app} ready", lambda app=app: ready_pods(kube, app), 300)
         found[app] = f"{pods[0]['status']['podIP']}:{port}"
+    api = kube.json("-n", "default", "get", "service", "kubernetes")["spec"]
+    found[API_SERVER] = f"{api['clusterIP']}:{api['ports'][0]['port']}"
     return found
 
 
@@ -121,16 +126,14 @@ def _policies(kube: Kube) -> list[dict[str, Any]]:
 def test_a_pod_without_the_policies_labels_reaches_only_main_and_stream(kube: Kube) -> None:
     targets = _targets(kube)
     seen = _probe(kube, targets)
-    for app in DENIED:
+    for app in [*DENIED, API_SERVER]:
         assert seen[app] in ("refused", "timeout"), (app, targets[app], seen)
     for app in ADMITTED:
         assert seen[app] == "open", (app, targets[app], seen)
 
     # the same pod, the same servers, no policies: everything answers (so the test can fail)
     saved = _policies(kube)
-    assert {"default-deny-ingress", "redis", "cassandra", "base"} <= {
-        p["metadata"]["name"] for p in saved
-    }
+    assert {"default-deny", "redis", "cassandra", "base"} <= {p["metadata"]["name"] for p in saved}
     kube.run("-n", NAMESPACE, "delete", "networkpolicy", "--all", "--wait=true")
     try:
         wait_for(

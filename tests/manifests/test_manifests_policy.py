@@ -12,6 +12,7 @@ import yaml
 from rendering import MANIFESTS, SERVICES, Rendered, render
 
 from kubescaler import settings
+from kubescaler_dev.cluster.layout import NODE_NET
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -265,6 +266,17 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [path]
 
 
+#: what the local overlays add to the entry policy: the nodes' range, since Traefik runs on the
+#: nodes' host network (components/gateway-host-network)
+ENTRY_FROM = "/spec/ingress/0/from"
+
+
+def _only_nodes_admitted(key: tuple[str, str], a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert key == ("NetworkPolicy", "entry"), key
+    peers = a["spec"]["ingress"][0]["from"]
+    assert b["spec"]["ingress"][0]["from"] == [*peers, {"ipBlock": {"cidr": NODE_NET}}]
+
+
 #: what the local overlays add to Cassandra's environment: its waits for a real network shortened
 FAST_JOIN = {
     "name": "JVM_EXTRA_OPTS",
@@ -303,6 +315,9 @@ def test_the_local_overlay_swaps_only_what_cannot_exist_on_the_local_cluster() -
             if path == CASSANDRA_ENV:
                 _only_fast_join(key, docs[key], doc)
                 continue
+            if path == ENTRY_FROM:
+                _only_nodes_admitted(key, docs[key], doc)
+                continue
             assert allowed.match(path), f"{key}: {path} differs from dev"
             if path.endswith("/image"):
                 swapped.add(doc_image(doc, path))
@@ -340,11 +355,17 @@ def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() ->
     docs = {key(d): d for d in prod.docs}
     mine = {key(d): d for d in local.docs}
     assert docs.keys() - mine.keys() == {("PodMonitor", "kubescaler")}
-    assert mine.keys() - docs.keys() <= added | {("NetworkPolicy", "prometheus")}
+    assert mine.keys() - docs.keys() <= added | {
+        ("NetworkPolicy", "prometheus"),
+        ("NetworkPolicy", "prometheus-egress"),
+    }
     for k in docs.keys() & mine.keys():
         for path in _differences(docs[k], mine[k]):
             if path == CASSANDRA_ENV:
                 _only_fast_join(k, docs[k], mine[k])
+                continue
+            if path == ENTRY_FROM:
+                _only_nodes_admitted(k, docs[k], mine[k])
                 continue
             assert allowed.match(path), f"{k}: {path} differs from production"
 
