@@ -20,6 +20,7 @@ from kubescaler_dev.cluster.cni import in_netns
 from kubescaler_dev.cluster.component import Component, write_kubeconfig
 from kubescaler_dev.cluster.layout import Layout, NodeLayout
 from kubescaler_dev.cluster.pki import Pki
+from kubescaler_dev.cluster.progress import run
 
 #: the controller's identity (its client certificate's CN) and what it may read
 USER = "system:kubescaler-netpol"
@@ -58,7 +59,7 @@ class NetworkPolicyEnforcer(Component):
     """kube-router's firewall (``netpol``, built by versions.BUILDS) for one node."""
 
     def __init__(self, lay: Layout, node: NodeLayout, pki: Pki) -> None:
-        self.node, self.pki = node, pki
+        self.lay, self.node, self.pki = lay, node, pki
         self.kubeconfig = node.config / "netpol.kubeconfig"
         super().__init__(
             f"{node.net.name}/netpol",
@@ -76,7 +77,15 @@ class NetworkPolicyEnforcer(Component):
         )
 
     def prepare(self) -> None:
+        """Its kubeconfig, and its ClusterRole applied (again, the same, for every node)."""
         write_kubeconfig(self.kubeconfig, self.pki.cert("ca").crt, self.pki.cert("netpol"))
+        rbac = self.lay.config / "netpol-rbac.json"
+        rbac.write_text(rbac_manifest())
+        kubectl = [
+            str(self.lay.bin("kubernetes", "kubectl")),
+            f"--kubeconfig={self.lay.kubeconfig}",
+        ]
+        run([*kubectl, "apply", "-f", str(rbac)], "apply the NetworkPolicy enforcer's ClusterRole")
 
     def ready(self) -> bool:
         """Its top-level chain is in the node's filter table (made before its first sync)."""

@@ -1,12 +1,11 @@
 """`kubescaler-dev cluster`: a Kubernetes of real parts on this machine, one to nine nodes.
 
-The orchestrator only sequences the rooms: ``build`` (gobuild.py, images.py, catalog.py),
-``up`` (controlplane.py, then per node cni.py, containerd.py and kubelet.py, then
-loadbalancer.py and the add-ons: storage.py, dns.py, metrics_server.py, gateway.py, keda.py;
-then app.py), ``down`` (everything in reverse, then the journal's undo, host.py), and a node's
-faults (node.py). Every process it starts is recorded by PID and every change to the machine
-in a journal, so ``down`` (from any shell) stops and undoes exactly that, and an ``up`` after
-a crash cleans up the leftovers first.
+The orchestrator sequences the rooms: ``build`` (gobuild.py, images.py, catalog.py), ``up``
+(controlplane.py; per node cni.py, containerd.py, kubelet.py, netpol.py; loadbalancer.py; the
+add-ons: storage.py, dns.py, metrics_server.py, gateway.py, keda.py; app.py), ``down`` (all in
+reverse, then the journal's undo, host.py), a node's faults (node.py). Every process it starts
+is recorded by PID and every change to the machine in a journal, so ``down`` (from any shell)
+stops and undoes exactly that, and an ``up`` after a crash first cleans up what is left.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from kubescaler_dev.cluster.layout import Layout, NodeNet, default_cache
 from kubescaler_dev.cluster.loadbalancer import LoadBalancer
 from kubescaler_dev.cluster.machine import HOST_SYSCTLS, check_prerequisites, exclusive
 from kubescaler_dev.cluster.metrics_server import metrics_server
-from kubescaler_dev.cluster.netpol import rbac_manifest
 from kubescaler_dev.cluster.node import Node, recorded
 from kubescaler_dev.cluster.pki import Pki, leaves
 from kubescaler_dev.cluster.progress import ClusterError, Progress
@@ -241,12 +239,8 @@ class Cluster:
                 "wait", "--for=condition=Ready", f"node/{node.name}", "--timeout=120s",
                 what=f"node {node.name} to be Ready",
             )  # fmt: skip
+            self._start(node.netpol)  # it reads its Node object, which Ready shows is there
         self.say(f"nodes Ready: {', '.join(n.name for n in nodes)}")
-        rbac = lay.config / "netpol-rbac.json"
-        rbac.write_text(rbac_manifest())
-        self.kubectl("apply", "-f", str(rbac), what="the NetworkPolicy enforcer's ClusterRole")
-        for node in nodes:
-            self._start(node.netpol)
         self._start(LoadBalancer(lay, [n.net for n in nodes]), timeout=30)
 
     def addons(self) -> list[AddOn]:
