@@ -15,12 +15,14 @@ from production import Production, deploy
 
 from kubescaler_dev.cluster.stack import Cluster
 
-#: the order the cluster's modules run in: the dev overlay (what `./dev cluster up` deploys),
-#: then production as written on three nodes and its faults, then the seed's classic way, then
-#: the teardown (it crashes the cluster and checks the machine after)
+#: the order the cluster's modules run in: the dev overlay (what `./dev cluster up` deploys)
+#: and its NetworkPolicies as enforced, then production as written on three nodes and its
+#: faults, then the seed's classic way, then the teardown (it crashes the cluster and checks
+#: the machine after)
 ORDER = (
     "test_cluster.py",
     "test_edge.py",
+    "test_networkpolicy.py",
     "test_store_replacement.py",
     "test_production.py",
     "test_faults.py",

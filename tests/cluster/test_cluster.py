@@ -57,7 +57,9 @@ def test_configmaps_secrets_and_network_policies_are_applied(kube: Kube) -> None
     assert config.startswith("kubescaler-config-")
     kube.ns("get", "configmap", config)
     policies = {p["metadata"]["name"] for p in kube.ns("get", "networkpolicy")["items"]}
-    assert {"default-deny-ingress", "cassandra", "redis", "base", "stream-egress"} <= policies
+    assert {"default-deny", "egress-in-namespace", "cassandra", "redis", "base", "api-server"} <= (
+        policies
+    )
 
 
 def test_redis_answers_a_lock_write_by_who_logged_in(kube: Kube) -> None:

@@ -1,5 +1,6 @@
-"""Who may reach whom in the rendered manifests: NetworkPolicies (ingress and stream's egress)
-and the entry point's routes (only the public paths, streams never timed out)."""
+"""Who may reach whom in the rendered manifests: NetworkPolicies (default-deny in and out; each
+path written once) and the entry point's routes (only the public paths, streams never timed
+out)."""
 
 from __future__ import annotations
 
@@ -61,11 +62,12 @@ def _admitted(rendered: Rendered, target: str, port: int) -> set[str]:
     return out
 
 
-def test_default_deny_ingress_everywhere(rendered: Rendered) -> None:
-    deny = rendered.get("NetworkPolicy", "default-deny-ingress")["spec"]
+def test_default_deny_in_and_out_everywhere(rendered: Rendered) -> None:
+    deny = rendered.get("NetworkPolicy", "default-deny")["spec"]
     assert deny["podSelector"] == {}
-    assert deny["policyTypes"] == ["Ingress"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in deny
+    assert "egress" not in deny
 
 
 def test_only_base_reaches_cassandra(rendered: Rendered) -> None:
@@ -117,45 +119,63 @@ def _egress_rules(rendered: Rendered, source: str) -> list[dict[str, Any]] | Non
     return [rule for p in policies for rule in p["spec"].get("egress", [])]
 
 
-def _egress_to(rules: list[dict[str, Any]], rendered: Rendered, port: int) -> set[str]:
-    """Who `port` may be reached on: workload names, or "<any>" for a rule without `to`."""
-    out: set[str] = set()
-    for rule in rules:
-        ports = [r["port"] for r in rule.get("ports", [])]
-        if ports and port not in ports:
-            continue
-        if "to" not in rule:
-            out.add("<any>")
-        for peer in rule.get("to", []):
-            for w in rendered.workloads():
-                if _selects(
-                    peer.get("podSelector", {}), w["spec"]["template"]["metadata"]["labels"]
-                ):
-                    out.add(w["metadata"]["name"])
-    return out
+#: the one egress rule out of the namespace every pod has: the kube-dns pods, by port name
+DNS_RULE = {
+    "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+    "ports": [{"port": "dns", "protocol": "UDP"}, {"port": "dns-tcp", "protocol": "TCP"}],
+}
+#: the API server (no pod: any address, its two ports)
+API_RULE = {"ports": [{"port": 443}, {"port": 6443}]}
+IN_NAMESPACE_RULE = {"to": [{"podSelector": {}}]}
 
 
-def test_stream_egress_allows_exactly_dns_base_redis_and_the_api_server(
-    rendered: Rendered,
-) -> None:
-    """The token-holding stream pods reach DNS, base, Redis (and in production the state
-    Redis's Sentinels) and the API server (443/6443: the API server is no pod, so no selector
-    can name it), and nothing else."""
-    rules = _egress_rules(rendered, "stream")
-    assert rules is not None, "stream egress is not restricted"
-    assert _egress_to(rules, rendered, 443) == {"<any>"}
-    assert _egress_to(rules, rendered, 6443) == {"<any>"}
-    assert _egress_to(rules, rendered, 53) == {"<any>"}
-    assert _egress_to(rules, rendered, 8081) == {"base"}
-    redis = {"redis"} | ({"redis-lock"} if rendered.production else set())
-    assert _egress_to(rules, rendered, 6379) == redis
-    sentinels = {"redis-sentinel"} if rendered.production else set()
-    assert _egress_to(rules, rendered, 26379) == sentinels
-    allowed = {p["port"] for rule in rules for p in rule.get("ports", [])}
-    assert allowed == {53, 443, 6443, 8081, 6379, 26379}
-    assert all(rule.get("ports") for rule in rules), "a rule without ports opens every port"
-    for other in ("base", "main", "lock-keeper"):
-        assert _egress_rules(rendered, other) is None, f"{other}'s egress changed"
+def test_egress_leaves_the_namespace_only_for_dns_and_the_api_server(rendered: Rendered) -> None:
+    """Every pod may open connections to the namespace's pods (whom they admit is their
+    ingress policies' say: each path inside is written once, where it is received) and ask the
+    kube-dns pods (on their ports by name: a policy sees the pod's port after the Service's
+    DNAT); only stream (its pod-deletion-cost) and Prometheus (its pod discovery) reach the API
+    server; nothing else leaves."""
+    api_clients = {"stream"} | ({"prometheus"} if _has(rendered, "prometheus") else set())
+    for w in rendered.workloads():
+        name = w["metadata"]["name"]
+        rules = _egress_rules(rendered, name)
+        assert rules is not None, f"{name}'s egress is not restricted"
+        assert IN_NAMESPACE_RULE in rules, name
+        assert DNS_RULE in rules, name
+        assert (API_RULE in rules) == (name in api_clients), name
+        others = [r for r in rules if r not in (IN_NAMESPACE_RULE, DNS_RULE, API_RULE)]
+        if name == "prometheus":  # kube-state-metrics, where it is installed
+            assert others == [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {
+                                "matchLabels": {"app.kubernetes.io/name": "kube-state-metrics"}
+                            },
+                        }
+                    ],
+                    "ports": [{"port": "http-metrics"}],
+                }
+            ]
+        else:
+            assert others == [], name
+
+
+def _has(rendered: Rendered, name: str) -> bool:
+    return any(w["metadata"]["name"] == name for w in rendered.workloads())
+
+
+def test_no_egress_rule_names_a_pod_of_the_namespace(rendered: Rendered) -> None:
+    """A path inside the namespace is written once, in the receiver's ingress policy: no
+    egress rule repeats it by naming the namespace's pods."""
+    for policy in rendered.of_kind("NetworkPolicy"):
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                assert "namespaceSelector" in peer or peer == {"podSelector": {}}, (
+                    policy["metadata"]["name"],
+                    peer,
+                )
 
 
 def test_lock_keeper_takes_no_traffic_but_scrapes(rendered: Rendered) -> None:

@@ -52,6 +52,19 @@ def test_wrapper_module_turns_local_replaces_into_published_modules() -> None:
     assert "replace example.com/a => example.com/b v1" in text
 
 
+def test_a_fork_is_required_by_the_original_path_and_replaced_by_the_fork() -> None:
+    """k3s's kube-router fork still declares upstream's module path in its go.mod: the wrapper
+    requires that path and replaces it with the fork at the pinned version."""
+    build = BUILDS["netpol"]
+    text = wrapper_go_mod(build, {"Go": "1.23.11"})
+    assert "require github.com/cloudnativelabs/kube-router/v2 v2.6.3\n" in text
+    assert (
+        "replace github.com/cloudnativelabs/kube-router/v2 => "
+        "github.com/k3s-io/kube-router/v2 v2.6.3-k3s1" in text
+    )
+    assert f"require {build.module}" not in text
+
+
 def test_a_local_replace_without_a_published_version_is_an_error() -> None:
     edit = {"Replace": [{"Old": {"Path": "x.example/y"}, "New": {"Path": "./y"}}]}
     with pytest.raises(ClusterError, match="local folder"):
@@ -214,10 +227,11 @@ def test_a_full_disk_says_so_and_how_much_a_first_build_needs(tmp_path: Path) ->
 
 
 def test_a_build_key_ignores_that_sources_exist_unless_a_build_has_them() -> None:
-    """Only CoreDNS and the metrics adapter bring their own main package; every other build's
-    key is its recipe alone, so adding the field did not rebuild them."""
+    """Only CoreDNS, the metrics adapter and the NetworkPolicy enforcer bring their own main
+    package; every other build's key is its recipe alone, so adding the field did not rebuild
+    them."""
     with_sources = [name for name, build in BUILDS.items() if build.sources]
-    assert with_sources == ["coredns", "metrics-adapter"]
+    assert with_sources == ["coredns", "metrics-adapter", "netpol"]
     bare = dataclasses.replace(BUILDS["coredns"], sources=())
     assert bare.key != BUILDS["coredns"].key
 

@@ -78,9 +78,16 @@ def wrapper_go_mod(build: GoBuild, edit: dict[str, Any]) -> str:
         "",
         f"go {edit.get('Go') or '1.26'}",
         "",
-        f"require {build.module} {build.version}",
-        "",
     ]
+    if build.fork_of:
+        # the fork's go.mod names the original: require that, and replace it with the fork
+        lines += [
+            f"require {build.fork_of} {build.version.split('-')[0]}",
+            "",
+            f"replace {build.fork_of} => {build.module} {build.version}",
+        ]
+    else:
+        lines += [f"require {build.module} {build.version}", ""]
     for rep in edit.get("Replace") or []:
         old, new = rep["Old"]["Path"], rep["New"]
         if old in build.skip_replace:

@@ -34,6 +34,8 @@ PREREQUISITES = {
     RUNC: "runc",
     f"{CNI_BIN}/bridge": "containernetworking-plugins",
     "nft": "nftables",
+    "iptables": "iptables",
+    "ipset": "ipset",
     "unshare": "util-linux",
     "nsenter": "util-linux",
     "ip": "iproute2",

@@ -1,4 +1,5 @@
-"""One node of the local cluster: its network, containerd, kubelet and kube-proxy, and what can
+"""One node of the local cluster: its network, containerd, kubelet, kube-proxy and NetworkPolicy
+enforcer, and what can
 happen to it - started, stopped, lost, frozen, resumed, brought back.
 
 - **lost**: its port on ``ksbr0`` goes down (its peers hear nothing more, not even a reset),
@@ -24,6 +25,7 @@ from kubescaler_dev.cluster.containerd import Containerd
 from kubescaler_dev.cluster.host import CGROUP_ROOT, Journal
 from kubescaler_dev.cluster.kubelet import Kubelet, KubeProxy
 from kubescaler_dev.cluster.layout import Layout, NodeNet
+from kubescaler_dev.cluster.netpol import NetworkPolicyEnforcer
 from kubescaler_dev.cluster.pki import Pki
 
 
@@ -37,14 +39,16 @@ class Node:
         self.containerd = Containerd(lay, self.lay)
         self.kubelet = Kubelet(lay, self.lay, pki, journal)
         self.kube_proxy = KubeProxy(lay, self.lay, pki)
+        self.netpol = NetworkPolicyEnforcer(lay, self.lay, pki)
 
     @property
     def name(self) -> str:
         return self.net.name
 
     def agents(self) -> list[Component]:
-        """In start order: containerd first (the kubelet needs its socket)."""
-        return [self.containerd, self.kubelet, self.kube_proxy]
+        """In start order: containerd first (the kubelet needs its socket); the NetworkPolicy
+        enforcer last (it reads its Node object, which the kubelet registers)."""
+        return [self.containerd, self.kubelet, self.kube_proxy, self.netpol]
 
     # ---- what belongs to the node ----
 

@@ -209,6 +209,8 @@ def leaves(nodes: list[NodeNet]) -> list[Leaf]:
         Leaf("controller-manager", "system:kube-controller-manager"),
         Leaf("scheduler", "system:kube-scheduler"),
         Leaf("kube-proxy", "system:kube-proxy"),
+        # the NetworkPolicy enforcer of every node (netpol.py: its ClusterRole names this CN)
+        Leaf("netpol", "system:kubescaler-netpol"),
         Leaf("front-proxy-client", "front-proxy-client", ca="front-proxy-ca"),
         # the health endpoints of the two controllers, on 127.0.0.1, checked against the CA
         *(

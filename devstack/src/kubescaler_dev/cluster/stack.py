@@ -1,12 +1,11 @@
 """`kubescaler-dev cluster`: a Kubernetes of real parts on this machine, one to nine nodes.
 
-The orchestrator only sequences the rooms: ``build`` (gobuild.py, images.py, catalog.py),
-``up`` (controlplane.py, then per node cni.py, containerd.py and kubelet.py, then
-loadbalancer.py and the add-ons: storage.py, dns.py, metrics_server.py, gateway.py, keda.py;
-then app.py), ``down`` (everything in reverse, then the journal's undo, host.py), and a node's
-faults (node.py). Every process it starts is recorded by PID and every change to the machine
-in a journal, so ``down`` (from any shell) stops and undoes exactly that, and an ``up`` after
-a crash cleans up the leftovers first.
+The orchestrator sequences the rooms: ``build`` (gobuild.py, images.py, catalog.py), ``up``
+(controlplane.py; per node cni.py, containerd.py, kubelet.py, netpol.py; loadbalancer.py; the
+add-ons: storage.py, dns.py, metrics_server.py, gateway.py, keda.py; app.py), ``down`` (all in
+reverse, then the journal's undo, host.py), a node's faults (node.py). Every process it starts
+is recorded by PID and every change to the machine in a journal, so ``down`` (from any shell)
+stops and undoes exactly that, and an ``up`` after a crash first cleans up what is left.
 """
 
 from __future__ import annotations
@@ -240,6 +239,7 @@ class Cluster:
                 "wait", "--for=condition=Ready", f"node/{node.name}", "--timeout=120s",
                 what=f"node {node.name} to be Ready",
             )  # fmt: skip
+            self._start(node.netpol)  # it reads its Node object, which Ready shows is there
         self.say(f"nodes Ready: {', '.join(n.name for n in nodes)}")
         self._start(LoadBalancer(lay, [n.net for n in nodes]), timeout=30)
 

@@ -26,6 +26,11 @@ TRAEFIK = "v3.6.12"
 #: without Kubernetes service discovery, which the in-cluster Prometheus needs
 PROMETHEUS = "v2.55.1"
 PROMETHEUS_MODULE = "v0.55.1"  # Prometheus tags its Go module v0.<minor>.<patch>
+#: the NetworkPolicy enforcer: kube-router's network-policy controller (iptables + ipset), from
+#: k3s's fork - the one k3s embeds. Upstream kube-router's module is served only at v2.1.0,
+#: which has reported flaws; kube-network-policies needs nftables' `queue`, which this kernel
+#: lacks (CONFIG_NFT_QUEUE off).
+KUBE_ROUTER = "v2.6.3-k3s1"
 #: the library prometheus-adapter is built on (its own module is not served by the module
 #: proxy); the classic overlay's stand-in adapter, devstack/metrics-adapter, is built on it
 CUSTOM_METRICS_APISERVER = "v1.37.0"
@@ -111,6 +116,9 @@ class GoBuild:
     #: Go files of the wrapper module itself (path -> source): a main package of our own,
     #: imported as ``kubescaler.local/<name>/<folder>`` in ``binaries``
     sources: tuple[tuple[str, str], ...] = ()
+    #: when ``module`` is a fork whose go.mod still declares the original's path: that path,
+    #: required by the wrapper and replaced by ``module`` at ``version``
+    fork_of: str = ""
 
     @property
     def wrapper(self) -> str:
@@ -137,6 +145,7 @@ class GoBuild:
             )
             # only when there are any, so that the builds without sources keep their keys
             + ((self.sources,) if self.sources else ())
+            + ((self.fork_of,) if self.fork_of else ())
         )
         return f"{self.name}-{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
 
@@ -161,6 +170,10 @@ import (
 
 func main() { coremain.Run() }
 """
+
+#: kube-router's network-policy controller alone (the way k3s runs it: no routing, no service
+#: proxy), IPv4, in the network namespace it is started in
+_NETPOL_MAIN = (Path(__file__).resolve().parents[3] / "netpol" / "main.go").read_text()
 
 BUILDS: dict[str, GoBuild] = {
     build.name: build
@@ -256,6 +269,15 @@ BUILDS: dict[str, GoBuild] = {
             binaries={"metrics-adapter": "kubescaler.local/metrics-adapter/cmd/metrics-adapter"},
             static=True,
             sources=_METRICS_ADAPTER_SOURCES,
+        ),
+        GoBuild(
+            name="netpol",
+            module="github.com/k3s-io/kube-router/v2",
+            version=KUBE_ROUTER,
+            fork_of="github.com/cloudnativelabs/kube-router/v2",
+            binaries={"netpol": "kubescaler.local/netpol/cmd/netpol"},
+            static=True,
+            sources=(("cmd/netpol/main.go", _NETPOL_MAIN),),
         ),
     )
 }
