@@ -12,7 +12,7 @@ import time
 
 import pytest
 from faults import Suite
-from kubehelp import Kube, ready_pods, redis_password
+from kubehelp import Kube, ready_pods, redis_password, replay_verify
 from production import Production, node_of
 
 from kubescaler.adapters.redlock import READY_KEY
@@ -66,14 +66,6 @@ def victim_node(kube: Kube) -> int:
     return node_index(sorted(nodes)[0])
 
 
-def verify_log(kube: Kube) -> None:
-    done = kube.run(
-        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
-        "kubescaler", "replay", "--verify", check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-
 def by_app(kube: Kube, app: str) -> str:
     return str(ready_pods(kube, app)[0]["metadata"]["name"])
 
@@ -83,7 +75,7 @@ async def test_a_stream_pod_killed(suite: Suite, kube: Kube) -> None:
         kill(kube, suite.stream_pod_with_clients())
 
     await suite.run("stream pod killed", inject)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_lock_keeper_pod_killed(suite: Suite, kube: Kube) -> None:
@@ -91,7 +83,7 @@ async def test_a_lock_keeper_pod_killed(suite: Suite, kube: Kube) -> None:
         kill(kube, by_app(kube, "lock-keeper"))
 
     await suite.run("lock-keeper pod killed", inject)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_the_state_redis_pod_killed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
@@ -99,7 +91,7 @@ async def test_the_state_redis_pod_killed(suite: Suite, kube: Kube, cluster: Clu
         crash(kube, cluster, "redis-0")
 
     await suite.run("state Redis pod killed", inject)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_redlock_master_killed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
@@ -107,7 +99,7 @@ async def test_a_redlock_master_killed(suite: Suite, kube: Kube, cluster: Cluste
         crash(kube, cluster, "redis-lock-1")
 
     await suite.run("Redlock master killed", inject)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_redlock_master_wiped(suite: Suite, kube: Kube, cluster: Cluster) -> None:
@@ -124,7 +116,7 @@ async def test_a_redlock_master_wiped(suite: Suite, kube: Kube, cluster: Cluster
         crash(kube, cluster, "redis-lock-2")
 
     await suite.run("Redlock master wiped", inject)
-    verify_log(kube)
+    replay_verify(kube)
     # It abstains until a lock's lifetime has passed and it has caught up from the others: the
     # next fault needs it voting (two masters out of three lost is no quorum, by design).
     started = time.monotonic()
@@ -145,7 +137,7 @@ async def test_a_cassandra_pod_killed(suite: Suite, kube: Kube, cluster: Cluster
         crash(kube, cluster, "cassandra-1")
 
     await suite.run("Cassandra pod killed", inject)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_node_lost_and_brought_back(suite: Suite, kube: Kube, cluster: Cluster) -> None:
@@ -159,7 +151,7 @@ async def test_a_node_lost_and_brought_back(suite: Suite, kube: Kube, cluster: C
 
     await suite.run(f"node lost ({LOST_S:.0f} s) and back", inject, heal, hold_s=LOST_S)
     kube.run("wait", "--for=condition=Ready", f"node/kubescaler-{node}", "--timeout=120s")
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_node_frozen_and_resumed(suite: Suite, kube: Kube, cluster: Cluster) -> None:
@@ -172,7 +164,7 @@ async def test_a_node_frozen_and_resumed(suite: Suite, kube: Kube, cluster: Clus
         await asyncio.to_thread(cluster.resume, node)
 
     await suite.run(f"node frozen ({FREEZE_S:.0f} s) and resumed", inject, heal, hold_s=FREEZE_S)
-    verify_log(kube)
+    replay_verify(kube)
 
 
 async def test_a_node_drained(suite: Suite, kube: Kube) -> None:
@@ -189,4 +181,4 @@ async def test_a_node_drained(suite: Suite, kube: Kube) -> None:
         await asyncio.to_thread(kube.run, "uncordon", node)
 
     await suite.run("node drained", inject, heal)
-    verify_log(kube)
+    replay_verify(kube)
