@@ -31,7 +31,10 @@ from kubescaler.domain.sse import SseParser
 from kubescaler_dev import logins
 from kubescaler_dev.proc import free_port, port_open
 
-pytestmark = pytest.mark.e2e
+# the module fixture starts the whole stack (Cassandra and its roles included) inside the first
+# test's timeout, while `./dev test` builds the cluster beside it: its own 300 s wait for
+# the ready line must fire first, with what `up` printed, not pytest-timeout's bare 300 s
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 #: Every process `up` starts inherits these: light streams, a short drain, quick reclaims.
 UP_ENV = {
