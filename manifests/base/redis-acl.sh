@@ -7,7 +7,9 @@
 set -eu
 umask 077
 {
-  echo "user default off resetpass resetkeys resetchannels -@all"
+  # default: off (nobody logs in as it) but with every permission, as redis_acl.DEFAULT_OFF
+  # says why: Redis replays the AOF's transactions as `default` and re-checks its ACL at EXEC
+  echo "user default off resetpass ~* &* +@all"
   while read -r name rules; do
     case "$name" in "" | "#"*) continue ;; esac
     var="$(echo "$name" | tr 'a-z-' 'A-Z_')_PASSWORD"

@@ -93,8 +93,14 @@ USERS: dict[str, tuple[tuple[str, str], ...]] = {
     "master": (("lock-keeper", f"~kubescaler:lock:* {_CLIENT} {_MASTER_COMMANDS}"),),
 }
 
-#: The ``default`` user: off, no password, nothing allowed.
-DEFAULT_OFF = "user default off resetpass resetkeys resetchannels -@all"
+#: The ``default`` user: off and without a password, so no connection can act as it - but with
+#: every permission. Redis (7.0 here, up to 7.4 and Valkey until their fixes) replays the AOF as
+#: ``default`` and re-checks its ACL at each EXEC: a ``default`` with ``-@all`` makes a
+#: restarted server silently drop every transaction of its AOF - every script's writes, i.e.
+#: every lock key and fencing counter - while plain writes such as the ready marker survive, so
+#: a restarted Redlock master votes empty (found by the fault suite's drain; upstream
+#: redis/redis#14541). ``tests/integration/test_redis_acl.py`` restarts a server to prove it.
+DEFAULT_OFF = "user default off resetpass ~* &* +@all"
 
 
 def users(kind: str) -> list[str]:

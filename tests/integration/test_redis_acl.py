@@ -184,3 +184,38 @@ def test_replay_with_a_wrong_password_says_which_settings(
     assert "not-the-password" not in said
     monkeypatch.setenv("KUBESCALER_REDIS_PASSWORD", redis_server.passwords["replay"])
     assert replay.run(["--redis-url", redis_server.url, "--verify"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["state", "master"])
+def test_a_restarted_server_keeps_what_its_scripts_wrote(
+    test_state: Path, redis_passwords: dict[str, str], kind: str
+) -> None:
+    """A script's writes reach the AOF as one MULTI/EXEC, which Redis replays at start as the
+    ``default`` user, re-checking its ACL: with ``default`` stripped of its permissions every
+    such write vanished on a restart while plain SETs stayed (a Redlock master came back with
+    its ready marker and none of its locks or counters). Killed as a crash kills it, the server
+    comes back with both."""
+    server = RedisServer(
+        free_port(), test_state / f"acl-restart-{kind}", redis_passwords, kind=kind,
+        fsync_always=True,
+    )  # fmt: skip
+    server.start_ready()
+    try:
+        keeper = server.client("lock-keeper")
+        lock, fence = f"kubescaler:lock:{uuid.uuid4()}", f"kubescaler:lock:fence:{uuid.uuid4()}"
+        # a vote's two writes (the masters' user may SET, not INCR)
+        script = "redis.call('SET', KEYS[1], 'owner', 'PX', 600000); redis.call('SET', KEYS[2], 7)"
+        keeper.eval(script, 2, lock, fence)
+        keeper.set("kubescaler:lock:ready", "1")  # a plain write, kept either way
+        keeper.close()
+        server.kill()
+        server.start_ready()
+        keeper = server.client("lock-keeper")
+        assert keeper.get("kubescaler:lock:ready") == b"1"
+        assert (keeper.get(lock), keeper.get(fence)) == (b"owner", b"7"), (
+            "the AOF's transactions were not replayed: " + server.tail()
+        )
+        keeper.close()
+        assert "AOF-loading-client" not in (server.data_dir / "redis.log").read_text()
+    finally:
+        server.stop()

@@ -3,6 +3,8 @@ the Redis pods load, the Secret keys they and the services read, KEDA's login.""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from rendering import render
@@ -86,3 +88,19 @@ def test_keda_logs_in_as_keda() -> None:
             assert refs["password"]["name"] in secrets
         else:
             assert refs["sentinelPassword"]["key"] == "sentinels"
+
+
+def test_the_pods_script_writes_the_tables_acl_file(tmp_path: Path) -> None:
+    """base/redis-acl.sh, run as the Redis pods run it, writes what redis_acl.acl_file writes
+    for the local servers - the `default` line included (its permissions keep the AOF's
+    transactions on a restart, see redis_acl.DEFAULT_OFF)."""
+    for path, kind in FILES.items():
+        passwords = {user: f"pw-{user}" for user in redis_acl.users(kind)}
+        env = {redis_acl.password_env(u): p for u, p in passwords.items()}
+        out = tmp_path / f"{kind}.acl"
+        subprocess.run(
+            ["sh", str(MANIFESTS / "base" / "redis-acl.sh"), str(path), str(out)],
+            env={"PATH": os.environ["PATH"], **env},
+            check=True,
+        )
+        assert out.read_text() == redis_acl.acl_file(kind, passwords), kind
