@@ -9,7 +9,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from kubescaler.domain.lockrules import Round, Tally, VoteOp
+from kubescaler.domain.lockrules import Round, Tally, Undo, VoteOp
 from kubescaler.entrypoints.lock_keeper import Worker, create_app
 from kubescaler.entrypoints.serve import serve
 from kubescaler.services.lockkeeping import Masters
@@ -27,6 +27,9 @@ class SlowVotes:
 
     async def fence(self, ops: Sequence[VoteOp]) -> Round:
         return await self.masters.fence(ops)
+
+    async def undo(self, ops: Sequence[Undo]) -> None:
+        await self.masters.undo(ops)
 
     def tally(self, got: Round, i: int) -> Tally:
         return self.masters.tally(got, i)

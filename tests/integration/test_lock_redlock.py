@@ -138,3 +138,24 @@ async def test_a_master_wiped_abstains_until_a_lock_lifetime_then_votes_with_the
         assert (await lock.acquire(key, "a")).wins == 3
     finally:
         await lock.aclose()
+
+
+async def test_a_failed_acquire_frees_only_the_keys_it_took(
+    redlock: Redlock, redis_masters: list[RedisServer]
+) -> None:
+    """On real masters: an acquire reports where it took the key (not where its owner
+    re-entered). One that fails - here with two masters down - frees only those: a session's
+    failed re-entry leaves the key of its earlier, live grant where it was; a fresh one that
+    won one master gives it back."""
+    held, fresh = f"t:{uuid.uuid4()}", f"t:{uuid.uuid4()}"
+    assert (await redlock.acquire(held, "a")).took == (0, 1, 2)
+    again = await redlock.acquire(held, "a")
+    assert (again.won, again.took) == ((0, 1, 2), ())
+    with stopped(redis_masters[1:]):
+        failed = await redlock.acquire(held, "a")
+        assert not failed.ok
+        assert failed.won == (0,)
+        assert await redlock.masters[0].get(held) is not None, "the earlier grant's key freed"
+        lost = await redlock.acquire(fresh, "b")
+        assert (lost.ok, lost.took) == (False, (0,))
+        assert await redlock.masters[0].get(fresh) is None

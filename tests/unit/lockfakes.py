@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kubescaler.domain import lockrules as rules
-from kubescaler.domain.lockrules import Claim, Round, Tally, Vote, VoteOp
+from kubescaler.domain.lockrules import Claim, Round, Tally, Undo, Vote, VoteOp
 from kubescaler.domain.locks import Action, LockCommand, LockOutcome
 
 TTL = 60_000
@@ -84,7 +84,7 @@ class FakeMasters:
                 return Vote(answer="refused", holder=held.owner, ttl_ms=ttl, counter=counter)
             bound = max(op.token, held.bound if held else 0)
             self.keys[m][op.key] = Held(op.owner, bound, self.clock() + self.ttl_ms)
-            return Vote(answer="won", counter=counter)
+            return Vote(answer="won", counter=counter, reentered=held is not None)
         if held is None or held.owner != op.owner or 0 < op.token < counter:
             return Vote(answer="refused", counter=counter)
         if op.kind == "extend":
@@ -115,6 +115,13 @@ class FakeMasters:
 
     async def fence(self, ops: Sequence[VoteOp]) -> Round:
         return await self.vote(ops)
+
+    async def undo(self, ops: Sequence[Undo]) -> None:
+        self.rounds.append([op for op, _ in ops])
+        for op, on in ops:
+            for m in on:
+                if m not in self.down and m not in self.empty:
+                    self._apply(m, op)
 
     def tally(self, got: Round, i: int) -> Tally:
         return rules.tally(got.votes[i], got.started_ms, got.elapsed_ms, self.ttl_ms, DRIFT)

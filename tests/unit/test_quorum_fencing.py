@@ -108,6 +108,31 @@ async def test_a_token_that_lands_on_too_few_masters_is_no_grant(k: Keeper) -> N
     assert (await k.one("acquire", "bob")).fencing_token == 2
 
 
+async def test_a_failed_re_entry_leaves_the_owners_earlier_grant(k: Keeper) -> None:
+    """Alice holds the pair; with one master down she re-enters (a reconnect), and her new
+    token lands on too few masters: no grant - but the key of her earlier grant, whose stream
+    still runs, stays on every master that held it, so bob is denied rather than granted a
+    pair alice still streams (the fault suite's drain found the keeper freeing it)."""
+    first = await k.one("acquire", "alice")
+    assert first.result == "granted"
+    k.masters.down = {2}
+    fence = k.masters.fence
+
+    async def one_master_silent(ops: Sequence[VoteOp]) -> Round:
+        k.masters.down = {1, 2}
+        try:
+            return await fence(ops)
+        finally:
+            k.masters.down = {2}
+
+    k.masters.fence = one_master_silent  # type: ignore[method-assign]
+    again = await k.one("acquire", "alice")
+    assert again.result == "quorum_unavailable"
+    assert "too few masters" in again.detail
+    assert k.masters.holders(PAIR)[:2] == ["alice", "alice"]
+    assert (await k.one("acquire", "bob")).result == "denied"
+
+
 def test_a_fence_counts_only_the_masters_the_acquire_won() -> None:
     """A token that landed on two masters, one of which refused the acquire (another owner's
     key there), is not on a quorum of the grant's own masters."""

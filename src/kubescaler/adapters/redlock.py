@@ -31,6 +31,7 @@ from kubescaler.domain.lockrules import (
     VALUE_SEPARATOR,
     Round,
     Tally,
+    Undo,
     Vote,
     VoteKind,
     VoteOp,
@@ -46,7 +47,8 @@ from kubescaler.domain.locks import now_ms
 # the pair's fencing counter after the op. A master without its ready marker came back empty:
 # it answers {-1} and does nothing (it abstains until the keepers have caught it up).
 # Values are owner#bound; a value written before bounds existed is all owner, bound 0.
-#   acquire: set if absent or the owner's own (re-entrant), keeping the higher bound;
+#   acquire: set if absent or the owner's own (re-entrant, and then the holder is the owner),
+#            keeping the higher bound;
 #   extend:  the owner's only, and not by a grant older than the counter: TTL reset, bound
 #            raised to the token;
 #   release: the owner's only, and only at or above its bound and the counter (token 0:
@@ -82,6 +84,7 @@ for i = 1, (#KEYS - 1) / 2 do
         if t > token then token = t end
         redis.call('SET', key, owner .. '{VALUE_SEPARATOR}' .. token, 'PX', ttl)
         won = 1
+        if v then holder = o end
       end
     elseif v and o == owner and (token == 0 or token >= counter) then
       if kind == 'e' then
@@ -181,6 +184,15 @@ class Redlock:
         """A round of fence ops (each grant's token written back): a vote, timed apart."""
         return await self.vote(ops)
 
+    async def undo(self, ops: Sequence[Undo]) -> None:
+        """Each op on the masters it names only (a failed acquire's release where it took the
+        key), one script call per master; best effort: a silent master lets its key lapse."""
+        calls = []
+        for m, master in enumerate(self.masters):
+            if mine := [op for op, on in ops if m in on]:
+                calls.append(self._bounded(master, mine))
+        await asyncio.gather(*calls)
+
     def tally(self, got: Round, i: int) -> Tally:
         """What the votes on op ``i`` of ``got`` decide, and how long a quorum is valid."""
         return tally(got.votes[i], got.started_ms, got.elapsed_ms, self.ttl_ms, self.drift_factor)
@@ -189,10 +201,10 @@ class Redlock:
         return self.tally(await self.vote([op]), 0)
 
     async def acquire(self, key: str, owner: str, bound: int = 0) -> Tally:
-        """Take ``key`` for ``owner``; a failed attempt is released where it won."""
+        """Take ``key`` for ``owner``; a failed attempt is released where it took the key."""
         got = await self.one(VoteOp("acquire", key, owner, bound))
         if not got.ok or got.valid_ms <= 0:
-            await self.release(key, owner, bound)
+            await self.undo([(VoteOp("release", key, owner, bound), got.took)])
         return got
 
     async def extend(self, key: str, owner: str, token: int = 0) -> Tally:
@@ -244,7 +256,9 @@ def _vote(kind: VoteKind, replies: list[Any] | BaseException, i: int) -> Vote:
         return Vote(answer="silent", error=f"{type(replies).__name__}: {replies}")
     won, pttl, holder, counter = replies[4 * i : 4 * i + 4]
     if int(won) == 1:
-        return Vote(answer="won", counter=int(counter))
+        return Vote(
+            answer="won", counter=int(counter), reentered=kind == "acquire" and bool(holder)
+        )
     if kind == "acquire":
         name = holder.decode() if isinstance(holder, bytes) else str(holder)
         return Vote(answer="refused", holder=name, ttl_ms=int(pttl), counter=int(counter))

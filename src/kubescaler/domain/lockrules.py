@@ -94,6 +94,8 @@ class Vote(msgspec.Struct, frozen=True, kw_only=True):
     ttl_ms: int = 0
     error: str = ""
     counter: int = 0
+    #: an acquire won on a key its owner already held there (a session re-entering)
+    reentered: bool = False
 
 
 class VoteOp(msgspec.Struct, frozen=True):
@@ -104,6 +106,10 @@ class VoteOp(msgspec.Struct, frozen=True):
     key: str
     owner: str
     token: int = 0
+
+
+#: An op and the masters (by index) it goes to: how a failed acquire is undone.
+Undo = tuple[VoteOp, tuple[int, ...]]
 
 
 class Round(msgspec.Struct, frozen=True):
@@ -135,6 +141,9 @@ class Tally(msgspec.Struct, frozen=True, kw_only=True):
     newest: int = 0
     #: which masters won (by index): a grant's token must reach a quorum of these
     won: tuple[int, ...] = ()
+    #: which of them an acquire took free (not its owner's key already): the only masters a
+    #: failed acquire may free - elsewhere the key still carries the owner's earlier grant
+    took: tuple[int, ...] = ()
 
     @property
     def answered(self) -> int:
@@ -178,6 +187,7 @@ def tally(
         error=error,
         newest=max((v.counter for v in votes if v.answer != "silent"), default=0),
         won=won,
+        took=tuple(i for i in won if not votes[i].reentered),
     )
 
 
@@ -242,7 +252,8 @@ def after_acquire_vote(cmd: LockCommand, got: Tally, at_ms: int) -> LockOutcome 
     """``denied`` (another owner holds it), ``quorum_unavailable``, or None: fence it next.
 
     A quorum whose validity is already used up is no grant. Whatever is not None here leaves
-    the masters this acquire won to be released.
+    the masters this acquire took (``Tally.took``) to be released - not those where its owner
+    re-entered its own key, which still carries the owner's earlier, live grant.
     """
     if got.status == "held":
         return outcome(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from kubescaler.domain import lockrules as rules
-from kubescaler.domain.lockrules import Apply, Busy, Claim, Resend, Round, Tally, VoteOp
+from kubescaler.domain.lockrules import Apply, Busy, Claim, Resend, Round, Tally, Undo, VoteOp
 from kubescaler.domain.locks import Delivery, LockCommand, LockOutcome, now_ms
 
 
@@ -34,6 +34,8 @@ class Masters(Protocol):
     async def vote(self, ops: Sequence[VoteOp]) -> Round: ...
 
     async def fence(self, ops: Sequence[VoteOp]) -> Round: ...
+
+    async def undo(self, ops: Sequence[Undo]) -> None: ...
 
     def tally(self, got: Round, i: int) -> Tally: ...
 
@@ -124,7 +126,7 @@ class LockKeeping:
             return decided
         got = await self.masters.vote(ops)
         at = self.clock()
-        undo: list[VoteOp] = []  # masters won by an acquire that is no grant
+        undo: list[Undo] = []  # masters taken by an acquire that is no grant
         fencing: list[tuple[int, Tally, VoteOp]] = []
         for j, i in enumerate(voting):
             cmd, tally, claim = cmds[i], self.masters.tally(got, j), claims[i]
@@ -137,13 +139,13 @@ class LockKeeping:
                 fencing.append((i, tally, ops[j]))
             else:
                 decided[i] = (out, False)
-                undo += [_undo(cmd, ops[j].token)] if tally.wins else []
+                undo += [_undo(cmd, ops[j].token, tally)] if tally.took else []
         if fencing and self.fencing == "quorum":
             undo += await self._fence_quorum(cmds, fencing, decided)
         elif fencing:
             undo += await self._fence(cmds, fencing, decided)
         if undo:
-            await self.masters.vote(undo)  # best effort: a silent master lets its key lapse
+            await self.masters.undo(undo)  # best effort: a silent master lets its key lapse
         return decided
 
     async def _fence(
@@ -151,13 +153,13 @@ class LockKeeping:
         cmds: Sequence[LockCommand],
         fencing: Sequence[tuple[int, Tally, VoteOp]],
         decided: list[tuple[LockOutcome | None, bool]],
-    ) -> list[VoteOp]:
+    ) -> list[Undo]:
         """Give each quorum its token; a token read too late is no grant: its keys to undo."""
         try:
             tokens = await self.ledger.fence([cmds[i] for i, _, _ in fencing])
         except BaseException:
             with contextlib.suppress(Exception):
-                await self.masters.vote([_undo(cmds[i], op.token) for i, _, op in fencing])
+                await self.masters.undo([_undo(cmds[i], op.token, t) for i, t, op in fencing])
             raise
         at = self.clock()
         undo = []
@@ -165,7 +167,7 @@ class LockKeeping:
             out = rules.after_fence(cmds[i], tally, token, at)
             decided[i] = (out, False)
             if out.result != "granted":
-                undo.append(_undo(cmds[i], token))
+                undo.append(_undo(cmds[i], token, tally))
         return undo
 
     async def _fence_quorum(
@@ -173,7 +175,7 @@ class LockKeeping:
         cmds: Sequence[LockCommand],
         fencing: Sequence[tuple[int, Tally, VoteOp]],
         decided: list[tuple[LockOutcome | None, bool]],
-    ) -> list[VoteOp]:
+    ) -> list[Undo]:
         """Give each quorum its token: one above the counters its masters hold, written back
         to a quorum of the masters it won before it is announced; one that did not land, or
         landed after the validity, is no grant: its keys to undo."""
@@ -187,7 +189,7 @@ class LockKeeping:
             got = await self.masters.fence(ops)
         except BaseException:
             with contextlib.suppress(Exception):
-                await self.masters.vote([_undo(cmds[i], op.token) for i, _, op in fencing])
+                await self.masters.undo([_undo(cmds[i], op.token, t) for i, t, op in fencing])
             raise
         at = self.clock()
         undo = []
@@ -197,7 +199,7 @@ class LockKeeping:
             )
             decided[i] = (out, False)
             if out.result != "granted":
-                undo.append(_undo(cmds[i], op.token))
+                undo.append(_undo(cmds[i], op.token, tally))
         return undo
 
 
@@ -238,5 +240,8 @@ def _op(cmd: LockCommand, newest_token: int) -> VoteOp:
     return VoteOp(kind, cmd.pair, cmd.owner, cmd.fencing_token)
 
 
-def _undo(cmd: LockCommand, token: int) -> VoteOp:
-    return VoteOp("release", cmd.pair, cmd.owner, token)
+def _undo(cmd: LockCommand, token: int, acquire: Tally) -> Undo:
+    """A failed acquire's release, on the masters where it took the key: where its owner
+    re-entered, the key is the owner's earlier grant, which lives on (freeing it there let
+    another session in while that grant's stream still ran - the fault suite's drain)."""
+    return VoteOp("release", cmd.pair, cmd.owner, token), acquire.took
