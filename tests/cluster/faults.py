@@ -118,6 +118,7 @@ class Suite:
         )
         ROWS.append(row)
         print(f"\n{name}: {row}\nfailed answers: {got.failed}\nrefusals: {record.refusals}")
+        print("when they failed (s after the injection): " + failure_spans(record, since))
         assert verdict.clean, verdict.describe()
         assert math.isfinite(got.seconds), f"{name}: a probe failed to the end: {got.failed}"
         return row, record
@@ -151,3 +152,26 @@ class Suite:
         pods = ready_pods(self.kube, "stream")
         assert pods, "no ready stream pod"
         return str(pods[0]["metadata"]["name"])
+
+
+def failure_spans(record: Record, since: float, gap_s: float = 3.0) -> str:
+    """Each probe's failures after ``since`` as spans of seconds (failures less than
+    ``gap_s`` apart are one span) with what failed in each: where a recovery's time went."""
+    spans: dict[str, list[tuple[float, float, set[str]]]] = {}
+    for a in sorted(record.answers, key=lambda a: a.at):
+        if a.at < since or a.ok:
+            continue
+        t = a.at - since
+        mine = spans.setdefault(a.probe, [])
+        if mine and t - mine[-1][1] <= gap_s:
+            mine[-1] = (mine[-1][0], t, mine[-1][2] | {a.what})
+        else:
+            mine.append((t, t, {a.what}))
+    return (
+        "; ".join(
+            f"{probe} "
+            + ", ".join(f"{lo:.0f}-{hi:.0f} ({'/'.join(sorted(w))})" for lo, hi, w in got)
+            for probe, got in sorted(spans.items())
+        )
+        or "none"
+    )

@@ -51,6 +51,24 @@ class Kube:
     def ns(self, *args: str) -> Any:
         return self.json("-n", NAMESPACE, *args)
 
+    def clear_namespace(self) -> None:
+        """kubescaler's namespace deleted without waiting out its pods' grace (Cassandra's
+        120 s drain, the streams' preStop pause): the tests throw the deployment away and
+        start the next on recycled volumes. Once the namespace is terminating no controller
+        may make a pod in it, so a delete with a 1 s grace ends each for good; the wait is
+        for the namespace itself to be gone."""
+        self.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
+        self.run(
+            "-n", NAMESPACE, "delete", "pods", "--all", "--grace-period=1", "--wait=false",
+            "--ignore-not-found", check=False,
+        )  # fmt: skip
+        self.run(
+            "wait", "--for=delete", f"namespace/{NAMESPACE}", "--timeout=300s", timeout=320,
+            check=False,
+        )  # fmt: skip
+        gone = self.run("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name")
+        assert not gone.stdout.strip(), f"namespace {NAMESPACE} still there after 300 s"
+
 
 @dataclass(frozen=True)
 class Pair:

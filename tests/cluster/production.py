@@ -69,7 +69,7 @@ def deploy(cluster: Cluster, kube: Kube) -> Production:
     runs), and make its test data."""
     prod = _running(kube)
     if prod is None:
-        kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s")
+        kube.clear_namespace()
         cluster.recycle_volumes()
         prod = Production(secrets.token_urlsafe(32), secrets.token_urlsafe(24))
         kube.run("create", "namespace", NAMESPACE)

@@ -14,7 +14,7 @@ import pytest
 from kubehelp import GATEWAY, GATEWAY_HTTP, Kube, Pair, await_for, ready_pods, tls
 from viewers import close_all, open_viewers
 
-from kubescaler_dev.cluster.app import NAMESPACE, OVERLAYS, WORKLOADS
+from kubescaler_dev.cluster.app import OVERLAYS, WORKLOADS
 from kubescaler_dev.cluster.custom_metrics import custom_metrics, restore_keda, use_adapter
 from kubescaler_dev.cluster.stack import Cluster
 
@@ -28,7 +28,7 @@ ADMIN = {"Authorization": "Bearer dev-admin-token-CHANGE-ME"}
 def classic(cluster: Cluster, kube: Kube) -> Iterator[list[Pair]]:
     """Classic in place of whatever runs in the namespace, the metrics adapter in place of
     KEDA's external metrics API; KEDA's given back afterwards."""
-    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s")
+    kube.clear_namespace()
     cluster.recycle_volumes()
     addons = cluster.lay.state / "addons"
     adapter = custom_metrics(addons / "metrics-adapter")

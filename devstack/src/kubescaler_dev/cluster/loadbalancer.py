@@ -2,10 +2,14 @@
 
 HAProxy (Debian's) listens on 127.0.0.1:80 and 127.0.0.1:443 and passes each connection, as
 bytes (TLS ends at Traefik), to the same port of Traefik on a node whose ``/ping`` answered its
-last health checks (every second; down after two
-failures, up after one success). A lost or frozen node stops answering and gets no new
-connections within about two seconds; the connections it held are left to their ends, as a
-cloud load balancer leaves them. Long timeouts: an SSE stream lasts as long as its client.
+last health checks (every second; down after two failures, up after one success). A lost
+or frozen node stops answering and gets no new connections within about two seconds, and
+the connections it held are closed then (``on-marked-down shutdown-sessions``): a client's
+pooled keep-alive connection or SSE stream through a dead node would otherwise hang until
+the client's own timeout - the fault suite measured every probe timing out, one pooled
+connection after another, for 34 s of a lost node. Cloud load balancers have the same switch
+(connection termination for unhealthy targets; docs/kubernetes.md). Long timeouts: an SSE
+stream lasts as long as its client.
 """
 
 from __future__ import annotations
@@ -63,14 +67,14 @@ backend nodes
     balance leastconn
     option httpchk GET /ping
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1
+    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
 {self._servers(http)}
 
 backend nodes_tls
     balance leastconn
     option httpchk GET /ping
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1
+    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
 {self._servers(https)}
 """
         )

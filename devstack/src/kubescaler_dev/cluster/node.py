@@ -93,8 +93,12 @@ class Node:
         """SIGKILL every process of one container (a crash, as the OOM killer does): the
         kubelet starts it again in the same pod, on the same volumes. The processes killed."""
         killed = []
-        for folder in CGROUP_ROOT.glob(
-            f"*/{self.net.cgroup}/kubepods/**/pod{pod_uid}/{container_id}"
+        # the container's folder named outright in each hierarchy and QoS class: a walk of
+        # kubepods/** meets other containers' folders vanishing under it (FileNotFoundError)
+        for folder in (
+            hierarchy / self.net.cgroup / "kubepods" / qos / f"pod{pod_uid}" / container_id
+            for hierarchy in CGROUP_ROOT.iterdir()
+            for qos in ("", "burstable", "besteffort")
         ):
             with contextlib.suppress(OSError):
                 for pid in (folder / "cgroup.procs").read_text().split():
