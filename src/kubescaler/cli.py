@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from kubescaler import logs, settings_production, settings_reference
 from kubescaler import settings as settings_module
-from kubescaler import settings_production, settings_reference
 from kubescaler.settings import Settings
 
 if TYPE_CHECKING:
@@ -248,12 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings_module.SettingsError as exc:
         print(f"kubescaler: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        service=args.command,
+        instance=settings.instance or socket.gethostname(),
     )
-    for noisy in ("httpx", "cassandra"):  # per-request and driver chatter; errors still show
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     try:
         settings_production.check(settings, args.command)
         result: int = args.func(args, settings)

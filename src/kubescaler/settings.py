@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from kubescaler.logs import LogFormat
 from kubescaler.settings_cassandra import CassandraSettings
 from kubescaler.settings_redis import RedisSettings
 
@@ -274,6 +275,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         1_048_576
     )
     log_level: Annotated[str, _doc("Log level of every process.")] = "info"
+    log_format: Annotated[
+        LogFormat,
+        _doc("`text` (time level logger: message) or `json` (one object per line; logs.py)."),
+    ] = "text"
     local_state_dir: Annotated[
         str, _doc("Where `./dev up` keeps data and logs of the local system.")
     ] = ".local"

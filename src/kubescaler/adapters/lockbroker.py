@@ -79,6 +79,9 @@ def _broker(redis: RedisSettings) -> RedisBroker:
     options: dict[str, Any] = {
         **worker_retry_options(redis.timeout_s),
         "log_level": logging.DEBUG,
+        # FastStream's own logger writes its own format and does not propagate: ours does
+        # (logs.py: text or JSON like every other line)
+        "logger": logging.getLogger("kubescaler.broker"),
         "apply_types": False,  # the handlers take the raw entries: no injection per message
     }
     if not redis.sentinels:

@@ -55,6 +55,7 @@ def serve(
         host=settings.host,
         port=port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers go to the process's handler (logs.py)
         access_log=False,
         lifespan="on",
         loop=settings.server.loop,
