@@ -84,5 +84,6 @@ def configure(level: str, fmt: LogFormat, service: str, instance: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python's warnings as log records, in the same shape
     for noisy in NOISY:  # errors still show
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -76,3 +76,31 @@ def test_every_pod_runs_hardened_under_the_restricted_pod_security_standard(
     assert all(p["status"]["phase"] in ("Running", "Succeeded") for p in pods), [
         (p["metadata"]["name"], p["status"]["phase"]) for p in pods
     ]
+
+
+def test_the_keepers_see_every_master_vote_and_log_json(production: Production, kube: Kube) -> None:
+    """What the alerts read, from a real keeper: each of the three masters up and voting
+    (kubescaler_lock_master_up / _voting), the backlog's oldest age; and its log lines are
+    JSON objects naming the service and the pod (the overlay's KUBESCALER_LOG_FORMAT)."""
+    script = (
+        "import urllib.request as u; "
+        "print(u.urlopen('http://127.0.0.1:8085/metrics', timeout=5).read().decode())"
+    )
+    done = kube.run(
+        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
+        "python", "-c", script,
+    )  # fmt: skip
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in done.stdout.splitlines()
+        if line.startswith(("kubescaler_lock_master_", "kubescaler_lock_oldest_pending"))
+    }
+    for m in range(3):
+        assert samples[f'kubescaler_lock_master_up{{master="{m}"}}'] == 1, samples
+        assert samples[f'kubescaler_lock_master_voting{{master="{m}"}}'] == 1, samples
+    assert "kubescaler_lock_oldest_pending_seconds" in samples
+    logs = kube.run("-n", NAMESPACE, "logs", "deploy/lock-keeper", "-c", "lock-keeper")
+    lines = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
+    assert lines, "the keeper logged nothing"
+    assert {line["service"] for line in lines} == {"lock-keeper"}
+    assert all(line["instance"].startswith("lock-keeper-") for line in lines)

@@ -95,7 +95,8 @@ def test_the_local_overlay_swaps_only_what_cannot_exist_on_the_local_cluster() -
 
 def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() -> None:
     """manifests/overlays/local-production is production with: stand-in images, the in-cluster
-    Prometheus in place of the Prometheus Operator's PodMonitor (and KEDA asking it), Traefik's
+    Prometheus in place of the Prometheus Operator's PodMonitor and PrometheusRule (and KEDA
+    asking it), Traefik's
     GatewayClass, no per-address open limit, CPU requests that fit two shared cores, and
     Cassandra's joining waits shortened. Anything else that differs is a mistake."""
     prod, local = render("production"), render("local-production")
@@ -120,7 +121,8 @@ def test_local_production_swaps_only_what_cannot_exist_on_the_local_cluster() ->
 
     docs = {key(d): d for d in prod.docs}
     mine = {key(d): d for d in local.docs}
-    assert docs.keys() - mine.keys() == {("PodMonitor", "kubescaler")}
+    operator = {("PodMonitor", "kubescaler"), ("PrometheusRule", "kubescaler")}
+    assert docs.keys() - mine.keys() == operator
     assert mine.keys() - docs.keys() <= added
     for k in docs.keys() & mine.keys():
         for path in _differences(docs[k], mine[k]):

@@ -16,6 +16,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from kubescaler.domain.locks import now_ms
 from kubescaler.settings import LockSettings
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,30 @@ class CommandGroup:
         await self.broker.start()
         return True
 
-    async def pending(self) -> int:
-        """Commands read by some worker and not yet acknowledged (the autoscaling backlog)."""
+    async def backlog(self) -> tuple[int, float]:
+        """Commands read by some worker and not yet acknowledged (the autoscaling backlog),
+        and the age in seconds of the oldest of them (its stream id's time; 0 when none)."""
         info = await self.redis.xpending(self.lock.command_stream, self.lock.command_group)
-        return int(info["pending"])
+        count, oldest = int(info["pending"]), info.get("min")
+        if not count or not oldest:
+            return count, 0.0
+        since_ms = int(
+            (oldest.decode() if isinstance(oldest, bytes) else str(oldest)).split("-")[0]
+        )
+        return count, max(0.0, (now_ms() - since_ms) / 1000)
+
+    async def pending(self) -> int:
+        return (await self.backlog())[0]
 
     async def upkeep(
-        self, report_pending: Callable[[float], None], every_s: float = UPKEEP_EVERY_S
+        self,
+        report_pending: Callable[[float], None],
+        every_s: float = UPKEEP_EVERY_S,
+        report_oldest: Callable[[float], None] = lambda _: None,
     ) -> None:
         """Forever, every ``every_s``: the group exists, the broker's subscribers run, and the
-        backlog goes to ``report_pending`` (NaN while it cannot be read: Redis is down)."""
+        backlog goes to ``report_pending``, its oldest command's age to ``report_oldest`` (NaN
+        while they cannot be read: Redis is down)."""
         while True:
             try:
                 if await self.ensure():
@@ -75,7 +90,10 @@ class CommandGroup:
                     )
                 if await self.revive():
                     log.warning("restarted the broker: a subscriber had stopped")
-                report_pending(await self.pending())
+                count, oldest_s = await self.backlog()
+                report_pending(count)
+                report_oldest(oldest_s)
             except Exception:  # the backlog is unknown while Redis is down
                 report_pending(float("nan"))
+                report_oldest(float("nan"))
             await asyncio.sleep(every_s)

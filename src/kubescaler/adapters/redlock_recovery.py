@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
@@ -56,9 +56,16 @@ return #KEYS
 
 class MasterRecovery:
     def __init__(
-        self, masters: Sequence[Redis], ttl_ms: int, timeout_s: float, seed: Redis | None = None
+        self,
+        masters: Sequence[Redis],
+        ttl_ms: int,
+        timeout_s: float,
+        seed: Redis | None = None,
+        report: Callable[[Sequence[MasterState | None]], None] = lambda _: None,
     ) -> None:
-        """``seed``: the stream Redis, whose counters a new deployment starts from."""
+        """``seed``: the stream Redis, whose counters a new deployment starts from;
+        ``report``: what each step saw of every master (None: it did not answer)."""
+        self.report = report
         self.masters = list(masters)
         self.ttl_ms = ttl_ms
         self.timeout_s = timeout_s
@@ -75,6 +82,7 @@ class MasterRecovery:
     async def step(self) -> list[Recovery]:
         """One look at every master, and what it called for done."""
         states = await asyncio.gather(*(self.state(m) for m in self.masters))
+        self.report(states)
         plan = recovery(states, self.ttl_ms)
         if "bootstrap" in plan:
             seed = await counters(self.seed) if self.seed is not None else {}

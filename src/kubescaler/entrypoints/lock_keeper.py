@@ -62,7 +62,9 @@ class Worker:
             key_prefix=lockstate.LOCK_PREFIX,
             fence_prefix=lockstate.FENCE_PREFIX,
         )
-        self.recovery = MasterRecovery(masters, s.lock.ttl_ms, timeout_s, seed=self.state)
+        self.recovery = MasterRecovery(
+            masters, s.lock.ttl_ms, timeout_s, seed=self.state, report=lock_metrics.masters_seen
+        )
         self._recovering: asyncio.Task[None] | None = None
         self.pulse = Pulse(s.lock.heartbeat_interval_ms, s.lock.heartbeat_ttl_ms)
         voting = Timed(self.redlock, "vote", "fence")
@@ -117,7 +119,11 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await keeper.start()
-        upkeep = asyncio.create_task(keeper.group.upkeep(lock_metrics.PENDING.set))
+        upkeep = asyncio.create_task(
+            keeper.group.upkeep(
+                lock_metrics.PENDING.set, report_oldest=lock_metrics.OLDEST_PENDING.set
+            )
+        )
         try:
             yield
         finally:

@@ -8,7 +8,10 @@
 - ``kubescaler_lock_step_seconds{step}``: a batch's claim, vote, fence and commit, timed by
   wrapping the use case's ports in :class:`Timed` (the use case stays free of metrics).
 - ``kubescaler_lock_commands_pending``: the group's backlog, the autoscaling signal (set by the
-  consumer group's upkeep, ``adapters/lockgroup.py``).
+  consumer group's upkeep, ``adapters/lockgroup.py``), and
+  ``kubescaler_lock_oldest_pending_seconds``: how long its oldest command has waited.
+- ``kubescaler_lock_master_up{master}`` and ``kubescaler_lock_master_voting{master}``: each
+  Redlock master as this keeper's recovery step saw it, every second (``master`` is its index).
 - ``kubescaler_lock_commands_taken_over_total{verdict}``: commands this keeper took over from
   a ``silent`` or ``dead`` keeper (``services/takeover.py``), and
   ``kubescaler_lock_claims_released_total``: the in-flight claims of dead keepers it released.
@@ -22,6 +25,7 @@ from typing import Any
 
 import prometheus_client as prom
 
+from kubescaler.domain.recovery import MasterState
 from kubescaler.services.lockkeeping import Handled
 
 COMMANDS = prom.Counter(
@@ -49,6 +53,21 @@ STEP = prom.Histogram(
 PENDING = prom.Gauge(
     "kubescaler_lock_commands_pending",
     "Commands read by some worker and not yet acked.",
+)
+
+OLDEST_PENDING = prom.Gauge(
+    "kubescaler_lock_oldest_pending_seconds",
+    "Age of the oldest command read and not yet acked (above claim_idle_ms: nobody applies it).",
+)
+MASTER_UP = prom.Gauge(
+    "kubescaler_lock_master_up",
+    "Whether this keeper reached the Redlock master (by index in KUBESCALER_REDIS_LOCK_URLS).",
+    ["master"],
+)
+MASTER_VOTING = prom.Gauge(
+    "kubescaler_lock_master_voting",
+    "Whether the master votes (0: down, or back empty and abstaining until caught up).",
+    ["master"],
 )
 
 TAKEN_OVER = prom.Counter(
@@ -106,3 +125,10 @@ def _timed(method: Any, step: Any) -> Any:
             step.observe(time.perf_counter() - start)
 
     return timed
+
+
+def masters_seen(states: Sequence[MasterState | None]) -> None:
+    """What a recovery step saw of each master: reached (up) and voting (ready)."""
+    for i, state in enumerate(states):
+        MASTER_UP.labels(str(i)).set(state is not None)
+        MASTER_VOTING.labels(str(i)).set(state is not None and state.ready)
