@@ -38,8 +38,9 @@ FIELDS = (
     "span_id",
 )
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: Loggers whose per-request and driver chatter is kept below WARNING.
-NOISY = ("httpx", "cassandra")
+#: Loggers whose per-request, driver and broker chatter is kept below WARNING (FastStream says
+#: "callback for Task-N is being executed..." at INFO for every subscriber task that ends).
+NOISY = ("httpx", "cassandra", "kubescaler.broker")
 
 _encode = msgspec.json.Encoder().encode
 

@@ -61,12 +61,18 @@ def test_a_logged_exception_travels_as_error_in_the_same_line() -> None:
 
 
 def _configured(fmt: str) -> str:
-    """stderr of a process that configured its logs as ``fmt`` and logged as uvicorn and as
-    FastStream's broker logger do."""
+    """stderr of a process that configured its logs as ``fmt``, made a service app, and logged
+    as uvicorn and as FastStream's broker logger do (its INFO chatter kept out)."""
     code = (
         "import logging; from kubescaler import logs; "
         f"logs.configure('info', {fmt!r}, 'lock-keeper', 'k-1'); "
+        # a service app made after (Litestar's own logging config would replace the handler)
+        "from kubescaler.settings import load; "
+        "from kubescaler.entrypoints.web import create_service_app; "
+        "create_service_app('x', load({}), handlers=[], checks={}); "
+        "from kubescaler.adapters.lockbroker import _broker_logger; _broker_logger(); "
         "logging.getLogger('uvicorn.error').info('Started server process'); "
+        "logging.getLogger('kubescaler.broker').info('callback for Task-5 is being executed...'); "
         "logging.getLogger('kubescaler.broker').warning('consumer restarted'); "
         "logging.getLogger('httpx').info('per-request chatter')"
     )

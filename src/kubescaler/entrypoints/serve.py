@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
+from kubescaler import logs
 from kubescaler.settings import Settings
 
 GRACE_S = 30
@@ -31,6 +34,14 @@ def serve(
 ) -> int:
     """Serve the ASGI ``app`` on ``port`` until SIGTERM/SIGINT; 0 once it stopped."""
     import uvicorn
+
+    if not logging.getLogger().handlers:  # started without the CLI, which configures them
+        logs.configure(
+            settings.log_level,
+            settings.log_format,
+            service="kubescaler",
+            instance=settings.instance or socket.gethostname(),
+        )
 
     class Server(uvicorn.Server):
         loop: asyncio.AbstractEventLoop | None = None

@@ -189,4 +189,7 @@ def create_service_app(
         dependencies={key: _constant(value) for key, value in (dependencies or {}).items()},
         state=State({"settings": settings}),
         debug=False,
+        # the process's logging is logs.configure's (text or JSON): Litestar's default config
+        # would replace its handler with its own format (unhandled errors: _unexpected logs them)
+        logging_config=None,
     )
