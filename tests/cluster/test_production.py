@@ -4,6 +4,7 @@ real nodes: its stores one per node, Cassandra at a quorum of three replicas, au
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -79,26 +80,37 @@ def test_every_pod_runs_hardened_under_the_restricted_pod_security_standard(
 
 
 def test_the_keepers_see_every_master_vote_and_log_json(production: Production, kube: Kube) -> None:
-    """What the alerts read, from a real keeper: each of the three masters up and voting
-    (kubescaler_lock_master_up / _voting), the backlog's oldest age; and its log lines are
-    JSON objects naming the service and the pod (the overlay's KUBESCALER_LOG_FORMAT)."""
+    """What the alerts read, from a real keeper: each of the three masters up and, within a
+    lock's lifetime of the deployment, voting (a master that came up after the keepers had
+    started the others joins as one back empty: it abstains one lifetime, 60 s, then catches
+    up), the backlog's oldest age; and its log lines are JSON objects naming the service and
+    the pod (the overlay's KUBESCALER_LOG_FORMAT)."""
     script = (
         "import urllib.request as u; "
         "print(u.urlopen('http://127.0.0.1:8085/metrics', timeout=5).read().decode())"
     )
-    done = kube.run(
-        "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
-        "python", "-c", script,
-    )  # fmt: skip
-    samples = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in done.stdout.splitlines()
-        if line.startswith(("kubescaler_lock_master_", "kubescaler_lock_oldest_pending"))
-    }
+
+    def samples() -> dict[str, float]:
+        done = kube.run(
+            "-n", NAMESPACE, "exec", "deploy/lock-keeper", "-c", "lock-keeper", "--",
+            "python", "-c", script,
+        )  # fmt: skip
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in done.stdout.splitlines()
+            if line.startswith(("kubescaler_lock_master_", "kubescaler_lock_oldest_pending"))
+        }
+
+    voting = [f'kubescaler_lock_master_voting{{master="{m}"}}' for m in range(3)]
+    deadline = time.monotonic() + 90
+    seen = samples()
+    while any(seen.get(v) != 1 for v in voting) and time.monotonic() < deadline:
+        time.sleep(3)
+        seen = samples()
     for m in range(3):
-        assert samples[f'kubescaler_lock_master_up{{master="{m}"}}'] == 1, samples
-        assert samples[f'kubescaler_lock_master_voting{{master="{m}"}}'] == 1, samples
-    assert "kubescaler_lock_oldest_pending_seconds" in samples
+        assert seen.get(f'kubescaler_lock_master_up{{master="{m}"}}') == 1, seen
+    assert all(seen.get(v) == 1 for v in voting), seen
+    assert "kubescaler_lock_oldest_pending_seconds" in seen
     logs = kube.run("-n", NAMESPACE, "logs", "deploy/lock-keeper", "-c", "lock-keeper")
     lines = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
     assert lines, "the keeper logged nothing"
