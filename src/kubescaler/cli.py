@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -253,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level,
         settings.log_format,
         service=args.command,
-        instance=settings.instance or socket.gethostname(),
+        instance=settings.instance,
     )
     try:
         settings_production.check(settings, args.command)

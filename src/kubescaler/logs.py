@@ -17,6 +17,7 @@ logging config).
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from typing import Any, Literal
@@ -74,11 +75,14 @@ class JsonFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
-def configure(level: str, fmt: LogFormat, service: str, instance: str) -> None:
-    """Every log record of the process to stderr, as ``fmt`` says, from ``level`` up."""
+def configure(level: str, fmt: LogFormat, service: str, instance: str = "") -> None:
+    """Every log record of the process to stderr, as ``fmt`` says, from ``level`` up;
+    ``instance`` empty: the host's name (a pod's name in Kubernetes)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(service, instance) if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter(service, instance or socket.gethostname())
+        if fmt == "json"
+        else logging.Formatter(TEXT_FORMAT)
     )
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -70,7 +70,6 @@ def _configured(fmt: str) -> str:
         "from kubescaler.settings import load; "
         "from kubescaler.entrypoints.web import create_service_app; "
         "create_service_app('x', load({}), handlers=[], checks={}); "
-        "from kubescaler.adapters.lockbroker import _broker_logger; _broker_logger(); "
         "logging.getLogger('uvicorn.error').info('Started server process'); "
         "logging.getLogger('kubescaler.broker').info('callback for Task-5 is being executed...'); "
         "logging.getLogger('kubescaler.broker').warning('consumer restarted'); "

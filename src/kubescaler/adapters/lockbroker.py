@@ -73,14 +73,6 @@ def _subscribe(
     )(on_batch)
 
 
-def _broker_logger() -> logging.Logger:
-    """FastStream's logger: ours, warnings and errors only (logs.NOISY, also when the process
-    did not go through logs.configure)."""
-    found = logging.getLogger("kubescaler.broker")
-    found.setLevel(max(logging.WARNING, found.level))
-    return found
-
-
 def _broker(redis: RedisSettings) -> RedisBroker:
     """A broker on the state Redis: ``redis.url``, or the primary the Sentinels name (every new
     connection asks them, so after a failover the subscribers read from the new primary)."""
@@ -88,8 +80,8 @@ def _broker(redis: RedisSettings) -> RedisBroker:
         **worker_retry_options(redis.timeout_s),
         "log_level": logging.DEBUG,
         # FastStream's own logger writes its own format and does not propagate: ours does
-        # (logs.py: text or JSON like every other line; its INFO chatter kept out)
-        "logger": _broker_logger(),
+        # (logs.py: text or JSON like every other line; logs.NOISY keeps its INFO chatter out)
+        "logger": logging.getLogger("kubescaler.broker"),
         "apply_types": False,  # the handlers take the raw entries: no injection per message
     }
     if not redis.sentinels:

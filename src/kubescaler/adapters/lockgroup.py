@@ -70,9 +70,6 @@ class CommandGroup:
         )
         return count, max(0.0, (now_ms() - since_ms) / 1000)
 
-    async def pending(self) -> int:
-        return (await self.backlog())[0]
-
     async def upkeep(
         self,
         report_pending: Callable[[float], None],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,7 @@ def serve(
             settings.log_level,
             settings.log_format,
             service="kubescaler",
-            instance=settings.instance or socket.gethostname(),
+            instance=settings.instance,
         )
 
     class Server(uvicorn.Server):
